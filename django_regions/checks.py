@@ -1,0 +1,66 @@
+"""System checks: ``django_regions.E0xx`` mirror :func:`regions.config.check`; W001/W002 add the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from django_regions import conf, health
+
+MIDDLEWARE_HINT = f"Add {conf.MIDDLEWARE_PATH!r} to MIDDLEWARE."
+
+
+def _obj(region: str | None) -> str:
+    return f"CACHE_REGIONS[{region!r}]" if region else "CACHE_REGIONS"
+
+
+def check_config(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """One ``django_regions.E0xx`` error per problem in CACHE_REGIONS (same number as regions' Problem)."""
+    return [
+        checks.Error(p.message, hint=p.hint, obj=_obj(p.region), id=f"django_regions.{p.id}")
+        for p in conf.problems()
+    ]
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W001: a request region is configured but nothing opens request scopes, so it never caches."""
+    names = conf.request_region_names()
+    if not names or conf.middleware_installed():
+        return []
+    return [
+        checks.Warning(
+            f"region {name!r} has BACKEND 'request' but RequestRegionMiddleware is not in MIDDLEWARE, "
+            "so it never caches in views",
+            hint=MIDDLEWARE_HINT,
+            obj=_obj(name),
+            id="django_regions.W001",
+        )
+        for name in names
+    ]
+
+
+def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W002: a memcached server of a region does not answer (cached functions then run uncached)."""
+    messages: list[checks.CheckMessage] = []
+    for name, opts in conf.normalized().items():
+        if opts.get("BACKEND") != "memcached":
+            continue
+        for address in health.unreachable(opts.get("LOCATION")):
+            messages.append(
+                checks.Warning(
+                    f"memcached server {address} of region {name!r} is not answering",
+                    hint=f"Start memcached on {address} (e.g. `memcached -l 127.0.0.1 -p PORT`) "
+                    "or fix LOCATION; until then the region's functions run uncached.",
+                    obj=_obj(name),
+                    id="django_regions.W002",
+                )
+            )
+    return messages
+
+
+def register() -> None:
+    """Register the checks (called from the app config's ready())."""
+    checks.register(check_config, checks.Tags.caches)
+    checks.register(check_middleware, checks.Tags.caches)
+    checks.register(check_memcached, checks.Tags.caches)

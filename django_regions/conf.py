@@ -1,0 +1,100 @@
+"""Reading the regions settings from ``django.conf.settings``.
+
+``CACHE_REGIONS``
+    dict of region name -> settings (BACKEND, LOCATION, TIMEOUT, KEY_PREFIX, VERSION, OPTIONS),
+    or a Beaker ``cache_opts`` dict, passed unchanged to :func:`regions.configure`.
+``REGIONS_KEY_PREFIX``
+    optional prefix applied to every key of every region (default ``""``).
+``REGIONS_NOTICES``
+    optional list of messages (e.g. "memcached not reachable, using memory") that the app logs
+    at start-up and the dashboard shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+
+import regions
+from regions.config import Problem, check, normalize
+
+logger = logging.getLogger("django_regions")
+
+#: Settings whose change (override_settings, pytest-django's ``settings`` fixture) rebuilds the manager.
+WATCHED_SETTINGS = frozenset({"CACHE_REGIONS", "REGIONS_KEY_PREFIX"})
+MIDDLEWARE_PATH = "django_regions.middleware.RequestRegionMiddleware"
+
+
+def get_config() -> Any:
+    """The ``CACHE_REGIONS`` setting as written (``{}`` when absent)."""
+    return getattr(settings, "CACHE_REGIONS", None) or {}
+
+
+def get_key_prefix() -> str:
+    """The optional global ``REGIONS_KEY_PREFIX`` setting."""
+    return getattr(settings, "REGIONS_KEY_PREFIX", "") or ""
+
+
+def get_notices() -> list[str]:
+    """Operator-facing notices from ``REGIONS_NOTICES`` (e.g. a memcached fallback)."""
+    return [str(n) for n in getattr(settings, "REGIONS_NOTICES", None) or []]
+
+
+def problems() -> list[Problem]:
+    """Problems :func:`regions.config.check` finds in the current settings."""
+    return check(get_config())
+
+
+def normalized() -> dict[str, dict[str, Any]]:
+    """Normalized region settings, or ``{}`` when the settings have problems (reported by checks)."""
+    try:
+        return normalize(get_config())
+    except regions.ConfigurationError:
+        return {}
+
+
+def build() -> regions.CacheManager | None:
+    """(Re)build the process default manager from settings.
+
+    Invalid settings do not raise here: they are logged, the default manager is cleared, and
+    ``manage.py check`` (run by runserver/migrate) reports them as ``django_regions.E0xx``.
+    """
+    try:
+        return regions.configure(get_config(), key_prefix=get_key_prefix())
+    except regions.ConfigurationError as exc:
+        logger.error("CACHE_REGIONS is invalid, regions are disabled: %s (run manage.py check)", exc)
+        regions.configure(None)
+        return None
+
+
+def manager() -> regions.CacheManager | None:
+    """The process default manager, or None when there is none (invalid settings)."""
+    try:
+        return regions.get_manager()
+    except regions.RegionError:
+        return None
+
+
+def request_region_names() -> list[str]:
+    """Names of the configured regions whose BACKEND is ``request``."""
+    return [name for name, opts in normalized().items() if opts.get("BACKEND") == "request"]
+
+
+def middleware_installed() -> bool:
+    """Whether :class:`~django_regions.middleware.RequestRegionMiddleware` (or a subclass) is active."""
+    from django.utils.module_loading import import_string
+
+    from django_regions.middleware import RequestRegionMiddleware
+
+    for path in getattr(settings, "MIDDLEWARE", None) or []:
+        if path == MIDDLEWARE_PATH:
+            return True
+        try:
+            cls = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, RequestRegionMiddleware):
+            return True
+    return False
