@@ -1,0 +1,100 @@
+"""Settings of the example project.
+
+Environment:
+    REGIONS_MEMCACHED   memcached address for the "functions" region, e.g. "127.0.0.1:11311".
+                        Absent or not answering: the region falls back to an in-process memory
+                        region, a warning is logged and every page shows a notice.
+    REGIONS_VAR_DIR     where the SQLite database and the file region live (default: ./var).
+    DJANGO_DEBUG        "0" to turn DEBUG off (default on: this is a demo).
+    DJANGO_SECRET_KEY   secret key (a fixed development key is used otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django_regions.fallback import memcached_or_memory
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("REGIONS_VAR_DIR") or BASE_DIR / "var")
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-not-secret-regions-example")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") != "0"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+    "django_regions",
+    "config.shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django_regions.middleware.RequestRegionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django_regions.context_processors.notices",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "db.sqlite3",
+    }
+}
+
+# Django's own CACHES stay untouched: regions never read or change them.
+
+# --- cache regions -------------------------------------------------------------------------------
+_functions, _notice = memcached_or_memory(os.environ.get("REGIONS_MEMCACHED"), timeout=60 * 60)
+
+CACHE_REGIONS = {
+    # results of functions, keyed by their arguments (per user: the User instance is an argument)
+    "functions": _functions,
+    # parsed import files: long-lived, on disk
+    "files": {"BACKEND": "file", "LOCATION": VAR_DIR / "cache" / "files", "TIMEOUT": 5 * 24 * 60 * 60},
+    # lives for one request (RequestRegionMiddleware)
+    "request": {"BACKEND": "request"},
+}
+REGIONS_KEY_PREFIX = "example"
+REGIONS_NOTICES = [_notice] if _notice else []
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_regions": {"handlers": ["console"], "level": "INFO"},
+        "regions": {"handlers": ["console"], "level": "WARNING"},
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The example shop: one page that uses all three cache regions."""

@@ -1,0 +1,115 @@
+"""Cached functions of the example shop, one per region.
+
+* ``profile_card(user)``   -- "functions" region (memcached): per user, keyed by the User's pk.
+* ``readfile(path)``       -- "files" region (on disk): an import file's contents, as in Beaker's blog post.
+* ``category_label(code)`` -- "request" region: looked up for every row of a page, computed once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.contrib.auth.models import User
+
+import regions
+from regions import region
+
+CATALOG = Path(__file__).resolve().parent / "data" / "catalog.csv"
+
+CATEGORIES = {"tea": "Tea", "coffee": "Coffee", "cups": "Cups & glasses", "accessories": "Brewing gear"}
+
+_lock = threading.Lock()
+#: Disk reads of import files by this process (the file region makes this stay at 1 per file).
+FILE_READS: dict[str, int] = {}
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    category: str
+    price_cents: int
+    stock: int
+
+    @property
+    def price(self) -> str:
+        return f"${self.price_cents / 100:.2f}"
+
+
+@region("files")
+def readfile(filepath: str) -> str:
+    """Return the contents of an import file (kept 5 days in the file region)."""
+    with _lock:
+        FILE_READS[filepath] = FILE_READS.get(filepath, 0) + 1
+    with open(filepath, encoding="utf-8") as f:
+        return f.read()
+
+
+def catalog() -> list[Product]:
+    """The products of the shipped import file, parsed from the cached file contents."""
+    rows = csv.DictReader(io.StringIO(readfile(str(CATALOG))))
+    return [Product(r["sku"], r["name"], r["category"], int(r["price_cents"]), int(r["stock"])) for r in rows]
+
+
+@region("functions")
+def profile_card(user: User) -> dict[str, object]:
+    """A per-user summary that is slow to build (cached per user: key = ("auth", "user", pk))."""
+    time.sleep(0.2)  # stands in for the slow queries a real profile page makes
+    products = catalog()
+    picks = [p.name for i, p in enumerate(products) if (i + user.pk) % 4 == 0][:3]
+    return {
+        "name": user.get_full_name() or user.username,
+        "email": user.email or "-",
+        "username": user.username,
+        "recommended": picks,
+        "computed_at": time.time(),
+    }
+
+
+def _count(*names: str) -> None:
+    """Add 1 to counters kept in the request region itself, so each request counts only its own."""
+    request_cache = regions.get_manager()["request"]
+    with _lock:
+        for name in names:
+            request_cache.set(name, request_cache.get(name, 0) + 1)
+
+
+@region("request")
+def category_label(code: str) -> str:
+    """Display label of a category: one "query" per category per request, however often it's asked."""
+    _count("lookups.computed")
+    time.sleep(0.003)  # stands in for a database lookup
+    return CATEGORIES.get(code, code.title())
+
+
+def lookup_category(code: str, *, source: str = "view") -> str:
+    """:func:`category_label`, counting the call (``source``: view, pool or template) for the page."""
+    _count("lookups.calls", f"lookups.{source}")
+    return category_label(code)
+
+
+def lookup_counts() -> dict[str, int]:
+    """This request's category lookups so far: calls, computed, and calls per source."""
+    request_cache = regions.get_manager()["request"]
+    names = ("calls", "computed", "view", "pool", "template")
+    return {name: request_cache.get(f"lookups.{name}", 0) for name in names}
+
+
+@region("request")
+def echo_value(i: int) -> str:
+    """Request-specific value ``"<token>:<i>"`` (the token is what this request stored)."""
+    time.sleep(0.0005)
+    return f"{regions.get_manager()['request'].get('token')}:{i}"
+
+
+@region("request")
+async def aecho_value(i: int) -> str:
+    """Async twin of :func:`echo_value` (cached per request too; awaits to interleave requests)."""
+    await asyncio.sleep(0.0005)
+    return f"{regions.get_manager()['request'].get('token')}:{i}"

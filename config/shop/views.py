@@ -1,0 +1,118 @@
+"""Views of the example shop.
+
+``/``        one page using all three regions; POST edits the profile and refreshes its cache entry.
+``/echo/``   (sync) and ``/aecho/`` (async): fill the request region with request-specific values
+             and return what was read back; used to show (and test) that requests never share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from config.shop import services
+from config.shop.forms import ProfileForm
+from regions import ScopedThreadPoolExecutor
+
+DEMO_USERS = {
+    "alice": ("Alice", "Liddell", "alice@example.com"),
+    "bob": ("Bob", "Builder", "bob@example.com"),
+    "carol": ("Carol", "Danvers", "carol@example.com"),
+}
+
+
+def demo_user(username: str) -> User:
+    """One of the demo users, created on first use."""
+    if username not in DEMO_USERS:
+        raise Http404(f"no demo user {username!r}")
+    first, last, email = DEMO_USERS[username]
+    user, _ = User.objects.get_or_create(
+        username=username, defaults={"first_name": first, "last_name": last, "email": email}
+    )
+    return user
+
+
+def _row(product: services.Product) -> dict[str, object]:
+    """A table row, built in a worker thread: its label lookup uses the submitter's request scope."""
+    return {"product": product, "label": services.lookup_category(product.category, source="pool")}
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """The shop page: per-user card (functions), catalog (files), per-request lookups (request)."""
+    username = request.GET.get("user", "alice")
+    user = demo_user(username)
+    if request.method == "POST":
+        form = ProfileForm(request.POST, instance=user)
+        if form.is_valid():
+            form.save()
+            services.profile_card.refresh(user)  # hot cache: recompute now, not on the next view
+            return redirect(f"{reverse('shop:index')}?user={username}&saved=1")
+    else:
+        form = ProfileForm(instance=user)
+
+    started = time.perf_counter()
+    card = services.profile_card(user)
+    card_ms = (time.perf_counter() - started) * 1000
+    products = services.catalog()
+    with ScopedThreadPoolExecutor(max_workers=4, thread_name_prefix="shop-pool") as pool:
+        rows = list(pool.map(_row, products))
+    per_category = Counter(services.lookup_category(p.category) for p in products)  # label -> count
+    context = {
+        "user_obj": user,
+        "users": list(DEMO_USERS),
+        "card": card,
+        "card_ms": card_ms,
+        "card_age": max(0.0, time.time() - float(card["computed_at"])),  # type: ignore[arg-type]
+        "card_key": services.profile_card.cache_key(user),
+        "form": form,
+        "saved": request.GET.get("saved") == "1",
+        "rows": rows,
+        "categories": sorted(per_category.items()),
+        "catalog_path": services.CATALOG.name,
+        "file_reads": services.FILE_READS.get(str(services.CATALOG), 0),
+    }
+    return render(request, "shop/index.html", context)
+
+
+def echo(request: HttpRequest) -> JsonResponse:
+    """Store this request's token, read request-cached values built from it (also from threads)."""
+    token = request.GET.get("token", "")
+    n = min(int(request.GET.get("n", "20")), 200)
+    request.regions.set("token", token)  # type: ignore[attr-defined]
+    first = [services.echo_value(i) for i in range(n)]
+    if request.GET.get("threads", "1") != "0":
+        with ScopedThreadPoolExecutor(max_workers=4) as pool:
+            threaded = list(pool.map(services.echo_value, range(n)))
+    else:
+        threaded = [services.echo_value(i) for i in range(n)]
+    return JsonResponse(
+        {
+            "token": token,
+            "stored": request.regions.get("token"),  # type: ignore[attr-defined]
+            "values": first + threaded,
+            "entries": request.regions.count(),  # type: ignore[attr-defined]
+        }
+    )
+
+
+async def aecho(request: HttpRequest) -> JsonResponse:
+    """Async twin of :func:`echo`: awaits between values so concurrent requests interleave."""
+    token = request.GET.get("token", "")
+    n = min(int(request.GET.get("n", "20")), 200)
+    request.regions.set("token", token)  # type: ignore[attr-defined]
+    first = [await services.aecho_value(i) for i in range(n)]
+    again = await asyncio.gather(*(services.aecho_value(i) for i in range(n)))
+    return JsonResponse(
+        {
+            "token": token,
+            "stored": request.regions.get("token"),  # type: ignore[attr-defined]
+            "values": first + list(again),
+            "entries": request.regions.count(),  # type: ignore[attr-defined]
+        }
+    )
