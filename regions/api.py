@@ -1,0 +1,162 @@
+"""The storage contract every backend implements.
+
+A backend is two classes:
+
+* a :class:`Store`, one per region: the shared resource (memcached clients, a folder, a dict)
+  plus region-wide operations (``clear``, ``ping``, ``count``);
+* a :class:`Backend`, a Beaker :class:`~beaker.container.NamespaceManager` with one instance per
+  namespace (one per cached function), which reads and writes entries in that store.
+
+Entries are Beaker's stored tuple ``(stored_at, ttl, value)``: ``stored_at`` is ``time.time()`` at
+write, ``ttl`` the lifetime in seconds or ``None`` for never. An entry is fresh while
+``stored_at + ttl > now``; once expired it may still be served for ``stale`` more seconds to other
+callers while one caller regenerates it under the creation lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Mapping
+from typing import Any, ClassVar
+
+from beaker.container import NamespaceManager
+
+Entry = tuple[float, float | None, Any]
+
+#: Options every region accepts, name -> (accepted types, default, description).
+COMMON_OPTIONS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "raise_errors": ((bool,), False, "let backend errors reach the caller instead of logging them"),
+    "stale": ((int, float), 30, "seconds an expired value is still served while one caller recomputes"),
+    "lock_timeout": ((int, float), 30, "longest wait, in seconds, for another caller's computation"),
+}
+
+
+def make_entry(value: Any, ttl: float | None) -> Entry:
+    """Build the stored tuple for ``value`` living ``ttl`` seconds (``None``: forever)."""
+    return (time.time(), ttl, value)
+
+
+def is_fresh(entry: Entry, now: float) -> bool:
+    ttl = entry[1]
+    return ttl is None or entry[0] + ttl > now
+
+
+def is_servable(entry: Entry, now: float, stale: float) -> bool:
+    """Fresh, or expired less than ``stale`` seconds ago."""
+    ttl = entry[1]
+    return ttl is None or entry[0] + ttl + stale > now
+
+
+class Store:
+    """Region-wide state of one backend: built once per region from its settings."""
+
+    #: Name used in ``BACKEND`` and in Beaker's registry as ``regions.<name>``.
+    name: ClassVar[str] = ""
+    #: ``True``: LOCATION required; ``False``: LOCATION must be absent.
+    needs_location: ClassVar[bool] = False
+    #: Backend-specific options, same shape as :data:`COMMON_OPTIONS`.
+    options_schema: ClassVar[dict[str, tuple[tuple[type, ...], Any, str]]] = {}
+    #: Keys may be any hashable tuple (in-process stores); otherwise keys are text.
+    native_keys: ClassVar[bool] = False
+    #: Longest key in bytes, or ``None``.
+    key_limit: ClassVar[int | None] = None
+    #: Time backend calls for ``stats()`` (not in-process stores: timing would cost more than the call).
+    timed: ClassVar[bool] = True
+
+    def __init__(self, region: str, location: Any, options: Mapping[str, Any]) -> None:
+        self.region = region
+        self.location = location
+        self.options = dict(options)
+        self.stale = float(self.options.get("stale", COMMON_OPTIONS["stale"][1]))
+        self.lock_timeout = float(self.options.get("lock_timeout", COMMON_OPTIONS["lock_timeout"][1]))
+
+    @classmethod
+    def check_location(cls, location: Any) -> str | None:
+        """Return a message when ``location`` is malformed for this backend, else ``None``."""
+        return None
+
+    def namespace(self, namespace: str) -> Backend:
+        """The namespace manager for ``namespace`` in this store."""
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Remove (or make unreachable) every entry of this region, and nothing else."""
+        raise NotImplementedError
+
+    def ping(self) -> bool:
+        """Whether the backend answers now."""
+        return True
+
+    def count(self) -> int | None:
+        """Number of entries, where the backend can count them."""
+        return None
+
+    @property
+    def active(self) -> bool:
+        """Whether the store caches right now (the request store only inside a scope)."""
+        return True
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+class Backend(NamespaceManager):
+    """A Beaker namespace manager bound to one namespace of one :class:`Store`.
+
+    The fast path used by regions is :meth:`get_entry` / :meth:`set_entry` (one backend round trip
+    each). The Beaker dictionary interface (``ns[key]``, ``key in ns``, ``set_value``, ``del``,
+    ``do_remove``, ``get_creation_lock``) is built on them, so Beaker's own ``Cache``/``Value``
+    objects can use these managers too.
+    """
+
+    store_class: ClassVar[type[Store]]
+
+    def __init__(self, namespace: str, store: Store | None = None, **beaker_options: Any) -> None:
+        super().__init__(namespace)
+        if store is None:  # created by Beaker itself: build a private store from Beaker's options
+            store = self.store_class(
+                namespace,
+                beaker_options.get("url") or beaker_options.get("data_dir"),
+                {},
+            )
+        self.store = store
+
+    # fast path -------------------------------------------------------------------------------
+    def get_entry(self, key: Hashable) -> Entry | None:
+        """The stored entry for ``key`` (fresh, or expired within ``stale``), else ``None``."""
+        raise NotImplementedError
+
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        raise NotImplementedError
+
+    def delete_entry(self, key: Hashable) -> None:
+        raise NotImplementedError
+
+    def wire_key(self, key: Hashable) -> Hashable:
+        """The key exactly as the storage sees it."""
+        return key
+
+    # Beaker's NamespaceManager interface ---------------------------------------------------
+    def __getitem__(self, key: Hashable) -> Entry:
+        entry = self.get_entry(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry
+
+    def __contains__(self, key: Hashable) -> bool:
+        return self.get_entry(key) is not None
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        self.set_value(key, value)
+
+    def set_value(self, key: Hashable, value: Any, expiretime: float | None = None) -> None:
+        """Beaker stores ``(storedtime, expiretime, value)`` tuples; accept those or a bare value."""
+        if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], float)):
+            value = make_entry(value, expiretime)
+        self.set_entry(key, value)
+
+    def __delitem__(self, key: Hashable) -> None:
+        self.delete_entry(key)
+
+    def keys(self) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} cannot list its keys")

@@ -1,0 +1,52 @@
+"""Backends by name. Each module holds one store and its Beaker namespace manager.
+
+Beaker finds them through the ``beaker.backends`` entry points as ``regions.<name>``;
+:func:`store_class` resolves a ``BACKEND`` setting through Beaker's registry and falls back to a
+direct import, so a source checkout without installed metadata works too.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..api import Store
+
+BUILTIN = {
+    "memcached": "regions.backends.memcached:MemcachedNamespaceManager",
+    "file": "regions.backends.file:FileNamespaceManager",
+    "request": "regions.backends.request:RequestNamespaceManager",
+    "memory": "regions.backends.memory:MemoryNamespaceManager",
+}
+
+#: Beaker's own type names as written in a Beaker ``cache_opts`` dict.
+BEAKER_ALIASES = {
+    "ext:memcached": "memcached",
+    "ext:pylibmc": "memcached",
+    "file": "file",
+    "memory": "memory",
+}
+
+
+def _load(path: str) -> type:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def store_class(backend: str) -> type[Store] | None:
+    """The :class:`Store` class for a ``BACKEND`` name, or ``None`` when unknown."""
+    name = backend.removeprefix("regions.")
+    manager_cls = None
+    try:
+        from beaker.cache import clsmap
+
+        manager_cls = clsmap[f"regions.{name}"]
+    except Exception:  # not installed as a distribution, or Beaker's registry failed to load
+        if name in BUILTIN:
+            manager_cls = _load(BUILTIN[name])
+    if manager_cls is None and ":" in backend and "." in backend.partition(":")[0]:
+        try:
+            manager_cls = _load(backend)  # "package.module:ManagerClass"
+        except (ImportError, AttributeError):
+            return None
+    store = getattr(manager_cls, "store_class", None)
+    return store if isinstance(store, type) and issubclass(store, Store) else None

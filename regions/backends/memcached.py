@@ -1,0 +1,261 @@
+"""``memcached``: entries on one or more memcached servers, through pymemcache.
+
+* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value.
+* ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
+  nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
+  most every ``sync_interval`` seconds; its own clears take effect at once.
+* Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
+* One pymemcache client per thread: no lock on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from beaker.synchronization import NameLock
+from pymemcache.client.base import Client
+from pymemcache.client.hash import HashClient
+
+from .. import keys
+from ..api import Backend, Entry, Store
+
+_THIRTY_DAYS = 30 * 24 * 3600
+_PICKLED = 1
+
+
+class _Serde:
+    """Pickle everything except bytes, which generation counters need raw."""
+
+    def serialize(self, key: bytes, value: Any) -> tuple[bytes, int]:
+        if isinstance(value, bytes):
+            return value, 0
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL), _PICKLED
+
+    def deserialize(self, key: bytes, value: bytes, flags: int) -> Any:
+        return pickle.loads(value) if flags == _PICKLED else value
+
+
+_SERDE = _Serde()
+
+
+def parse_servers(location: Any) -> list[tuple[str, int]]:
+    """``"host:port"``, ``"a:1;b:2"`` (Beaker's form) or a list of them -> ``[(host, port)]``."""
+    if isinstance(location, str):
+        items: Sequence[Any] = [p for p in location.replace(",", ";").split(";") if p.strip()]
+    elif isinstance(location, (list, tuple)):
+        items = location
+    else:
+        raise ValueError("LOCATION must be 'host:port' or a list of 'host:port' strings")
+    servers = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"server {item!r} is not a 'host:port' string")
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"server {item!r} is not of the form 'host:port'")
+        servers.append((host.strip("[]"), int(port)))
+    if not servers:
+        raise ValueError("LOCATION names no server")
+    return servers
+
+
+class MemcachedStore(Store):
+    name = "memcached"
+    needs_location = True
+    key_limit = 250
+    options_schema = {
+        "connect_timeout": ((int, float), 1.0, "seconds to wait for a connection"),
+        "timeout": ((int, float), 1.0, "seconds to wait for an answer"),
+        "sync_interval": ((int, float), 1.0, "seconds between re-reads of other processes' clears"),
+        "distributed_lock": ((bool,), False, "also lock creation across processes with memcached add"),
+        "dead_timeout": ((int, float), 30, "seconds a failed server of several is skipped"),
+    }
+
+    def __init__(self, region: str, location: Any, options: Any) -> None:
+        super().__init__(region, location, options)
+        self.servers = parse_servers(location)
+        get = self.options.get
+        self.connect_timeout = float(get("connect_timeout", 1.0))
+        self.timeout = float(get("timeout", 1.0))
+        self.sync_interval = float(get("sync_interval", 1.0))
+        self.distributed_lock = bool(get("distributed_lock", False))
+        self.dead_timeout = float(get("dead_timeout", 30))
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
+        #: Key of the region-wide generation counter; namespaces add their own.
+        self.generation_key = keys.safe_namespace(f"{region}", 150) + ":__generation__"
+        self.region_generation: int | None = None
+        self.cleared_at = 0.0  # monotonic time of this process's last clear()
+
+    @classmethod
+    def check_location(cls, location: Any) -> str | None:
+        try:
+            parse_servers(location)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    @property
+    def client(self) -> Any:
+        """This thread's client (created on first use)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client()
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def _new_client(self) -> Any:
+        common = dict(serde=_SERDE, connect_timeout=self.connect_timeout, timeout=self.timeout, no_delay=True)
+        if len(self.servers) == 1:
+            return Client(self.servers[0], **common)
+        return HashClient(
+            self.servers, dead_timeout=self.dead_timeout, retry_attempts=1, ignore_exc=False, **common
+        )
+
+    def namespace(self, namespace: str) -> MemcachedNamespaceManager:
+        return MemcachedNamespaceManager(namespace, self)
+
+    # generations --------------------------------------------------------------------------
+    def read_generations(self, names: list[str]) -> list[int]:
+        """Current values of the named counters, creating missing ones.
+
+        A missing counter (never set, or evicted) starts at the current time in milliseconds, so a
+        counter lost to eviction never comes back to a value that older keys used.
+        """
+        client = self.client
+        found = client.get_many(names)
+        values = []
+        for name in names:
+            raw = found.get(name)
+            if raw is None:
+                client.add(name, str(time.time_ns() // 1_000_000).encode(), noreply=False)
+                raw = client.get(name)
+            values.append(int(raw))
+        return values
+
+    def bump(self, name: str) -> None:
+        client = self.client
+        if client.incr(name, 1, noreply=False) is None:
+            self.read_generations([name])
+            client.incr(name, 1, noreply=False)
+        self.cleared_at = time.monotonic()
+
+    def clear(self) -> None:
+        self.bump(self.generation_key)
+
+    def ping(self) -> bool:
+        try:
+            for server in self.servers:
+                Client(server, connect_timeout=self.connect_timeout, timeout=self.timeout).version()
+        except Exception:
+            return False
+        return True
+
+    def expire_arg(self, ttl: float | None) -> int:
+        """memcached's expiry argument for an entry living ``ttl`` seconds (plus the stale window)."""
+        if ttl is None:
+            return 0
+        seconds = max(1, math.ceil(ttl + self.stale))
+        if seconds > _THIRTY_DAYS:
+            return int(time.time()) + seconds  # memcached reads such values as a Unix time
+        return seconds
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+
+class _AddLock:
+    """Creation lock held across processes with memcached ``add`` (after the in-process lock)."""
+
+    def __init__(self, store: MemcachedStore, name: str, local: NameLock) -> None:
+        self.store, self.name, self.local = store, name, local
+        self.held_remote = False
+
+    def acquire(self, wait: bool = True) -> bool:
+        if not self.local.acquire(wait):
+            return False
+        deadline = time.monotonic() + self.store.lock_timeout
+        expire = max(1, math.ceil(self.store.lock_timeout))
+        while True:
+            try:
+                if self.store.client.add(self.name, b"1", expire=expire, noreply=False):
+                    self.held_remote = True
+                    return True
+            except Exception:
+                return True  # memcached is failing: computing without the lock beats failing
+            if not wait or time.monotonic() > deadline:
+                if not wait:
+                    self.local.release()
+                    return False
+                return True
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        try:
+            if self.held_remote:
+                self.store.client.delete(self.name, noreply=True)
+        except Exception:
+            pass
+        finally:
+            self.held_remote = False
+            self.local.release()
+
+
+class MemcachedNamespaceManager(Backend):
+    store_class = MemcachedStore
+
+    def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
+        super().__init__(namespace, store, **beaker_options)
+        self._ns = keys.safe_namespace(namespace, 160)
+        self._ns_generation_key = self._ns + ":__generation__"
+        self._prefix = ""
+        self._synced_at = -math.inf
+
+    def _key_prefix(self) -> str:
+        """``namespace:<region gen>.<namespace gen>``, re-read every ``sync_interval`` seconds."""
+        store = self.store
+        now = time.monotonic()
+        if now - self._synced_at < store.sync_interval and self._synced_at > store.cleared_at:
+            return self._prefix
+        region_gen, ns_gen = store.read_generations([store.generation_key, self._ns_generation_key])
+        self._prefix = f"{self._ns}:{region_gen:x}.{ns_gen:x}"
+        self._synced_at = now
+        return self._prefix
+
+    def wire_key(self, key: Hashable) -> str:
+        return keys.guarded(self._key_prefix(), str(key), MemcachedStore.key_limit)
+
+    def get_entry(self, key: Hashable) -> Entry | None:
+        return self.store.client.get(self.wire_key(key))
+
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        self.store.client.set(
+            self.wire_key(key), entry, expire=self.store.expire_arg(entry[1]), noreply=False
+        )
+
+    def delete_entry(self, key: Hashable) -> None:
+        self.store.client.delete(self.wire_key(key), noreply=False)
+
+    def do_remove(self) -> None:
+        self.store.bump(self._ns_generation_key)
+
+    def get_creation_lock(self, key: Hashable) -> Any:
+        wire = self.wire_key(key)
+        local = NameLock(identifier=(id(self.store), wire), reentrant=True)
+        if not self.store.distributed_lock:
+            return local
+        return _AddLock(self.store, keys.guarded("lock", wire, MemcachedStore.key_limit), local)

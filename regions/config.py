@@ -1,0 +1,337 @@
+"""Region settings: validation (every problem, with a remedy) and normalisation.
+
+Settings are shaped like Django's ``CACHES``::
+
+    {"functions": {"BACKEND": "memcached", "LOCATION": "127.0.0.1:11211", "TIMEOUT": 3600,
+                   "KEY_PREFIX": "", "VERSION": 1, "OPTIONS": {}}}
+
+A Beaker ``cache_opts`` dict (``cache.regions``, ``cache.<name>.type`` ...) is translated first.
+:func:`check` lists every problem (the Django app turns them into system checks);
+:func:`normalize` raises :class:`ConfigurationError` on the first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import COMMON_OPTIONS, Store
+from .backends import BEAKER_ALIASES, BUILTIN, store_class
+from .errors import ConfigurationError
+
+SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")
+DEFAULT_TIMEOUT = 300
+_BEAKER_IGNORED = {"lock_dir", "key_length", "enabled", "cookie_expires", "namespace_class"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the settings: ``id`` is ``E001`` ... ``E007``."""
+
+    id: str
+    region: str | None
+    option: str | None
+    message: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})"
+
+
+def is_beaker(config: Mapping[str, Any]) -> bool:
+    return any(isinstance(k, str) and k.startswith("cache.") for k in config)
+
+
+def from_beaker(opts: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Translate a Beaker ``cache_opts`` dict into region settings."""
+    problems: list[Problem] = []
+    names = [n.strip() for n in str(opts.get("cache.regions", "")).split(",") if n.strip()]
+    if not names:
+        problems.append(
+            Problem(
+                "E001",
+                None,
+                "cache.regions",
+                "the Beaker settings name no region in 'cache.regions'",
+                "list them: 'cache.regions': 'functions, files'",
+            )
+        )
+    regions: dict[str, dict[str, Any]] = {}
+    for name in names:
+
+        def opt(field: str, name: str = name) -> Any:
+            return opts.get(f"cache.{name}.{field}", opts.get(f"cache.{field}"))
+
+        btype = opt("type")
+        backend = BEAKER_ALIASES.get(str(btype), btype)
+        region: dict[str, Any] = {"BACKEND": backend}
+        if backend == "memcached":
+            region["LOCATION"] = opt("url")
+        elif backend == "file":
+            data_dir = opt("data_dir")
+            region["LOCATION"] = str(Path(data_dir) / name) if data_dir else None
+        expire = opt("expire")
+        region["TIMEOUT"] = None if expire in (None, "") else _number(expire)
+        for key in opts:
+            field = key[len(f"cache.{name}.") :] if key.startswith(f"cache.{name}.") else None
+            if field and field not in {"type", "url", "data_dir", "expire"} | _BEAKER_IGNORED:
+                problems.append(
+                    Problem(
+                        "E001",
+                        name,
+                        key,
+                        f"Beaker setting {key!r} is not supported",
+                        "remove it, or move the region to CACHE_REGIONS form with OPTIONS",
+                    )
+                )
+        regions[name] = region
+    return regions, problems
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value) if "." in str(value) else int(value)
+    except (TypeError, ValueError):
+        return value  # reported by the TIMEOUT check
+
+
+def _check_timeout(name: str, timeout: Any) -> Problem | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        return Problem(
+            "E004",
+            name,
+            "TIMEOUT",
+            f"region {name!r}: TIMEOUT={timeout!r} is not a number of seconds >= 0",
+            "use seconds, e.g. 3600, or None to never expire",
+        )
+    return None
+
+
+def _check_options(name: str, cls: type[Store], options: Any) -> list[Problem]:
+    if not isinstance(options, Mapping):
+        return [
+            Problem(
+                "E005",
+                name,
+                "OPTIONS",
+                f"region {name!r}: OPTIONS must be a dict",
+                "write OPTIONS as {'name': value}",
+            )
+        ]
+    schema = {**COMMON_OPTIONS, **cls.options_schema}
+    problems = []
+    for option, value in options.items():
+        if option not in schema:
+            known = ", ".join(sorted(schema))
+            problems.append(
+                Problem(
+                    "E005",
+                    name,
+                    f"OPTIONS.{option}",
+                    f"region {name!r}: unknown option {option!r} for BACKEND {cls.name!r}",
+                    f"known options: {known}",
+                )
+            )
+            continue
+        types, _default, doc = schema[option]
+        ok = isinstance(value, types) and not (bool not in types and isinstance(value, bool))
+        if ok and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            ok = False
+        if not ok:
+            want = " or ".join(t.__name__ for t in types)
+            problems.append(
+                Problem(
+                    "E005",
+                    name,
+                    f"OPTIONS.{option}",
+                    f"region {name!r}: option {option}={value!r} must be a {want} (>= 0)",
+                    f"{option}: {doc}",
+                )
+            )
+    return problems
+
+
+def _check_file_location(name: str, location: Any) -> Problem | None:
+    path = Path(location)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
+        what = "is not a folder" if not probe.is_dir() else "is not writable"
+        return Problem(
+            "E007",
+            name,
+            "LOCATION",
+            f"region {name!r}: LOCATION {str(path)!r} cannot be created or written ({str(probe)!r} {what})",
+            "point LOCATION at a folder this process can write, or fix its permissions",
+        )
+    return None
+
+
+def check(config: Any) -> list[Problem]:
+    """Every problem in ``config``; an empty list means it is usable."""
+    return _validate(config)[1]
+
+
+def normalize(config: Any) -> dict[str, dict[str, Any]]:
+    """Settings with defaults filled in; raises :class:`ConfigurationError` for the first problem."""
+    regions, problems = _validate(config)
+    if problems:
+        p = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ConfigurationError(f"{p.message}; {p.hint}{more}", region=p.region, option=p.option)
+    return regions
+
+
+def _validate(config: Any) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    problems: list[Problem] = []
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        return {}, [
+            Problem(
+                "E001",
+                None,
+                None,
+                f"region settings must be a dict of regions, not {type(config).__name__}",
+                "write {'name': {'BACKEND': ..., ...}}",
+            )
+        ]
+    if is_beaker(config):
+        config, problems = from_beaker(config)
+    regions: dict[str, dict[str, Any]] = {}
+    file_locations: dict[str, str] = {}
+    for name, settings in config.items():
+        if not isinstance(name, str) or not name:
+            problems.append(
+                Problem(
+                    "E001",
+                    str(name),
+                    None,
+                    f"region name {name!r} is not a non-empty string",
+                    "name regions with strings, e.g. 'functions'",
+                )
+            )
+            continue
+        if not isinstance(settings, Mapping):
+            problems.append(
+                Problem(
+                    "E001",
+                    name,
+                    None,
+                    f"region {name!r}: settings must be a dict",
+                    "write {'BACKEND': 'memcached', 'LOCATION': ..., 'TIMEOUT': ...}",
+                )
+            )
+            continue
+        unknown = [k for k in settings if k not in SETTINGS]
+        for key in unknown:
+            problems.append(
+                Problem(
+                    "E001",
+                    name,
+                    str(key),
+                    f"region {name!r}: unknown setting {key!r}",
+                    f"region settings are {', '.join(SETTINGS)}; backend options go in OPTIONS",
+                )
+            )
+        backend = settings.get("BACKEND")
+        cls = store_class(backend) if isinstance(backend, str) else None
+        if cls is None:
+            problems.append(
+                Problem(
+                    "E002",
+                    name,
+                    "BACKEND",
+                    f"region {name!r}: unknown BACKEND {backend!r}",
+                    f"use one of {', '.join(map(repr, BUILTIN))}, or 'package.module:NamespaceManagerClass'",
+                )
+            )
+            continue
+        location = settings.get("LOCATION")
+        if isinstance(location, os.PathLike):
+            location = os.fspath(location)
+        if cls.needs_location:
+            message = "LOCATION is missing" if location in (None, "", []) else cls.check_location(location)
+            if message:
+                example = "'127.0.0.1:11211'" if cls.name == "memcached" else "BASE_DIR / 'var' / 'cache'"
+                problems.append(
+                    Problem(
+                        "E003",
+                        name,
+                        "LOCATION",
+                        f"region {name!r} ({cls.name}): {message}",
+                        f"set LOCATION, e.g. {example}",
+                    )
+                )
+                continue
+        elif location not in (None, ""):
+            problems.append(
+                Problem(
+                    "E003",
+                    name,
+                    "LOCATION",
+                    f"region {name!r}: BACKEND {cls.name!r} takes no LOCATION",
+                    "remove LOCATION",
+                )
+            )
+        if cls.name == "file":
+            resolved = str(Path(location).expanduser().absolute())
+            if resolved in file_locations:
+                problems.append(
+                    Problem(
+                        "E003",
+                        name,
+                        "LOCATION",
+                        f"region {name!r}: LOCATION {location!r} "
+                        f"is also region {file_locations[resolved]!r}'s",
+                        "give each file region its own folder (clear() empties it)",
+                    )
+                )
+            file_locations[resolved] = name
+            location = resolved
+            bad = _check_file_location(name, location)
+            if bad:
+                problems.append(bad)
+        timeout = settings.get("TIMEOUT", None if cls.name == "request" else DEFAULT_TIMEOUT)
+        if bad_timeout := _check_timeout(name, timeout):
+            problems.append(bad_timeout)
+        prefix = settings.get("KEY_PREFIX", "")
+        if not isinstance(prefix, str):
+            problems.append(
+                Problem(
+                    "E006",
+                    name,
+                    "KEY_PREFIX",
+                    f"region {name!r}: KEY_PREFIX must be a string, not {prefix!r}",
+                    "use a short string such as 'myapp'",
+                )
+            )
+        version = settings.get("VERSION", None)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            problems.append(
+                Problem(
+                    "E006",
+                    name,
+                    "VERSION",
+                    f"region {name!r}: VERSION must be an integer, not {version!r}",
+                    "use 1, then 2 to retire every entry",
+                )
+            )
+        options = settings.get("OPTIONS", {}) or {}
+        problems.extend(_check_options(name, cls, options))
+        regions[name] = {
+            "BACKEND": cls.name,
+            "STORE": cls,
+            "LOCATION": location,
+            "TIMEOUT": timeout,
+            "KEY_PREFIX": prefix,
+            "VERSION": version,
+            "OPTIONS": dict(options) if isinstance(options, Mapping) else {},
+        }
+    return regions, problems

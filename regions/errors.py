@@ -1,0 +1,33 @@
+"""Exceptions raised by regions. All derive from :class:`RegionError`."""
+
+from __future__ import annotations
+
+
+class RegionError(Exception):
+    """Base class of every error regions raises on purpose."""
+
+
+class UnknownRegion(RegionError, KeyError):
+    """A region name that is not configured."""
+
+    def __init__(self, name: str, configured: list[str]) -> None:
+        self.name = name
+        self.configured = configured
+        listed = ", ".join(repr(n) for n in configured) or "none"
+        super().__init__(f"unknown cache region {name!r}; configured regions: {listed}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ConfigurationError(RegionError, ValueError):
+    """Bad region settings: names the region and the option."""
+
+    def __init__(self, message: str, *, region: str | None = None, option: str | None = None) -> None:
+        self.region = region
+        self.option = option
+        super().__init__(message)
+
+
+class UncacheableArgument(RegionError, TypeError):
+    """An argument that cannot be turned into a cache key safely."""

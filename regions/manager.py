@@ -1,0 +1,137 @@
+"""CacheManager: the regions of one configuration, and the process default used by ``@region``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+from . import config as _config
+from .decorator import CachedFunction, decorate
+from .errors import RegionError, UnknownRegion
+from .region import DEFAULT, Region
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CacheManager:
+    """The regions built from one settings dict.
+
+    Managers are independent: two managers with the same region names never share settings
+    (there is no process-wide region registry, unlike Beaker's ``cache_regions``).
+    """
+
+    epoch = 0  # a manager's regions never change; decorators bound to it never rebind
+
+    def __init__(self, config: Mapping[str, Any] | None, *, key_prefix: str = "", version: int = 1) -> None:
+        if not isinstance(key_prefix, str):
+            raise _config.ConfigurationError(
+                f"key_prefix must be a string, not {key_prefix!r}", option="key_prefix"
+            )
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise _config.ConfigurationError(f"version must be an integer, not {version!r}", option="version")
+        self.key_prefix = key_prefix
+        self.version = version
+        self._regions: dict[str, Region] = {}
+        for name, settings in _config.normalize(config).items():
+            prefix = ":".join(p for p in (key_prefix, settings["KEY_PREFIX"]) if p)
+            store = settings["STORE"](name, settings["LOCATION"], settings["OPTIONS"])
+            self._regions[name] = Region(
+                name,
+                store,
+                timeout=settings["TIMEOUT"],
+                key_prefix=prefix,
+                version=settings["VERSION"] if settings["VERSION"] is not None else version,
+                location=settings["LOCATION"],
+            )
+
+    def __getitem__(self, name: str) -> Region:
+        try:
+            return self._regions[name]
+        except KeyError:
+            raise UnknownRegion(name, list(self._regions)) from None
+
+    get_region = __getitem__
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._regions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._regions)
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    def regions(self) -> list[Region]:
+        return list(self._regions.values())
+
+    def region(
+        self, name: str, *, timeout: float | None = DEFAULT, key: Callable[..., Any] | None = None
+    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+        """Decorator caching a function in region ``name`` (checked now: unknown names raise)."""
+        self[name]
+        return decorate(self, name, timeout, key)
+
+    def close(self) -> None:
+        for region in self._regions.values():
+            region.close()
+
+    def __repr__(self) -> str:
+        return f"<CacheManager regions={list(self._regions)}>"
+
+
+class _DefaultManager:
+    """The process default set by :func:`configure`; ``epoch`` changes on each configure."""
+
+    def __init__(self) -> None:
+        self.manager: CacheManager | None = None
+        self.epoch = 0
+        self.lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.manager is not None
+
+    def get_region(self, name: str) -> Region:
+        return get_manager()[name]
+
+
+_default = _DefaultManager()
+
+
+def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager | None:
+    """Build the default manager from ``config`` (``None`` removes it) and return it.
+
+    ``options`` are :class:`CacheManager`'s (``key_prefix``, ``version``). Decorators made with
+    :func:`region` use the new regions from their next call on.
+    """
+    manager = CacheManager(config, **options) if config is not None else None
+    with _default.lock:
+        old, _default.manager = _default.manager, manager
+        _default.epoch += 1
+    if old is not None:
+        old.close()
+    return manager
+
+
+def get_manager() -> CacheManager:
+    """The default manager; :class:`RegionError` when :func:`configure` has not run."""
+    manager = _default.manager
+    if manager is None:
+        raise RegionError(
+            "regions are not configured: call regions.configure({...}) at start-up, or add "
+            "'django_regions' to INSTALLED_APPS with a CACHE_REGIONS setting"
+        )
+    return manager
+
+
+def region(
+    name: str, *, timeout: float | None = DEFAULT, key: Callable[..., Any] | None = None
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Decorator caching a function in region ``name`` of the default manager.
+
+    Usable before :func:`configure` (the region is looked up at the first call); once configured,
+    unknown names raise :class:`UnknownRegion` at decoration time.
+    """
+    return decorate(_default, name, timeout, key)
