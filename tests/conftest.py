@@ -1,0 +1,207 @@
+"""Shared fixtures for the core test-suite: real memcached servers, file roots, region configs.
+
+Everything here talks to real things: a real ``memcached`` binary on a free loopback port and
+real directories under ``tmp_path``.  Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+MEMCACHED_HELP = (
+    "the `memcached` binary is required by the test-suite (the tests run against a real server). "
+    "Install it with `apt-get install -y memcached` (Debian/Ubuntu) and make sure it is on PATH."
+)
+
+BACKENDS = ("memcached", "file", "request", "memory")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+class MemcachedServer:
+    """A real memcached process bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = ()):
+        binary = shutil.which("memcached")
+        if binary is None:
+            pytest.fail(MEMCACHED_HELP, pytrace=False)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", str(memory_mb)]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        args += list(extra_args)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not _answers(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                pytest.fail(f"memcached exited with {self.proc.returncode}: {err}", pytrace=False)
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"memcached on {self.address} did not answer within 10 s", pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def memcached_stats_of(address: str) -> dict[str, object]:
+    """``stats`` of one server as a dict of str -> int/float/str (pymemcache's Client.stats())."""
+    from pymemcache.client.base import Client
+
+    host, port = address.rsplit(":", 1)
+    client = Client((host, int(port)), connect_timeout=2, timeout=2)
+    try:
+        raw = client.stats()
+    finally:
+        client.close()
+    out: dict[str, object] = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if isinstance(value, bytes):
+            value = value.decode()
+        out[name] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def memcached_server():
+    """Address ("127.0.0.1:PORT") of a real memcached started for the whole session."""
+    server = MemcachedServer()
+    try:
+        yield server.address
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def memcached_factory():
+    """Start extra memcached servers for one test: ``srv = memcached_factory()``; all stopped after."""
+    servers: list[MemcachedServer] = []
+
+    def start(**kwargs) -> MemcachedServer:
+        server = MemcachedServer(**kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def dead_address():
+    """"127.0.0.1:PORT" where nothing listens (connections are refused at once)."""
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def memcached_stats(memcached_server):
+    """``memcached_stats()`` -> stats dict of the session server; ``memcached_stats(addr)`` for another."""
+
+    def stats(address: str | None = None) -> dict[str, object]:
+        return memcached_stats_of(address or memcached_server)
+
+    return stats
+
+
+@pytest.fixture
+def cache_root(tmp_path):
+    """A fresh directory for file regions."""
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def region_config(request, tmp_path):
+    """Factory: ``region_config("file", TIMEOUT=1, OPTIONS={...})`` -> one region's settings dict.
+
+    memcached regions point at the session server (started lazily, only when asked for) unless
+    LOCATION is given; file regions get a fresh directory unless LOCATION is given.
+    """
+    counter = iter(range(1_000_000))
+
+    def make(backend: str, **settings) -> dict:
+        conf: dict = {"BACKEND": backend}
+        if backend == "memcached" and "LOCATION" not in settings:
+            conf["LOCATION"] = request.getfixturevalue("memcached_server")
+        elif backend == "file" and "LOCATION" not in settings:
+            path = tmp_path / f"files-{next(counter)}"
+            conf["LOCATION"] = str(path)
+        conf.update(settings)
+        return conf
+
+    return make
+
+
+@pytest.fixture
+def make_manager():
+    """Factory building ``regions.CacheManager`` objects that are closed after the test.
+
+    Each manager gets a unique key_prefix so tests sharing the session memcached never see each
+    other's entries (pass ``key_prefix=...`` to share one on purpose).
+    """
+    import regions
+
+    managers = []
+
+    def make(config: dict, **kwargs):
+        kwargs.setdefault("key_prefix", "t" + uuid.uuid4().hex[:10])
+        manager = regions.CacheManager(config, **kwargs)
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        manager.close()
+
+
+class CallCounter:
+    """Thread-safe call counter for creation functions."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def __call__(self) -> int:
+        with self._lock:
+            self.count += 1
+            return self.count
+
+
+@pytest.fixture
+def counter():
+    return CallCounter()

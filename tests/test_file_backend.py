@@ -1,0 +1,258 @@
+"""file backend on real directories: layout, atomic writes, expiry, damaged entries, huge values."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+MISSING = object()
+
+
+def entry_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and ".locks" not in p.relative_to(root).parts)
+
+
+@pytest.fixture
+def files(cache_root, region_config, make_manager):
+    """(manager, root): region "f" (TIMEOUT 300) on root, "short" (TIMEOUT 1, no stale) on root-short."""
+    manager = make_manager(
+        {
+            "f": region_config("file", LOCATION=str(cache_root)),
+            "short": region_config("file", LOCATION=short_root(cache_root), TIMEOUT=1, OPTIONS={"stale": 0}),
+        }
+    )
+    return manager, cache_root
+
+
+def short_root(root: Path) -> Path:
+    return root.with_name(root.name + "-short")
+
+
+def test_one_file_per_key_in_sharded_folders(files):
+    manager, root = files
+    region = manager["f"]
+    for i in range(50):
+        region.set(("key", i), i)
+    found = entry_files(root)
+    assert len(found) == 50
+    for i in range(50):
+        region.set(("key", i), -i)  # overwriting adds no file
+    assert entry_files(root) == found
+    assert region.count() == 50
+
+    depths = {len(p.relative_to(root).parts) for p in found}
+    assert min(depths) >= 3, f"entries not sharded into sub-folders: {depths}"
+    shards = {p.parent for p in found}
+    assert len(shards) > 10, f"50 keys fell into only {len(shards)} folders"
+    assert max(sum(1 for p in found if p.parent == s) for s in shards) <= 5
+
+    region.delete(("key", 0))
+    assert len(entry_files(root)) == 49
+    assert region.get(("key", 1)) == -1
+
+
+def test_entries_persist_for_another_manager(cache_root, region_config, make_manager):
+    conf = region_config("file", LOCATION=str(cache_root))
+    first = make_manager({"f": conf}, key_prefix="persist")
+    second = make_manager({"f": dict(conf)}, key_prefix="persist")
+    first["f"].set("k", {"v": 1})
+    assert second["f"].get("k") == {"v": 1}
+    second["f"].delete("k")
+    assert first["f"].get("k", MISSING) is MISSING
+
+
+def test_no_temporary_files_left(files):
+    manager, root = files
+    region = manager["f"]
+    errors: list = []
+
+    def writer(n):
+        try:
+            for i in range(30):
+                region.set("contended", (n, i, b"x" * 10_000))
+                region.set(("own", n, i % 5), i)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = [p.name for p in entry_files(root)]
+    assert len(names) == 1 + 8 * 5, names
+    assert region.stats()["errors"] == 0
+    value = region.get("contended")
+    assert value[1] == 29 and value[2] == b"x" * 10_000
+
+    # A value that cannot be pickled fails half-way through the write: no temp file, old entry intact.
+    region.set("k", "old")
+    before = entry_files(root)
+    region.set("k", lambda: "unpicklable")
+    assert entry_files(root) == before
+    assert region.get("k", MISSING) in ("old", MISSING)
+    assert region.stats()["errors"] == 1
+
+
+def test_readers_never_see_half_written_entries(files):
+    manager, _root = files
+    region = manager["f"]
+    size = 2 * 1024 * 1024
+    values = [bytes([c]) * size for c in b"ab"]
+    region.set("big", values[0])
+    stop = threading.Event()
+    bad: list = []
+    reads = [0]
+
+    def reader():
+        while not stop.is_set():
+            got = region.get("big", MISSING)
+            reads[0] += 1
+            if got is MISSING or got not in values:
+                bad.append(got if got is MISSING else (len(got), got[:1], got[-1:]))
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    for i in range(40):
+        region.set("big", values[i % 2])
+    stop.set()
+    for t in readers:
+        t.join()
+    assert bad == []
+    assert reads[0] > 10
+    assert region.stats()["errors"] == 0
+
+
+def test_expired_entries_are_misses_and_removed(files):
+    manager, root = files
+    region = manager["short"]
+    region.set("k", "v")
+    region.set("forever", "v", timeout=None)
+    assert region.get("k") == "v"
+    assert len(entry_files(short_root(root))) == 2
+    time.sleep(1.2)
+    assert region.get("k", MISSING) is MISSING
+    assert region.get("forever") == "v"
+    assert len(entry_files(short_root(root))) == 1  # the expired file was dropped on read
+
+
+def test_shared_folder_is_rejected(cache_root, region_config):
+    import regions
+
+    with pytest.raises(regions.ConfigurationError) as info:
+        regions.CacheManager({"a": region_config("file", LOCATION=cache_root),
+                              "b": region_config("file", LOCATION=str(cache_root))})
+    assert info.value.option == "LOCATION"
+
+
+def test_nested_folder_is_rejected_or_spared_by_clear(cache_root, region_config, make_manager):
+    """A region whose folder is inside another's must not lose its entries to the outer clear()."""
+    import regions
+
+    settings = {"outer": region_config("file", LOCATION=cache_root),
+                "inner": region_config("file", LOCATION=cache_root / "inner")}
+    try:
+        manager = make_manager(settings)
+    except regions.ConfigurationError:
+        return  # refusing the configuration is fine too
+    manager["inner"].set("k", "inner value")
+    manager["outer"].set("k", "outer value")
+    manager["outer"].clear()
+    assert manager["outer"].get("k", MISSING) is MISSING
+    assert manager["inner"].get("k") == "inner value"
+
+
+def _only_entry(root: Path) -> Path:
+    found = entry_files(root)
+    assert len(found) == 1, found
+    return found[0]
+
+
+DAMAGE = {
+    "garbage": lambda p: p.write_bytes(b"\x00garbage\xff" * 100),
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "last-byte-cut": lambda p: p.write_bytes(p.read_bytes()[:-1]),
+    "directory": lambda p: (p.unlink(), p.mkdir()),
+    "text": lambda p: p.write_text("not a pickle at all"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_entry_is_a_miss_and_an_error(files, damage):
+    manager, root = files
+    region = manager["f"]
+    calls = []
+
+    @manager.region("f")
+    def compute(x):
+        calls.append(x)
+        return {"x": x, "payload": "p" * 5000}
+
+    assert compute(1)["x"] == 1
+    path = _only_entry(root)
+    DAMAGE[damage](path)
+    region.reset_stats()
+
+    result = compute(1)  # must recompute, never return garbage
+    assert result == {"x": 1, "payload": "p" * 5000}
+    assert calls == [1, 1]
+    stats = region.stats()
+    assert stats["errors"] >= 1, stats
+    if damage != "directory":
+        assert compute(1) == result  # the entry was rewritten and is served again
+        assert calls == [1, 1]
+
+    region.set("direct", "value")
+    direct = [p for p in entry_files(root) if p != path]
+    assert len(direct) == 1
+    DAMAGE[damage](direct[0])
+    assert region.get("direct", MISSING) is MISSING
+
+
+def test_foreign_entry_file_is_never_served_as_another_key(files):
+    manager, root = files
+    region = manager["f"]
+    region.set("a", "value of a")
+    path_a = _only_entry(root)
+    region.set("b", "value of b")
+    path_b = next(p for p in entry_files(root) if p != path_a)
+    shutil.copyfile(path_a, path_b)  # b's file now holds a's entry
+    assert region.get("b", MISSING) is MISSING
+    assert region.get("a") == "value of a"
+
+
+HUGE = 200 * 1024 * 1024
+
+
+def test_huge_value_round_trips_without_a_second_copy(files):
+    manager, _root = files
+    region = manager["f"]
+    value = os.urandom(1024 * 1024) * (HUGE // (1024 * 1024))
+
+    start = time.monotonic()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        region.set("huge", value)
+        set_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        got = region.get("huge")
+        get_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    elapsed = time.monotonic() - start
+
+    assert region.stats()["errors"] == 0
+    assert got == value
+    assert set_peak < 0.3 * HUGE, f"set() allocated {set_peak / HUGE:.2f}x the value size"
+    assert get_peak < 1.3 * HUGE, f"get() peaked at {get_peak / HUGE:.2f}x the value size"
+    assert elapsed < 20, f"200 MB round trip took {elapsed:.1f}s"
