@@ -1,0 +1,17 @@
+"""Test settings: the example project's, with its var/ directory moved to a throw-away folder.
+
+Tests point CACHE_REGIONS at the session's real memcached (see conftest.py); nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["REGIONS_VAR_DIR"] = tempfile.mkdtemp(prefix="regions-django-tests-")
+os.environ.pop("REGIONS_MEMCACHED", None)  # the fixtures start a real one; don't probe a stray address
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REGIONS_NOTICES: list[str] = []  # the import-time fallback notice is not about the test memcached

@@ -1,0 +1,106 @@
+"""System checks: every id can be triggered, has a hint, and E-codes map 1:1 to regions' problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from config.shop import services  # noqa: F401 - decorate the example's functions under normal settings
+from regions.config import check as regions_check
+from tests.django.helpers import free_port
+
+
+def ours() -> list[checks.CheckMessage]:
+    return [m for m in checks.run_checks() if str(m.id).startswith("django_regions.")]
+
+
+def test_the_example_settings_pass(cache_regions: dict[str, Any]) -> None:
+    assert ours() == []
+    call_command("check")
+
+
+BAD: dict[str, dict[str, Any]] = {
+    "E001 unknown setting name": {"a": {"BACKEND": "memory", "LOCATOIN": "x"}},
+    "E001 settings not a dict": {"a": "memory"},
+    "E002 unknown BACKEND": {"a": {"BACKEND": "redis"}},
+    "E003 missing LOCATION": {"a": {"BACKEND": "memcached"}},
+    "E003 malformed LOCATION": {"a": {"BACKEND": "memcached", "LOCATION": "localhost"}},
+    "E004 negative TIMEOUT": {"a": {"BACKEND": "memory", "TIMEOUT": -1}},
+    "E004 non-numeric TIMEOUT": {"a": {"BACKEND": "memory", "TIMEOUT": "ten"}},
+    "E005 unknown option": {"a": {"BACKEND": "memory", "OPTIONS": {"max_entrys": 10}}},
+    "E006 bad KEY_PREFIX": {"a": {"BACKEND": "memory", "KEY_PREFIX": 5}},
+    "E006 bad VERSION": {"a": {"BACKEND": "memory", "VERSION": "2"}},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_each_error_id(case: str, settings: Any) -> None:
+    expected = "django_regions." + case.split()[0]
+    settings.CACHE_REGIONS = BAD[case]
+    messages = ours()
+    assert [m.id for m in messages] == [expected]
+    [message] = messages
+    assert message.level == checks.ERROR
+    assert message.hint, "every message says what to do"
+    assert "'a'" in message.msg or message.obj == "CACHE_REGIONS['a']"
+    with pytest.raises(SystemCheckError, match=expected.replace(".", r"\.")):
+        call_command("check")
+
+
+def test_e007_file_location_not_creatable(settings: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings.CACHE_REGIONS = {"files": {"BACKEND": "file", "LOCATION": str(blocker / "cache")}}
+    [message] = ours()
+    assert message.id == "django_regions.E007"
+    assert str(blocker) in message.msg and message.hint
+
+
+def test_error_ids_map_one_to_one(settings: Any, tmp_path: Path) -> None:
+    config = {
+        "a": {"BACKEND": "memory", "TIMEOUT": -5, "OPTIONS": {"nope": 1}, "KEY_PREFIX": 3},
+        "b": {"BACKEND": "memcached"},
+        "c": {"BACKEND": "what"},
+    }
+    settings.CACHE_REGIONS = config
+    problems = regions_check(config)
+    messages = ours()
+    assert len(problems) >= 4
+    assert [m.id for m in messages] == [f"django_regions.{p.id}" for p in problems]
+    assert [m.hint for m in messages] == [p.hint for p in problems]
+
+
+def test_w001_request_region_without_middleware(settings: Any) -> None:
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "RequestRegionMiddleware" not in m]
+    [message] = ours()
+    assert message.id == "django_regions.W001"
+    assert message.level == checks.WARNING
+    assert "django_regions.middleware.RequestRegionMiddleware" in message.hint
+    call_command("check")  # a warning does not fail the check command
+
+
+def test_w001_not_raised_for_a_subclass_of_the_middleware(settings: Any) -> None:
+    settings.MIDDLEWARE = [
+        "tests.django.helpers.MyMiddleware" if "RequestRegionMiddleware" in m else m
+        for m in settings.MIDDLEWARE
+    ]
+    assert ours() == []
+
+
+def test_w002_memcached_not_answering_names_the_address(settings: Any, memcached_server: str) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    settings.CACHE_REGIONS = {
+        "up": {"BACKEND": "memcached", "LOCATION": memcached_server},
+        "down": {"BACKEND": "memcached", "LOCATION": [memcached_server, dead]},
+    }
+    [message] = ours()
+    assert message.id == "django_regions.W002"
+    assert message.level == checks.WARNING
+    assert dead in message.msg and "'down'" in message.msg
+    assert memcached_server not in message.msg
+    assert dead in message.hint

@@ -1,0 +1,192 @@
+"""``manage.py regions``: list, stats, clear NAME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+import regions
+from tests.django.helpers import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("regions", *args, stdout=out)
+    return out.getvalue()
+
+
+def rows(output: str) -> dict[str, list[str]]:
+    """Table rows by region name (first column)."""
+    lines = output.splitlines()
+    return {line.split()[0]: line.split() for line in lines[2:] if line.strip() and not line.startswith("(")}
+
+
+def test_list_shows_backend_location_timeout_reachable_entries(
+    cache_regions: dict[str, Any], memcached_server: str
+) -> None:
+    regions.get_manager()["files"].set("k", "v")
+    output = run()
+    assert output.splitlines()[0].split() == [
+        "REGION",
+        "BACKEND",
+        "LOCATION",
+        "TIMEOUT",
+        "REACHABLE",
+        "ENTRIES",
+    ]
+    table = rows(output)
+    assert table["functions"] == ["functions", "memcached", memcached_server, "1", "h", "yes", "-"]
+    assert table["files"][1:3] == ["file", cache_regions["files"]["LOCATION"]]
+    assert table["files"][-2:] == ["yes", "1"]
+    assert table["request"][1] == "request"
+    assert run("list") == output
+
+
+def test_list_reports_an_unreachable_memcached(settings: Any) -> None:
+    settings.CACHE_REGIONS = {"gone": {"BACKEND": "memcached", "LOCATION": f"127.0.0.1:{free_port()}"}}
+    assert rows(run())["gone"][-2:] == ["NO", "-"]
+
+
+def test_stats_shows_hits_misses_hit_rate_errors_latency(settings: Any) -> None:
+    manager = regions.get_manager()
+    functions = manager["functions"]
+    functions.set("a", 1)
+    for _ in range(3):
+        functions.get("a")
+    functions.get("missing")
+    output = run("stats")
+    assert output.splitlines()[0].split() == [
+        "REGION",
+        "HITS",
+        "MISSES",
+        "HIT",
+        "RATE",
+        "ERRORS",
+        "MEAN",
+        "LATENCY",
+    ]
+    name, hits, misses, rate, errors, latency, unit = rows(output)["functions"]
+    assert (hits, misses, rate, errors, unit) == ("3", "1", "75.0%", "0", "ms")
+    assert float(latency) > 0
+    assert rows(output)["files"][1:5] == ["0", "0", "-", "0"]
+
+
+def test_stats_counts_errors(settings: Any) -> None:
+    settings.CACHE_REGIONS = {
+        "gone": {
+            "BACKEND": "memcached",
+            "LOCATION": f"127.0.0.1:{free_port()}",
+            "OPTIONS": {"connect_timeout": 0.2},
+        }
+    }
+    regions.get_manager()["gone"].get("x")
+    assert rows(run("stats"))["gone"][4] == "1"
+
+
+def test_clear_name_clears_only_that_region(settings: Any, memcached_server: str, region_prefix: str) -> None:
+    config = {
+        "functions": {"BACKEND": "memcached", "LOCATION": memcached_server},
+        "sessions": {"BACKEND": "memcached", "LOCATION": memcached_server},
+    }
+    settings.CACHE_REGIONS = config
+    manager = regions.get_manager()
+    for name in config:
+        for i in range(5):
+            manager[name].set(("k", i), f"{name}-{i}")
+    output = run("clear", "functions")
+    assert "cleared region 'functions'" in output
+
+    # A separate manager (as another process would have) sees the same server state.
+    other = regions.CacheManager(config, key_prefix=region_prefix)
+    try:
+        assert [other["functions"].get(("k", i)) for i in range(5)] == [None] * 5
+        assert [other["sessions"].get(("k", i)) for i in range(5)] == [f"sessions-{i}" for i in range(5)]
+    finally:
+        other.close()
+    assert manager["sessions"].get(("k", 0)) == "sessions-0"
+    assert manager["functions"].get(("k", 0)) is None
+
+
+def test_clear_file_region(cache_regions: dict[str, Any]) -> None:
+    files = regions.get_manager()["files"]
+    files.set("a", 1)
+    files.set("b", 2)
+    assert files.count() == 2
+    run("clear", "files")
+    assert files.count() == 0 and files.get("a") is None
+
+
+def test_clear_unknown_name_lists_the_configured_ones() -> None:
+    with pytest.raises(CommandError) as info:
+        run("clear", "nope")
+    assert "nope" in str(info.value)
+    assert "functions, files, request" in str(info.value)
+
+
+def test_clear_without_name_is_an_error() -> None:
+    with pytest.raises(CommandError, match="name the region"):
+        run("clear")
+
+
+def test_names_are_only_for_clear() -> None:
+    with pytest.raises(CommandError, match="takes no region names"):
+        run("stats", "functions")
+
+
+def test_invalid_settings_make_the_command_point_at_check(settings: Any) -> None:
+    settings.CACHE_REGIONS = {"x": {"BACKEND": "bogus"}}
+    with pytest.raises(CommandError, match="manage.py check"):
+        run()
+
+
+def test_manage_py_regions_in_a_real_process(memcached_server: str, tmp_path: Any) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REGIONS_MEMCACHED": memcached_server,
+        "REGIONS_VAR_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "regions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    table = rows(done.stdout)
+    assert table["functions"][1:3] == ["memcached", memcached_server]
+    assert table["functions"][-2] == "yes"
+    assert "notice" not in done.stdout
+
+
+def test_manage_py_regions_with_memcached_down_falls_back(tmp_path: Any) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REGIONS_MEMCACHED": dead,
+        "REGIONS_VAR_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "regions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert rows(done.stdout)["functions"][1:3] == ["memory", "in-process"]
+    assert f"memcached at {dead} is not answering" in done.stdout
+    assert f"memcached at {dead} is not answering" in done.stderr, "logged as a warning too"
