@@ -63,8 +63,12 @@ class Store:
     #: Time backend calls for ``stats()`` (not in-process stores: timing would cost more than the call).
     timed: ClassVar[bool] = True
 
-    def __init__(self, region: str, location: Any, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, region: str, location: Any, options: Mapping[str, Any], *, identity: str | None = None
+    ) -> None:
         self.region = region
+        #: Names this region's data among other regions' on shared storage (key prefix + name).
+        self.identity = identity or region
         self.location = location
         self.options = dict(options)
         self.stale = float(self.options.get("stale", COMMON_OPTIONS["stale"][1]))
@@ -135,6 +139,10 @@ class Backend(NamespaceManager):
     def wire_key(self, key: Hashable) -> Hashable:
         """The key exactly as the storage sees it."""
         return key
+
+    def storage_token(self) -> Hashable:
+        """What, besides the key, tells one storage apart: callers sharing it may share a computation."""
+        return None
 
     # Beaker's NamespaceManager interface ---------------------------------------------------
     def __getitem__(self, key: Hashable) -> Entry:

@@ -36,7 +36,8 @@ class CacheManager:
         self._regions: dict[str, Region] = {}
         for name, settings in _config.normalize(config).items():
             prefix = ":".join(p for p in (key_prefix, settings["KEY_PREFIX"]) if p)
-            store = settings["STORE"](name, settings["LOCATION"], settings["OPTIONS"])
+            identity = f"{prefix}:~{name}" if prefix else f"~{name}"
+            store = settings["STORE"](name, settings["LOCATION"], settings["OPTIONS"], identity=identity)
             self._regions[name] = Region(
                 name,
                 store,

@@ -24,8 +24,9 @@ class _Default:
 #: "Use the region's TIMEOUT" (``None`` means "never expire").
 DEFAULT: Any = _Default()
 
-#: Namespace of keys set directly on a region (``region.set(...)``); module names never start with ``~``.
-DIRECT = "~direct"
+#: Namespace of keys set directly on a region (``region.set(...)``) is ``~<region name>``: module
+#: names never start with ``~``, and two regions sharing a server never share direct keys.
+DIRECT = "~"
 
 
 class Stats:
@@ -77,7 +78,7 @@ class Region:
         self.stats_ = Stats()
         self._namespaces: dict[str, Backend] = {}
         self._namespaces_lock = threading.Lock()
-        self._inflight: dict[tuple[int, Backend, Hashable], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[int, Backend, Hashable, Hashable], asyncio.Future[Any]] = {}
 
     def __repr__(self) -> str:
         return f"<Region {self.name!r} backend={self.backend!r} timeout={self.timeout!r}>"
@@ -211,7 +212,7 @@ class Region:
             return await creator()
         stats = self.stats_
         loop = asyncio.get_running_loop()
-        token = (id(loop), ns, key)
+        token = (id(loop), ns, ns.storage_token(), key)
         running = self._inflight.get(token)
         if running is not None:
             if entry is not None and is_servable(entry, time.time(), self.stale):
@@ -242,7 +243,7 @@ class Region:
     # direct API -----------------------------------------------------------------------------
     def _direct_key(self, key: Any) -> tuple[Backend, Hashable]:
         text = keys.encode_argument(f"region {self.name!r}", "key", key)
-        return self.namespace(DIRECT), text
+        return self.namespace(DIRECT + self.name), text
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""

@@ -41,8 +41,8 @@ class FileStore(Store):
         "fsync": ((bool,), False, "fsync each entry before it becomes visible (slower, survives power loss)"),
     }
 
-    def __init__(self, region: str, location: Any, options: Any) -> None:
-        super().__init__(region, location, options)
+    def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
+        super().__init__(region, location, options, **kwargs)
         self.root = Path(location)
         self.fsync = bool(self.options.get("fsync", False))
         self._held = threading.local()

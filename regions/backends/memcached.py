@@ -20,6 +20,7 @@ from typing import Any
 from beaker.synchronization import NameLock
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
+from pymemcache.exceptions import MemcacheServerError
 
 from .. import keys
 from ..api import Backend, Entry, Store
@@ -76,8 +77,8 @@ class MemcachedStore(Store):
         "dead_timeout": ((int, float), 30, "seconds a failed server of several is skipped"),
     }
 
-    def __init__(self, region: str, location: Any, options: Any) -> None:
-        super().__init__(region, location, options)
+    def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
+        super().__init__(region, location, options, **kwargs)
         self.servers = parse_servers(location)
         get = self.options.get
         self.connect_timeout = float(get("connect_timeout", 1.0))
@@ -89,7 +90,7 @@ class MemcachedStore(Store):
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
         #: Key of the region-wide generation counter; namespaces add their own.
-        self.generation_key = keys.safe_namespace(f"{region}", 150) + ":__generation__"
+        self.generation_key = keys.safe_namespace(f"{self.identity}", 150) + ":__generation__"
         self.region_generation: int | None = None
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
 
@@ -243,9 +244,17 @@ class MemcachedNamespaceManager(Backend):
         return self.store.client.get(self.wire_key(key))
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
-        self.store.client.set(
-            self.wire_key(key), entry, expire=self.store.expire_arg(entry[1]), noreply=False
-        )
+        try:
+            self.store.client.set(
+                self.wire_key(key), entry, expire=self.store.expire_arg(entry[1]), noreply=False
+            )
+        except MemcacheServerError as exc:
+            if b"too large" not in str(exc).encode():
+                raise
+            raise ValueError(
+                f"region {self.store.region!r}: value too large for memcached's item size limit "
+                "(1 MB unless memcached runs with -I); cache it in a file region instead"
+            ) from exc
 
     def delete_entry(self, key: Hashable) -> None:
         self.store.client.delete(self.wire_key(key), noreply=False)

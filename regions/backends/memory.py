@@ -18,8 +18,8 @@ class MemoryStore(Store):
     timed = False
     options_schema = {"max_entries": ((int,), 10_000, "entries kept before the least recently used go")}
 
-    def __init__(self, region: str, location: Any, options: Any) -> None:
-        super().__init__(region, location, options)
+    def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
+        super().__init__(region, location, options, **kwargs)
         self.max_entries = int(self.options.get("max_entries", 10_000))
         self.data: OrderedDict[tuple[str, Hashable], Entry] = OrderedDict()
         self.lock = threading.Lock()
@@ -41,6 +41,9 @@ class MemoryNamespaceManager(Backend):
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
         self._data = self.store.data
+
+    def wire_key(self, key: Hashable) -> tuple[str, Hashable]:
+        return (self.namespace, key)
 
     def get_entry(self, key: Hashable) -> Entry | None:
         full = (self.namespace, key)

@@ -41,6 +41,9 @@ class RequestNamespaceManager(Backend):
 
     store_class = RequestStore
 
+    def wire_key(self, key: Hashable) -> tuple[str, Hashable]:
+        return (self.namespace, key)
+
     def get_entry(self, key: Hashable) -> Entry | None:
         data = CURRENT.get()
         if data is None:
@@ -70,6 +73,8 @@ class RequestNamespaceManager(Backend):
         data = CURRENT.get()
         return [] if data is None else list(data.get(self, ()))
 
+    def storage_token(self) -> Hashable:
+        return id(CURRENT.get())  # each scope is its own storage
+
     def get_creation_lock(self, key: Hashable) -> NameLock:
-        data = CURRENT.get()
-        return NameLock(identifier=(id(data), id(self), key), reentrant=True)
+        return NameLock(identifier=(self.storage_token(), id(self), key), reentrant=True)
