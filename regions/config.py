@@ -282,17 +282,18 @@ def _validate(config: Any) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
             )
         if cls.name == "file":
             resolved = str(Path(location).expanduser().absolute())
-            if resolved in file_locations:
-                problems.append(
-                    Problem(
-                        "E003",
-                        name,
-                        "LOCATION",
-                        f"region {name!r}: LOCATION {location!r} "
-                        f"is also region {file_locations[resolved]!r}'s",
-                        "give each file region its own folder (clear() empties it)",
+            for other_path, other in file_locations.items():
+                if Path(resolved).is_relative_to(other_path) or Path(other_path).is_relative_to(resolved):
+                    problems.append(
+                        Problem(
+                            "E003",
+                            name,
+                            "LOCATION",
+                            f"region {name!r}: LOCATION {str(location)!r} is, or is inside or around, "
+                            f"region {other!r}'s folder",
+                            "give each file region its own folder, side by side (clear() empties it)",
+                        )
                     )
-                )
             file_locations[resolved] = name
             location = resolved
             bad = _check_file_location(name, location)
