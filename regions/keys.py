@@ -235,8 +235,13 @@ class KeyBuilder:
         if self.custom is not None:
             return encode_argument(self.func_name, "key=", self._custom_parts(args, kwargs))
         values = self.binder.values(args, kwargs)
-        names = self.binder.names
-        return ",".join([encode_argument(self.func_name, names[i], value) for i, value in enumerate(values)])
+        try:
+            return ",".join(map(encode, values))
+        except Exception:  # find the argument to name in the error
+            names = self.binder.names
+            for name, value in zip(names, values, strict=True):
+                encode_argument(self.func_name, name, value)
+            raise
 
     def native(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         """Key for in-process stores: the value tuple itself when every value is atomic, else text.
@@ -277,7 +282,7 @@ def digest(text: str) -> str:
 
 def is_safe(key: str, limit: int | None) -> bool:
     """Printable ASCII without whitespace, and within ``limit`` bytes."""
-    if not key.isascii() or _UNSAFE.search(key):
+    if not (key.isascii() and key.isprintable()) or " " in key:
         return False
     return limit is None or len(key) <= limit
 

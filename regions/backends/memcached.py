@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from beaker.synchronization import NameLock
 from pymemcache.client.base import Client
@@ -29,10 +30,24 @@ _THIRTY_DAYS = 30 * 24 * 3600
 _PICKLED = 1
 
 
+class _Pickled(bytes):
+    """An entry pickled already (to measure it): stored as it is, read back as a pickle."""
+
+
+class _Chunked(NamedTuple):
+    """Head of an entry too large for one memcached item: the pickle is split into ``parts`` items."""
+
+    parts: int
+    size: int
+    digest: str
+
+
 class _Serde:
-    """Pickle everything except bytes, which generation counters need raw."""
+    """Pickle everything except bytes, which generation counters and chunks need raw."""
 
     def serialize(self, key: bytes, value: Any) -> tuple[bytes, int]:
+        if isinstance(value, _Pickled):
+            return bytes(value), _PICKLED
         if isinstance(value, bytes):
             return value, 0
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL), _PICKLED
@@ -42,6 +57,10 @@ class _Serde:
 
 
 _SERDE = _Serde()
+
+
+def _checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def parse_servers(location: Any) -> list[tuple[str, int]]:
@@ -75,6 +94,7 @@ class MemcachedStore(Store):
         "sync_interval": ((int, float), 1.0, "seconds between re-reads of other processes' clears"),
         "distributed_lock": ((bool,), False, "also lock creation across processes with memcached add"),
         "dead_timeout": ((int, float), 30, "seconds a failed server of several is skipped"),
+        "item_size": ((int,), 1_000_000, "largest value stored as one item; larger ones are split"),
     }
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
@@ -86,6 +106,7 @@ class MemcachedStore(Store):
         self.sync_interval = float(get("sync_interval", 1.0))
         self.distributed_lock = bool(get("distributed_lock", False))
         self.dead_timeout = float(get("dead_timeout", 30))
+        self.item_size = max(1024, int(get("item_size", 1_000_000)))
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
@@ -241,20 +262,52 @@ class MemcachedNamespaceManager(Backend):
         return keys.guarded(self._key_prefix(), str(key), MemcachedStore.key_limit)
 
     def get_entry(self, key: Hashable) -> Entry | None:
-        return self.store.client.get(self.wire_key(key))
+        wire = self.wire_key(key)
+        found = self.store.client.get(wire)
+        if isinstance(found, _Chunked):
+            return self._get_chunks(wire, found)
+        return found
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
+        wire, store = self.wire_key(key), self.store
+        expire = store.expire_arg(entry[1])
+        data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+        if len(data) > store.item_size:
+            entry = self._set_chunks(wire, data, expire)  # type: ignore[assignment]
+            data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         try:
-            self.store.client.set(
-                self.wire_key(key), entry, expire=self.store.expire_arg(entry[1]), noreply=False
-            )
+            store.client.set(wire, _Pickled(data), expire=expire, noreply=False)
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
             raise ValueError(
-                f"region {self.store.region!r}: value too large for memcached's item size limit "
-                "(1 MB unless memcached runs with -I); cache it in a file region instead"
+                f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
+                "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
             ) from exc
+
+    # values larger than one item: parts first, then the head that points at them -----------------
+    def _part_keys(self, wire: str, parts: int) -> list[str]:
+        stem = f"{self._ns}:#parts:{keys.digest(wire)}"
+        return [f"{stem}:{i}" for i in range(parts)]
+
+    def _set_chunks(self, wire: str, data: bytes, expire: int) -> _Chunked:
+        size = self.store.item_size
+        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(
+            self._part_keys(wire, -(-len(data) // size)))}
+        failed = self.store.client.set_many(pieces, expire=expire, noreply=False)
+        if failed:
+            raise ValueError(f"region {self.store.region!r}: memcached did not store {len(failed)} parts")
+        return _Chunked(len(pieces), len(data), _checksum(data))
+
+    def _get_chunks(self, wire: str, head: _Chunked) -> Entry | None:
+        names = self._part_keys(wire, head.parts)
+        found = self.store.client.get_many(names)
+        if len(found) != head.parts:
+            return None  # a part was evicted: a miss, never a partial value
+        data = b"".join(found[k] for k in names)
+        if len(data) != head.size or _checksum(data) != head.digest:
+            return None  # parts of two concurrent writes mixed: a miss
+        return pickle.loads(data)
 
     def delete_entry(self, key: Hashable) -> None:
         self.store.client.delete(self.wire_key(key), noreply=False)
