@@ -82,6 +82,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 def echo(request: HttpRequest) -> JsonResponse:
     """Store this request's token, read request-cached values built from it (also from threads)."""
+    started = time.time()
     token = request.GET.get("token", "")
     n = min(int(request.GET.get("n", "20")), 200)
     request.regions.set("token", token)  # type: ignore[attr-defined]
@@ -97,12 +98,15 @@ def echo(request: HttpRequest) -> JsonResponse:
             "stored": request.regions.get("token"),  # type: ignore[attr-defined]
             "values": first + threaded,
             "entries": request.regions.count(),  # type: ignore[attr-defined]
+            "started": started,
+            "finished": time.time(),
         }
     )
 
 
 async def aecho(request: HttpRequest) -> JsonResponse:
     """Async twin of :func:`echo`: awaits between values so concurrent requests interleave."""
+    started = time.time()
     token = request.GET.get("token", "")
     n = min(int(request.GET.get("n", "20")), 200)
     request.regions.set("token", token)  # type: ignore[attr-defined]
@@ -114,5 +118,7 @@ async def aecho(request: HttpRequest) -> JsonResponse:
             "stored": request.regions.get("token"),  # type: ignore[attr-defined]
             "values": first + list(again),
             "entries": request.regions.count(),  # type: ignore[attr-defined]
+            "started": started,
+            "finished": time.time(),
         }
     )

@@ -74,7 +74,9 @@ def test_post_edit_refreshes_the_cached_card() -> None:
     cached = services.profile_card(alice)
     assert cached["name"] == "Alice Liddell"
 
-    response = client.post("/?user=alice", {"first_name": "Alicia", "last_name": "Liddell", "email": "alicia@example.com"})
+    response = client.post(
+        "/?user=alice", {"first_name": "Alicia", "last_name": "Liddell", "email": "alicia@example.com"}
+    )
     assert response.status_code == 302 and response["Location"] == "/?user=alice&saved=1"
     html = client.get(response["Location"]).content.decode()
     assert figure(html, "card-name") == "Alicia Liddell", "refreshed at save time, not stale"

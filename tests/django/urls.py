@@ -6,6 +6,7 @@ from tests.django import views
 
 urlpatterns = [
     path("t/fill/", views.fill),
+    path("t/afill/", views.afill),
     path("t/boom/", views.boom),
     path("t/aboom/", views.aboom),
     path("t/stream/", views.stream),

@@ -40,6 +40,12 @@ def fill(request: HttpRequest) -> JsonResponse:
     )
 
 
+async def afill(request: HttpRequest) -> JsonResponse:
+    """Async twin of :func:`fill` (no thread hop under ASGI)."""
+    await asyncio.sleep(0)
+    return fill(request)
+
+
 def boom(request: HttpRequest) -> JsonResponse:
     request.regions.set("token", "boom")  # type: ignore[attr-defined]
     raise RuntimeError("boom")
