@@ -477,6 +477,22 @@ def test_typed_keys(cache):
     assert len({f.cache_key(a) for a in args}) == 6
 
 
+def test_calls_that_do_not_fit_the_signature_raise_typeerror(cache):
+    calls = []
+
+    @cache.region("main")
+    def f(a, b=2):
+        calls.append(a)
+        return a
+
+    for bad_call in (lambda: f(), lambda: f(1, 2, 3), lambda: f(1, c=3), lambda: f(1, a=1)):
+        with pytest.raises(TypeError) as info:
+            bad_call()
+        assert not isinstance(info.value, regions.UncacheableArgument)
+    assert calls == []
+    assert f(1) == 1
+
+
 def test_defaults_are_applied(cache):
     calls = []
 

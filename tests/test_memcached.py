@@ -258,6 +258,9 @@ def test_down_server_never_fails_the_call(location, region_config, make_manager,
     region.delete("k")
     region.clear()
     assert region.get_or_create("k", lambda: "made") == "made"
+    f.invalidate(1)
+    assert f.refresh(1) == [1]
+    f.invalidate_all()
     assert region.stats()["errors"] > errors
     assert region.ping() is False
     assert time.monotonic() - start < 10
