@@ -389,13 +389,16 @@ def fmt_us(ns: float) -> str:
 def report(groups: list[Group], header: str) -> tuple[str, list[dict]]:
     lines = [header, ""]
     width = 46
-    lines.append(f"{'case':<{width}} {'µs/call':>10} {'vs floor':>9}   {'target':<9} verdict")
+    lines.append(f"{'case':<{width}} {'median µs':>10} {'best µs':>10} {'vs floor':>9} {'best/best':>9}   "
+                 f"{'target':<9} verdict")
     rows: list[dict] = []
     for group in groups:
         lines.append("")
         lines.append(group.title)
+        floor_best = min(group.floor.per_call_ns)
         for case in group.all:
             us = median(case.per_call_ns)
+            best = min(case.per_call_ns)
             ratio = median(case.ratios)
             if case is group.floor:
                 target, verdict = "(floor)", ""
@@ -404,16 +407,23 @@ def report(groups: list[Group], header: str) -> tuple[str, list[dict]]:
                 verdict = "OK" if ratio <= case.target else "MISSED"
             else:
                 target, verdict = "reference", ""
-            lines.append(f"  {case.name:<{width - 2}} {fmt_us(us)} {ratio:8.2f}x   {target:<9} {verdict}")
-            rows.append({"group": group.title, "case": case.name, "median_ns": us, "ratio": ratio,
-                         "target": case.target, "rounds": len(case.per_call_ns), "batch": case.batch})
+            lines.append(f"  {case.name:<{width - 2}} {fmt_us(us)} {fmt_us(best)} {ratio:8.2f}x "
+                         f"{best / floor_best:8.2f}x   {target:<9} {verdict}")
+            rows.append({"group": group.title, "case": case.name, "median_ns": us, "best_ns": best,
+                         "ratio": ratio, "best_ratio": best / floor_best, "target": case.target,
+                         "rounds": len(case.per_call_ns), "batch": case.batch})
         for label, _a, _b, ratio, target in group.extra:
             verdict = "" if target is None else ("OK" if ratio <= target else "MISSED")
             tgt = "" if target is None else f"<= {target:.2f}x"
-            lines.append(f"  {label:<{width - 2}} {'':>10} {ratio:8.2f}x   {tgt:<9} {verdict}")
+            blank = ""
+            lines.append(f"  {label:<{width - 2}} {blank:>21} {ratio:8.2f}x {blank:>9}   {tgt:<9} {verdict}")
             rows.append({"group": group.title, "case": label, "ratio": ratio, "target": target})
         for note in group.skipped:
             lines.append(f"  (skipped: {note})")
+        q1, _q2, q3 = statistics.quantiles(group.floor.per_call_ns, n=4)
+        if q3 / q1 > 1.25:
+            lines.append(f"  (noisy: the floor's middle half spans {q3 / q1:.2f}x between rounds; "
+                         f"rerun on an idle machine)")
     return "\n".join(lines), rows
 
 
