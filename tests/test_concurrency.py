@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -167,6 +169,7 @@ def test_scoped_executor_shares_the_scope_and_plain_executor_does_not(request_ma
     with regions.request_scope():
         with regions.ScopedThreadPoolExecutor(max_workers=4) as pool:
             in_worker = [f.result() for f in [pool.submit(compute, 1) for _ in range(4)]]
+            assert list(pool.map(compute, [1, 1])) == [(1, 1)] * 2
         assert compute(1) == (1, 1)  # the worker's value is visible to the submitter
         assert in_worker == [(1, 1)] * 4
         assert counter.count == 1
@@ -178,6 +181,37 @@ def test_scoped_executor_shares_the_scope_and_plain_executor_does_not(request_ma
         assert counter.count == 3
         assert compute(2) == (2, 4)  # and nothing leaked into the submitter's scope
         assert compute(2) == (2, 4)
+
+
+class Payload:
+    def __init__(self, n):
+        self.n = n
+
+
+def test_request_scope_lifecycle(request_manager, counter):
+    region = request_manager["req"]
+
+    @request_manager.region("req")
+    def load(x):
+        return Payload((x, counter()))
+
+    assert not region.active and region.count() is None
+    assert load(1).n == (1, 1) and load(1).n == (1, 2)  # outside any scope: uncached
+    region.set("k", 1)
+    assert region.get("k", "missing") == "missing"
+
+    with regions.request_scope() as scope:
+        kept = weakref.ref(load(1))
+        assert load(1) is kept()
+        with regions.request_scope():  # nested: starts empty, outer comes back afterwards
+            assert load(1).n == (1, 4)
+            assert region.count() == 1
+        assert load(1) is kept()
+        assert len(scope) == 1
+    gc.collect()
+    assert kept() is None, "the scope's values outlived it"
+    with regions.request_scope():
+        assert load(1).n == (1, 5)  # a new scope starts empty
 
 
 @pytest.mark.parametrize("backend", SHARED_BACKENDS)
