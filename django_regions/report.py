@@ -71,7 +71,7 @@ def report(region: Any) -> RegionReport:
         name=region.name,
         backend=region.backend,
         location=format_location(region.location, region.backend),
-        timeout="per request" if region.backend == "request" else format_timeout(region.timeout),
+        timeout="end of request" if region.backend == "request" else format_timeout(region.timeout),
         reachable=bool(region.ping()),
         entries=region.count(),
         hits=int(stats.get("hits", 0)),

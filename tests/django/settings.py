@@ -5,10 +5,13 @@ Tests point CACHE_REGIONS at the session's real memcached (see conftest.py); not
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-os.environ["REGIONS_VAR_DIR"] = tempfile.mkdtemp(prefix="regions-django-tests-")
+os.environ["REGIONS_VAR_DIR"] = _var = tempfile.mkdtemp(prefix="regions-django-tests-")
+atexit.register(shutil.rmtree, _var, True)
 os.environ.pop("REGIONS_MEMCACHED", None)  # the fixtures start a real one; don't probe a stray address
 
 from config.settings import *  # noqa: E402,F403

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +128,35 @@ def test_django_caches_setting_is_left_alone(settings: Any) -> None:
     assert original == settings.CACHES
     assert "functions" not in settings.CACHES
     assert type(caches["default"]).__name__ == "LocMemCache"
+
+
+def test_decorator_imported_before_django_is_set_up(memcached_server: str, tmp_path: Path) -> None:
+    """A module decorated before settings exist works once the app config has run (real process)."""
+    script = textwrap.dedent(
+        """
+        import regions
+
+        calls = []
+
+        @regions.region("functions")
+        def triple(x: int) -> int:
+            calls.append(x)
+            return 3 * x
+
+        import django
+        django.setup()
+        print(triple(2), triple(2), len(calls), regions.get_manager()["functions"].backend)
+        """
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REGIONS_MEMCACHED": memcached_server,
+        "REGIONS_VAR_DIR": str(tmp_path),
+    }
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["6", "6", "1", "memcached"]
