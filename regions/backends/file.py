@@ -91,8 +91,10 @@ class FileStore(Store):
 class _FlockStripe:
     """Cross-process creation lock on one of the region's lock files.
 
-    Re-entrant per thread (a cached function calling another whose key falls in the same stripe), and
-    bounded by ``lock_timeout`` so that two processes can never wait on each other forever.
+    Re-entrant per thread (a cached function calling another whose key falls in the same stripe).
+    Only a thread's outermost creation waits for a stripe: a nested one that finds its stripe taken
+    computes without it, so two threads or processes never wait on each other in a cycle.
+    Waits are bounded by ``lock_timeout``.
     """
 
     def __init__(self, store: FileStore, stripe: int) -> None:
@@ -112,6 +114,9 @@ class _FlockStripe:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if held:  # nested in another creation: waiting here could close a cycle with a thread
+                    os.close(fd)  # that holds our stripe and waits for ours; compute unlocked instead
+                    return wait
                 if not wait:
                     os.close(fd)
                     return False
