@@ -42,6 +42,7 @@ class Source(Protocol):
     """Where a decorator finds its region: a manager, or the process default (which can change)."""
 
     epoch: int
+    binds_late: bool
 
     def get_region(self, name: str) -> Region: ...
 
@@ -116,8 +117,8 @@ def decorate(
         qualname = f"{func.__module__}.{func.__qualname__}"
         check_timeout(qualname, timeout)
         binding: Binding[P, R] = Binding(source, name, qualname, timeout, KeyBuilder(func, qualname, key))
-        if getattr(source, "ready", True):
-            binding.current()  # unknown region names fail here, at decoration time
+        if not source.binds_late:
+            binding.current()  # a manager's regions are fixed: unknown names fail at decoration time
         make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
         wrapper = make(func, binding)
         wrapper.uncached = func  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ class CacheManager:
     """
 
     epoch = 0  # a manager's regions never change; decorators bound to it never rebind
+    binds_late = False
 
     def __init__(self, config: Mapping[str, Any] | None, *, key_prefix: str = "", version: int = 1) -> None:
         if not isinstance(key_prefix, str):
@@ -90,9 +91,7 @@ class _DefaultManager:
         self.epoch = 0
         self.lock = threading.Lock()
 
-    @property
-    def ready(self) -> bool:
-        return self.manager is not None
+    binds_late = True  # the default's regions change with configure(): bind at call time
 
     def get_region(self, name: str) -> Region:
         return get_manager()[name]
@@ -132,7 +131,8 @@ def region(
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Decorator caching a function in region ``name`` of the default manager.
 
-    Usable before :func:`configure` (the region is looked up at the first call); once configured,
-    unknown names raise :class:`UnknownRegion` at decoration time.
+    Usable before :func:`configure`: the region is looked up at the first call after each
+    configure (settings may change, e.g. under Django's ``override_settings``), so an unknown name
+    raises :class:`UnknownRegion` at that call; ``manage.py check`` lists the configured names.
     """
     return decorate(_default, name, timeout, key)

@@ -321,3 +321,17 @@ def test_beaker_cache_objects_can_use_our_namespace_managers():
     assert cache.get(key="k", createfunc=create) == "value"
     assert cache.get(key="k", createfunc=create) == "value"
     assert calls == [1]
+
+
+def test_module_level_region_tolerates_names_missing_from_the_current_settings():
+    regions.configure({"a": {"BACKEND": "memory"}})
+
+    @regions.region("b")  # e.g. imported while a test's override_settings lacks "b"
+    def g(x):
+        return x
+
+    with pytest.raises(UnknownRegion, match="'b'"):
+        g(1)
+    regions.configure({"b": {"BACKEND": "memory"}})
+    assert g(1) == g(1) == 1
+    assert regions.get_manager()["b"].stats()["hits"] == 1

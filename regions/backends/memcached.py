@@ -173,11 +173,14 @@ class MemcachedStore(Store):
         self.bump(self.generation_key)
 
     def ping(self) -> bool:
-        try:
-            for server in self.servers:
-                Client(server, connect_timeout=self.connect_timeout, timeout=self.timeout).version()
-        except Exception:
-            return False
+        for server in self.servers:
+            client = Client(server, connect_timeout=self.connect_timeout, timeout=self.timeout)
+            try:
+                client.version()
+            except Exception:
+                return False
+            finally:
+                client.close()
         return True
 
     def expire_arg(self, ttl: float | None) -> int:
