@@ -1,6 +1,7 @@
 """``memcached``: entries on one or more memcached servers, through pymemcache.
 
-* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value.
+* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value. The
+  clients carry no serializer: entries are pickled here, counters and parts travel as raw bytes.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
@@ -27,11 +28,6 @@ from .. import keys
 from ..api import Backend, Entry, Store
 
 _THIRTY_DAYS = 30 * 24 * 3600
-_PICKLED = 1
-
-
-class _Pickled(bytes):
-    """An entry pickled already (to measure it): stored as it is, read back as a pickle."""
 
 
 class _Chunked(NamedTuple):
@@ -40,23 +36,6 @@ class _Chunked(NamedTuple):
     parts: int
     size: int
     digest: str
-
-
-class _Serde:
-    """Pickle everything except bytes, which generation counters and chunks need raw."""
-
-    def serialize(self, key: bytes, value: Any) -> tuple[bytes, int]:
-        if isinstance(value, _Pickled):
-            return bytes(value), _PICKLED
-        if isinstance(value, bytes):
-            return value, 0
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL), _PICKLED
-
-    def deserialize(self, key: bytes, value: bytes, flags: int) -> Any:
-        return pickle.loads(value) if flags == _PICKLED else value
-
-
-_SERDE = _Serde()
 
 
 def _checksum(data: bytes) -> str:
@@ -134,7 +113,7 @@ class MemcachedStore(Store):
         return client
 
     def _new_client(self) -> Any:
-        common = dict(serde=_SERDE, connect_timeout=self.connect_timeout, timeout=self.timeout, no_delay=True)
+        common = dict(connect_timeout=self.connect_timeout, timeout=self.timeout, no_delay=True)
         if len(self.servers) == 1:
             return Client(self.servers[0], **common)
         return HashClient(
@@ -266,7 +245,10 @@ class MemcachedNamespaceManager(Backend):
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire = self.wire_key(key)
-        found = self.store.client.get(wire)
+        data = self.store.client.get(wire)
+        if data is None:
+            return None
+        found = pickle.loads(data)
         if isinstance(found, _Chunked):
             return self._get_chunks(wire, found)
         return found
@@ -279,7 +261,7 @@ class MemcachedNamespaceManager(Backend):
             entry = self._set_chunks(wire, data, expire)  # type: ignore[assignment]
             data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         try:
-            store.client.set(wire, _Pickled(data), expire=expire, noreply=False)
+            store.client.set(wire, data, expire=expire, noreply=False)
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
