@@ -142,12 +142,9 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         except _BindError:
             return func(*args, **kwargs)  # the call does not fit the signature: let Python say why
         region = b.region
-        entry = region.lookup(b.ns, key)
-        if entry is not None:
-            ttl = entry[1]
-            if ttl is None or entry[0] + ttl > now():
-                region.stats_.hits += 1
-                return entry[2]
+        entry, fresh = region.read(b.ns, key)
+        if fresh:
+            return entry[2]
         return region.fill(b.ns, key, entry, functools.partial(func, *args, **kwargs), b.ttl)
 
     @functools.wraps(func)
@@ -213,7 +210,6 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
 
 def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Callable[..., Any]:
     sync = _sync_wrapper(func, binding)  # reused for cache_key; its call path is never used
-    now = time.time
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -223,12 +219,9 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
         except _BindError:
             return await func(*args, **kwargs)
         region = b.region
-        entry = region.lookup(b.ns, key)
-        if entry is not None:
-            ttl = entry[1]
-            if ttl is None or entry[0] + ttl > now():
-                region.stats_.hits += 1
-                return entry[2]
+        entry, fresh = region.read(b.ns, key)
+        if fresh:
+            return entry[2]
         return await region.afill(b.ns, key, entry, functools.partial(func, *args, **kwargs), b.ttl)
 
     async def invalidate(*args: Any, **kwargs: Any) -> None:

@@ -228,7 +228,6 @@ class KeyBuilder:
         self.func_name = name
         self.binder = ArgumentBinder(func)
         self.custom = key
-        self._typesets: dict[tuple[type, ...], bool] = {}
 
     def text(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Encoded argument part, e.g. ``i10,s3:abc``."""
@@ -251,15 +250,10 @@ class KeyBuilder:
         if self.custom is not None:
             return self.text(args, kwargs)
         values = self.binder.values(args, kwargs)
-        types = tuple(map(type, values))
-        ok = self._typesets.get(types)
-        if ok is None:
-            ok = all(t in ATOMIC_TYPES for t in types)
-            if len(self._typesets) < 256:
-                self._typesets[types] = ok
-        if ok:
-            return values
-        return self.text(args, kwargs)
+        for value in values:
+            if type(value) not in ATOMIC_TYPES:
+                return self.text(args, kwargs)
+        return values
 
     def _custom_parts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:

@@ -141,6 +141,14 @@ class Region:
             self.failed("get", exc)
             return None
 
+    def read(self, ns: Backend, key: Hashable) -> tuple[Entry | None, bool]:
+        """:meth:`lookup`, and whether the entry is fresh (counted as a hit when it is)."""
+        entry = self.lookup(ns, key)
+        if entry is not None and is_fresh(entry, time.time()):
+            self.stats_.hits += 1
+            return entry, True
+        return entry, False
+
     def store_entry(self, ns: Backend, key: Hashable, value: Any, ttl: float | None) -> None:
         try:
             self._timed(ns.set_entry, key, make_entry(value, ttl))
@@ -180,10 +188,9 @@ class Region:
                 return entry[2]  # type: ignore[index]
             lock.acquire(True)  # another caller computes: wait for it, then read its result
             try:
-                entry = self.lookup(ns, key)
-                if entry is not None and is_fresh(entry, time.time()):
-                    stats.hits += 1
-                    return entry[2]
+                entry, fresh = self.read(ns, key)
+                if fresh:
+                    return entry[2]  # type: ignore[index]
                 stats.misses += 1
                 return self._create(ns, key, creator, ttl)
             finally:
@@ -248,10 +255,9 @@ class Region:
     def get(self, key: Any, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         ns, k = self._direct_key(key)
-        entry = self.lookup(ns, k)
-        if entry is not None and is_fresh(entry, time.time()):
-            self.stats_.hits += 1
-            return entry[2]
+        entry, fresh = self.read(ns, k)
+        if fresh:
+            return entry[2]  # type: ignore[index]
         self.stats_.misses += 1
         return default
 
@@ -267,10 +273,9 @@ class Region:
     def get_or_create(self, key: Any, creator: Callable[[], T], timeout: Any = DEFAULT) -> T:
         """The value under ``key``; computed by ``creator()`` once (under the creation lock) when missing."""
         ns, k = self._direct_key(key)
-        entry = self.lookup(ns, k)
-        if entry is not None and is_fresh(entry, time.time()):
-            self.stats_.hits += 1
-            return entry[2]
+        entry, fresh = self.read(ns, k)
+        if fresh:
+            return entry[2]  # type: ignore[index]
         return self.fill(ns, k, entry, creator, self.ttl(timeout))
 
     def clear(self) -> None:

@@ -277,8 +277,10 @@ class MemcachedNamespaceManager(Backend):
 
     def _set_chunks(self, wire: str, data: bytes, expire: int) -> _Chunked:
         size = self.store.item_size
-        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(
-            self._part_keys(wire, -(-len(data) // size)))}
+        pieces = {
+            k: data[i * size : (i + 1) * size]
+            for i, k in enumerate(self._part_keys(wire, -(-len(data) // size)))
+        }
         failed = self.store.client.set_many(pieces, expire=expire, noreply=False)
         if failed:
             raise ValueError(f"region {self.store.region!r}: memcached did not store {len(failed)} parts")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 from beaker.synchronization import NameLock
 
-from ..api import Backend, Entry, Store, is_servable
+from ..api import Backend, Entry, Store, is_fresh
 
 
 class MemoryStore(Store):
@@ -73,12 +74,8 @@ class MemoryNamespaceManager(Backend):
                 del self._data[full]
 
     def keys(self) -> list[Any]:
-        import time
-
         now = time.time()
-        return [
-            k[1] for k, e in list(self._data.items()) if k[0] == self.namespace and is_servable(e, now, 0)
-        ]
+        return [k[1] for k, e in list(self._data.items()) if k[0] == self.namespace and is_fresh(e, now)]
 
     def get_creation_lock(self, key: Hashable) -> NameLock:
         return NameLock(identifier=(id(self.store), self.namespace, key), reentrant=True)
