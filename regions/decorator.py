@@ -136,7 +136,7 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
     atomic = ATOMIC_TYPES
 
     def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        b = binding.current()
+        b = binding if binding.epoch == source.epoch else binding.current()
         try:
             key = b.make_key(args, kwargs)
         except _BindError:

@@ -27,6 +27,9 @@ _Encoder = Callable[[Any], str]
 #: nor ``float`` (``1.0 == 1``, ``0.0 == -0.0``).
 ATOMIC_TYPES = frozenset({int, str, bytes, type(None)})
 
+#: Entries kept by the small per-function memos of encoded keys before they start over.
+MEMO_SIZE = 1024
+
 _registered: dict[type, Callable[[Any], Any]] = {}
 _cache: dict[type, _Encoder | None] = {}
 
@@ -228,11 +231,27 @@ class KeyBuilder:
         self.func_name = name
         self.binder = ArgumentBinder(func)
         self.custom = key
+        #: text keys of recent all-atomic positional calls (exact-type values: a dict key is safe)
+        self._texts: dict[tuple[Any, ...], str] = {}
 
     def text(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Encoded argument part, e.g. ``i10,s3:abc``."""
         if self.custom is not None:
             return encode_argument(self.func_name, "key=", self._custom_parts(args, kwargs))
+        if not kwargs:  # repeated plain calls: reuse the text built for the same atomic arguments
+            for arg in args:
+                if type(arg) not in ATOMIC_TYPES:
+                    break
+            else:
+                text = self._texts.get(args)
+                if text is None:
+                    if len(self._texts) >= MEMO_SIZE:
+                        self._texts.clear()
+                    text = self._texts[args] = self._encode(args, kwargs)
+                return text
+        return self._encode(args, kwargs)
+
+    def _encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         values = self.binder.values(args, kwargs)
         try:
             return ",".join(map(encode, values))

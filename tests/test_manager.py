@@ -335,3 +335,22 @@ def test_module_level_region_tolerates_names_missing_from_the_current_settings()
     regions.configure({"b": {"BACKEND": "memory"}})
     assert g(1) == g(1) == 1
     assert regions.get_manager()["b"].stats()["hits"] == 1
+
+
+def test_key_memos_never_mix_equal_values_of_other_types(tmp_path):
+    manager = CacheManager({"files": {"BACKEND": "file", "LOCATION": tmp_path}})
+    calls = []
+
+    @manager.region("files")
+    def echo(x):
+        calls.append(x)
+        return x
+
+    for x in range(1100):  # past the memo's size: it starts over and stays right
+        echo(x)
+    results = [echo(1), echo(True), echo(1.0), echo("1"), echo(0), echo(False)]
+    assert [(type(r), r) for r in results] == [
+        (int, 1), (bool, True), (float, 1.0), (str, "1"), (int, 0), (bool, False)
+    ]
+    assert calls[1100:] == [True, 1.0, "1", False]
+    assert len({echo.cache_key(v) for v in (1, True, 1.0, "1")}) == 4

@@ -226,22 +226,34 @@ class MemcachedNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         self._ns = keys.safe_namespace(namespace, 160)
         self._ns_generation_key = self._ns + ":__generation__"
-        self._prefix = ""
+        self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
 
-    def _key_prefix(self) -> str:
-        """``namespace:<region gen>.<namespace gen>``, re-read every ``sync_interval`` seconds."""
+    def _generation(self) -> tuple[str, dict[Hashable, str]]:
+        """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
+
+        Re-read every ``sync_interval`` seconds (at once after a clear in this process). Prefix and
+        memo live in one tuple so that a thread never pairs a new prefix with the old memo.
+        """
         store = self.store
         now = time.monotonic()
         if now - self._synced_at < store.sync_interval and self._synced_at > store.cleared_at:
-            return self._prefix
+            return self._current
         region_gen, ns_gen = store.read_generations([store.generation_key, self._ns_generation_key])
-        self._prefix = f"{self._ns}:{region_gen:x}.{ns_gen:x}"
+        prefix = f"{self._ns}:{region_gen:x}.{ns_gen:x}"
+        if prefix != self._current[0]:
+            self._current = (prefix, {})
         self._synced_at = now
-        return self._prefix
+        return self._current
 
     def wire_key(self, key: Hashable) -> str:
-        return keys.guarded(self._key_prefix(), str(key), MemcachedStore.key_limit)
+        prefix, wires = self._generation()
+        wire = wires.get(key)
+        if wire is None:
+            if len(wires) >= keys.MEMO_SIZE:
+                wires.clear()
+            wire = wires[key] = keys.guarded(prefix, str(key), MemcachedStore.key_limit)
+        return wire
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire = self.wire_key(key)
