@@ -15,13 +15,28 @@ callers while one caller regenerates it under the creation lock.
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import Hashable, Mapping
-from typing import Any, ClassVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Protocol
 
 from beaker.container import NamespaceManager
+from beaker.synchronization import NameLock
 
 Entry = tuple[float, float | None, Any]
+
+
+class SharedLock(Protocol):
+    """A creation lock held across processes (and hosts, for memcached).
+
+    The engine takes it only after winning the in-process lock for the same key, so one thread per
+    process at most waits for it. ``acquire(0)`` tries once; every wait ends by ``timeout``.
+    """
+
+    def acquire(self, timeout: float) -> bool: ...
+    def release(self) -> None: ...
 
 #: Options every region accepts, name -> (accepted types, default, description).
 COMMON_OPTIONS: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -62,6 +77,10 @@ class Store:
     key_limit: ClassVar[int | None] = None
     #: Time backend calls for ``stats()`` (not in-process stores: timing would cost more than the call).
     timed: ClassVar[bool] = True
+    #: Backend calls block on I/O: coroutines run them on :attr:`executor`, never on the event loop.
+    io: ClassVar[bool] = True
+    #: Threads of :attr:`executor`: the most backend calls coroutines have under way at once.
+    io_threads: ClassVar[int] = 8
 
     def __init__(
         self, region: str, location: Any, options: Mapping[str, Any], *, identity: str | None = None
@@ -73,6 +92,23 @@ class Store:
         self.options = dict(options)
         self.stale = float(self.options.get("stale", COMMON_OPTIONS["stale"][1]))
         self.lock_timeout = float(self.options.get("lock_timeout", COMMON_OPTIONS["lock_timeout"][1]))
+        self._executor: ThreadPoolExecutor | None = None
+        _STORES.add(self)
+
+    def storage_id(self) -> Hashable:
+        """Equal for two stores on the same storage (two managers of one config in a process):
+        they then share in-process flights. In-process stores are their own storage."""
+        return (self.name, repr(self.location)) if self.location is not None else id(self)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """Threads that run this store's backend calls for coroutines (made on first use)."""
+        executor = self._executor
+        if executor is None:
+            executor = self._executor = ThreadPoolExecutor(
+                self.io_threads, thread_name_prefix=f"regions-{self.region}"
+            )
+        return executor
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -101,7 +137,25 @@ class Store:
         return True
 
     def close(self) -> None:
-        """Release connections and files."""
+        """Release connections, files and threads."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def after_fork(self) -> None:
+        """In a forked child: drop what belongs to the parent (threads; subclasses: sockets)."""
+        self._executor = None
+
+
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Backend(NamespaceManager):
@@ -144,27 +198,67 @@ class Backend(NamespaceManager):
         """What, besides the key, tells one storage apart: callers sharing it may share a computation."""
         return None
 
+    def shared_lock(self, key: Hashable) -> SharedLock | None:
+        """The cross-process creation lock for ``key``, or ``None`` for a process-local store.
+
+        The engine re-reads the entry after acquiring it (another process may have stored it).
+        """
+        return None
+
     # Beaker's NamespaceManager interface ---------------------------------------------------
-    def __getitem__(self, key: Hashable) -> Entry:
+    # ``ns[key] = value`` / ``ns.set_value(key, value, expiretime)`` store ``value`` as it is, and
+    # ``ns[key]`` returns it (Beaker's ``Value`` stores its own ``(storedtime, expire, value)``
+    # tuples this way; its ``SessionMiddleware`` stores plain dicts).
+    def __getitem__(self, key: Hashable) -> Any:
         entry = self.get_entry(key)
-        if entry is None:
+        if entry is None or not is_fresh(entry, time.time()):
             raise KeyError(key)
-        return entry
+        return entry[2]
 
     def __contains__(self, key: Hashable) -> bool:
-        return self.get_entry(key) is not None
+        entry = self.get_entry(key)
+        return entry is not None and is_fresh(entry, time.time())
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
         self.set_value(key, value)
 
     def set_value(self, key: Hashable, value: Any, expiretime: float | None = None) -> None:
-        """Beaker stores ``(storedtime, expiretime, value)`` tuples; accept those or a bare value."""
-        if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], float)):
-            value = make_entry(value, expiretime)
-        self.set_entry(key, value)
+        self.set_entry(key, make_entry(value, expiretime or None))
 
     def __delitem__(self, key: Hashable) -> None:
         self.delete_entry(key)
 
+    def get_creation_lock(self, key: Hashable) -> BeakerLock:
+        """Beaker's creation lock: the in-process lock for ``key``, then :meth:`shared_lock`."""
+        ident = (id(self.store), self.namespace, self.storage_token(), key)
+        local = NameLock(identifier=ident, reentrant=True)
+        return BeakerLock(local, self.shared_lock(key), self.store.lock_timeout)
+
     def keys(self) -> list[Any]:
         raise NotImplementedError(f"{type(self).__name__} cannot list its keys")
+
+
+class BeakerLock:
+    """``acquire(wait=True)`` / ``release()`` as Beaker's ``Value`` expects, over the two locks."""
+
+    def __init__(self, local: NameLock, shared: SharedLock | None, timeout: float) -> None:
+        self.local, self.shared, self.timeout = local, shared, timeout
+        self.held_shared = False
+
+    def acquire(self, wait: bool = True) -> bool:
+        if not self.local.acquire(wait):
+            return False
+        if self.shared is not None:
+            self.held_shared = self.shared.acquire(self.timeout if wait else 0)
+            if not self.held_shared and not wait:
+                self.local.release()
+                return False
+        return True
+
+    def release(self) -> None:
+        try:
+            if self.held_shared and self.shared is not None:
+                self.shared.release()
+        finally:
+            self.held_shared = False
+            self.local.release()

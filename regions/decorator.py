@@ -1,8 +1,9 @@
 """The decorator: caches a function's results in a region, keyed by its bound arguments.
 
-Two variants are written out: :func:`_sync_wrapper` and :func:`_async_wrapper`. Both look the key up
-once (one backend round trip), return a fresh entry directly, and hand everything else to
-:meth:`Region.fill` / :meth:`Region.afill` (creation lock, stale serving, error policy).
+Two variants are written out: :func:`_sync_wrapper` and :func:`_async_wrapper`. Both build the key
+and hand it to the region's compute-once :class:`~regions.engine.Engine` (one backend round trip
+for a hit; locks, stale serving and waiting on a miss). The sync wrapper reads in line so that a
+hit costs no extra call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
+from .engine import FLIGHTS
 from .errors import ConfigurationError
 from .keys import ATOMIC_TYPES, KeyBuilder, _BindError
 from .region import DEFAULT, Region
@@ -142,10 +144,11 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         except _BindError:
             return func(*args, **kwargs)  # the call does not fit the signature: let Python say why
         region = b.region
+        seq = FLIGHTS.completed
         entry, fresh = region.read(b.ns, key)
         if fresh:
             return entry[2]
-        return region.fill(b.ns, key, entry, functools.partial(func, *args, **kwargs), b.ttl)
+        return region.engine.fill(b.ns, key, entry, seq, functools.partial(func, *args, **kwargs), b.ttl)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -218,15 +221,14 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
             key = b.make_key(args, kwargs)
         except _BindError:
             return await func(*args, **kwargs)
-        region = b.region
-        entry, fresh = region.read(b.ns, key)
-        if fresh:
-            return entry[2]
-        return await region.afill(b.ns, key, entry, functools.partial(func, *args, **kwargs), b.ttl)
+        return await b.region.engine.aget_or_create(
+            b.ns, key, functools.partial(func, *args, **kwargs), b.ttl
+        )
 
     async def invalidate(*args: Any, **kwargs: Any) -> None:
         """Forget the entry for these arguments."""
-        sync.invalidate(*args, **kwargs)  # type: ignore[attr-defined]
+        b = binding.current()
+        await b.region.engine.call_io(sync.invalidate, *args, **kwargs)  # type: ignore[attr-defined]
 
     async def refresh(*args: Any, **kwargs: Any) -> Any:
         """Await the function now, store its result for these arguments and return it."""
@@ -237,12 +239,13 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
             return await func(*args, **kwargs)
         value = await func(*args, **kwargs)
         if b.region.active:
-            b.region.store_entry(b.ns, key, value, b.ttl)
+            await b.region.engine.call_io(b.region.store_entry, b.ns, key, value, b.ttl)
         return value
 
     async def invalidate_all() -> None:
         """Forget every entry of this function in its region."""
-        sync.invalidate_all()  # type: ignore[attr-defined]
+        b = binding.current()
+        await b.region.engine.call_io(sync.invalidate_all)  # type: ignore[attr-defined]
 
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.refresh = refresh  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from . import config as _config
 from .decorator import CachedFunction, decorate
 from .errors import RegionError, UnknownRegion
 from .region import DEFAULT, Region
+from .region import identity as region_identity
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,7 +38,7 @@ class CacheManager:
         self._regions: dict[str, Region] = {}
         for name, settings in _config.normalize(config).items():
             prefix = ":".join(p for p in (key_prefix, settings["KEY_PREFIX"]) if p)
-            identity = f"{prefix}:~{name}" if prefix else f"~{name}"
+            identity = region_identity(prefix, name)
             store = settings["STORE"](name, settings["LOCATION"], settings["OPTIONS"], identity=identity)
             self._regions[name] = Region(
                 name,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from . import keys
-from .api import Backend, Entry, Store, is_fresh, is_servable, make_entry
+from .api import Backend, Entry, Store, make_entry
+from .engine import Engine
 
 log = logging.getLogger("regions")
 T = TypeVar("T")
@@ -24,26 +24,42 @@ class _Default:
 #: "Use the region's TIMEOUT" (``None`` means "never expire").
 DEFAULT: Any = _Default()
 
-#: Namespace of keys set directly on a region (``region.set(...)``) is ``~<region name>``: module
-#: names never start with ``~``, and two regions sharing a server never share direct keys.
+#: Namespace of keys set directly on a region (``region.set(...)``): module names never start
+#: with ``~``; the region's identity, part of every namespace, keeps regions apart.
 DIRECT = "~"
+#: Seconds between two log lines about one region's failures (the first is logged at once).
+LOG_EVERY = 10.0
+
+
+def identity(key_prefix: str, name: str) -> str:
+    """What sets a region's data apart on shared storage: length-prefixed, so never ambiguous."""
+    return f"{len(key_prefix)}:{key_prefix}:{len(name)}:{name}"
 
 
 class Stats:
     """Counters of one region. Plain integers: exact in one thread, approximate under contention."""
 
-    __slots__ = ("hits", "misses", "errors", "sets", "calls", "time_spent")
+    __slots__ = (
+        "hits", "misses", "stale", "errors", "rejected", "sets", "lock_timeouts", "calls", "time_spent"
+    )
 
     def __init__(self) -> None:
-        self.hits = self.misses = self.errors = self.sets = self.calls = 0
+        self.hits = self.misses = self.stale = self.errors = self.rejected = self.sets = 0
+        self.lock_timeouts = self.calls = 0
         self.time_spent = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """``hits`` count values served without computing (``stale`` ones included); ``misses``
+        count computations; ``rejected`` malformed entries read as misses; ``lock_timeouts`` waits
+        for another caller that reached ``lock_timeout``."""
         looked_up = self.hits + self.misses
         return {
             "hits": self.hits,
             "misses": self.misses,
+            "stale": self.stale,
             "errors": self.errors,
+            "rejected": self.rejected,
+            "lock_timeouts": self.lock_timeouts,
             "sets": self.sets,
             "hit_rate": self.hits / looked_up if looked_up else None,
             "time_spent": self.time_spent,
@@ -78,15 +94,17 @@ class Region:
         self.stats_ = Stats()
         self._namespaces: dict[str, Backend] = {}
         self._namespaces_lock = threading.Lock()
-        self._inflight: dict[tuple[int, Backend, Hashable, Hashable], asyncio.Future[Any]] = {}
+        self.engine = Engine(self)
+        self._logged_at = -LOG_EVERY
+        self._unlogged = 0
 
     def __repr__(self) -> str:
         return f"<Region {self.name!r} backend={self.backend!r} timeout={self.timeout!r}>"
 
     # namespaces and keys ---------------------------------------------------------------------
     def namespace_name(self, qualname: str) -> str:
-        stem = f"v{self.version}:{qualname}"
-        return f"{self.key_prefix}:{stem}" if self.key_prefix else stem
+        """``<identity>:v<VERSION>:<module.qualname>``: the region's identity is in every key."""
+        return f"{self.store.identity}:v{self.version}:{qualname}"
 
     def namespace(self, qualname: str) -> Backend:
         """The Beaker namespace manager holding ``qualname``'s entries in this region."""
@@ -113,14 +131,22 @@ class Region:
         self.stats_.errors += 1
         if self.raise_errors:
             raise exc
-        log.warning(
-            "cache region %r (%s): %s failed: %s: %s; using the function's own result",
-            self.name,
-            self.backend,
-            operation,
-            type(exc).__name__,
-            exc,
-        )
+        self._log("%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc)
+
+    def _log(self, message: str, *args: Any) -> None:
+        """Log the first problem at once, then at most one line per ``LOG_EVERY`` seconds."""
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY:
+            self._unlogged += 1
+            return
+        more, self._unlogged, self._logged_at = self._unlogged, 0, now
+        suffix = f" ({more} more problem(s) since the last report)" if more else ""
+        log.warning("cache region %r (%s): " + message + suffix, self.name, self.backend, *args)
+
+    def reject(self, ns: Backend, key: Hashable, entry: Any) -> None:
+        """Count and log a stored entry that is not an entry: it is read as a miss and rewritten."""
+        self.stats_.rejected += 1
+        self._log("rejected a malformed entry (%s) for %r; recomputing it", type(entry).__name__, key)
 
     def _timed(self, call: Callable[..., T], *args: Any) -> T:
         if not self.store.timed:
@@ -134,7 +160,7 @@ class Region:
             stats.calls += 1
 
     def read(self, ns: Backend, key: Hashable) -> tuple[Entry | None, bool]:
-        """The stored entry (``None`` on a miss or a backend failure) and whether it is fresh.
+        """The stored entry (``None`` on a miss, a failure or a malformed entry) and whether it is fresh.
 
         A fresh entry counts as a hit. This is every decorated call's path, so the timing of
         :meth:`_timed` is written out here rather than called.
@@ -151,10 +177,19 @@ class Region:
         except Exception as exc:
             self.failed("get", exc)
             return None, False
-        if entry is not None and is_fresh(entry, time.time()):
+        if entry is None:
+            return None, False
+        try:
+            if type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+                raise TypeError
+            ttl = entry[1]
+            fresh = ttl is None or entry[0] + ttl > time.time()
+        except TypeError:  # not an entry, or stored_at / ttl are not numbers
+            self.reject(ns, key, entry)
+            return None, False
+        if fresh:
             stats.hits += 1
-            return entry, True
-        return entry, False
+        return entry, fresh
 
     def store_entry(self, ns: Backend, key: Hashable, value: Any, ttl: float | None) -> None:
         try:
@@ -169,95 +204,10 @@ class Region:
         except Exception as exc:
             self.failed("delete", exc)
 
-    # get-or-create -------------------------------------------------------------------------
-    def fill(
-        self, ns: Backend, key: Hashable, entry: Entry | None, creator: Callable[[], T], ttl: float | None
-    ) -> T:
-        """After a miss (``entry`` is ``None`` or expired): compute once, serve stale while computing.
-
-        One caller per key takes the creation lock and computes; others get the expired value if it
-        is within ``stale`` seconds, or wait for the computation and read its result.
-        """
-        if not self.store.active:
-            return creator()
-        stats = self.stats_
-        servable = entry is not None and is_servable(entry, time.time(), self.stale)
-        try:
-            lock = ns.get_creation_lock(key)
-            got = lock.acquire(False)
-        except Exception as exc:
-            self.failed("lock", exc)
-            stats.misses += 1
-            return self._create(ns, key, creator, ttl)
-        if not got:
-            if servable:
-                stats.hits += 1
-                return entry[2]  # type: ignore[index]
-            lock.acquire(True)  # another caller computes: wait for it, then read its result
-            try:
-                entry, fresh = self.read(ns, key)
-                if fresh:
-                    return entry[2]  # type: ignore[index]
-                stats.misses += 1
-                return self._create(ns, key, creator, ttl)
-            finally:
-                lock.release()
-        try:
-            stats.misses += 1
-            return self._create(ns, key, creator, ttl)
-        finally:
-            lock.release()
-
-    def _create(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
-        value = creator()
-        self.store_entry(ns, key, value, ttl)
-        return value
-
-    async def afill(
-        self,
-        ns: Backend,
-        key: Hashable,
-        entry: Entry | None,
-        creator: Callable[[], Awaitable[T]],
-        ttl: float | None,
-    ) -> T:
-        """:meth:`fill` for coroutines: concurrent misses of one key in one event loop await one task."""
-        if not self.store.active:
-            return await creator()
-        stats = self.stats_
-        loop = asyncio.get_running_loop()
-        token = (id(loop), ns, ns.storage_token(), key)
-        running = self._inflight.get(token)
-        if running is not None:
-            if entry is not None and is_servable(entry, time.time(), self.stale):
-                stats.hits += 1
-                return entry[2]
-            stats.hits += 1
-            return await asyncio.shield(running)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._inflight[token] = future
-        stats.misses += 1
-        try:
-            value = await creator()
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters re-raise it, nobody else must
-            raise
-        else:
-            self.store_entry(ns, key, value, ttl)
-            future.set_result(value)
-            return value
-        finally:
-            if self._inflight.get(token) is future:
-                del self._inflight[token]
-
     # direct API -----------------------------------------------------------------------------
     def _direct_key(self, key: Any) -> tuple[Backend, Hashable]:
         text = keys.encode_argument(f"region {self.name!r}", "key", key)
-        return self.namespace(DIRECT + self.name), text
+        return self.namespace(DIRECT), text
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
@@ -278,12 +228,9 @@ class Region:
         self.remove(ns, k)
 
     def get_or_create(self, key: Any, creator: Callable[[], T], timeout: Any = DEFAULT) -> T:
-        """The value under ``key``; computed by ``creator()`` once (under the creation lock) when missing."""
+        """The value under ``key``; computed once by ``creator()`` when missing (:mod:`regions.engine`)."""
         ns, k = self._direct_key(key)
-        entry, fresh = self.read(ns, k)
-        if fresh:
-            return entry[2]  # type: ignore[index]
-        return self.fill(ns, k, entry, creator, self.ttl(timeout))
+        return self.engine.get_or_create(ns, k, creator, self.ttl(timeout))
 
     def clear(self) -> None:
         """Drop every entry of this region (and nothing else on a shared server or folder)."""
@@ -325,3 +272,4 @@ class Region:
 
     def close(self) -> None:
         self.store.close()
+

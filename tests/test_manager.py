@@ -129,8 +129,9 @@ def test_key_prefix_and_version_separate_entries():
         return x
 
     fa, fb = a.region("local")(f), b.region("local")(f)
-    assert fa.cache_key("x")[0] == f"a:v1:{f.__module__}.{f.__qualname__}"
-    assert fb.cache_key("x")[0].startswith("b:v2:")
+    # <len>:<key prefix>:<len>:<region name>:v<version>:<module.qualname>: never ambiguous
+    assert fa.cache_key("x")[0] == f"1:a:5:local:v1:{f.__module__}.{f.__qualname__}"
+    assert fb.cache_key("x")[0].startswith("1:b:5:local:v2:")
 
 
 # the decorator ---------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
-from beaker.synchronization import NameLock
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError
@@ -28,6 +27,8 @@ from .. import keys
 from ..api import Backend, Entry, Store
 
 _THIRTY_DAYS = 30 * 24 * 3600
+#: Longest argument text whose wire key is memoised (a memo entry holds the text).
+_MEMO_KEY_CHARS = 256
 
 
 class _Chunked(NamedTuple):
@@ -89,8 +90,9 @@ class MemcachedStore(Store):
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
-        #: Key of the region-wide generation counter; namespaces add their own.
-        self.generation_key = keys.safe_namespace(f"{self.identity}", 150) + ":__generation__"
+        #: Key of the region-wide generation counter (the identity sets regions apart); namespaces
+        #: add their own, under their namespace (which starts with the identity).
+        self.generation_key = keys.safe_namespace(self.identity, 150) + ":__generation__"
         self.region_generation: int | None = None
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
 
@@ -172,6 +174,7 @@ class MemcachedStore(Store):
         return seconds
 
     def close(self) -> None:
+        super().close()
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -181,42 +184,38 @@ class MemcachedStore(Store):
                 pass
         self._local = threading.local()
 
+    def after_fork(self) -> None:
+        """A forked child never uses its parent's sockets (their replies would interleave)."""
+        super().after_fork()
+        self._clients = []
+        self._clients_lock = threading.Lock()
+        self._local = threading.local()
+
 
 class _AddLock:
-    """Creation lock held across processes with memcached ``add`` (after the in-process lock)."""
+    """Creation lock across processes and hosts: memcached ``add`` of a lock key.
 
-    def __init__(self, store: MemcachedStore, name: str, local: NameLock) -> None:
-        self.store, self.name, self.local = store, name, local
-        self.held_remote = False
+    The key expires after ``lock_timeout`` seconds, so a holder that died frees it by itself.
+    """
 
-    def acquire(self, wait: bool = True) -> bool:
-        if not self.local.acquire(wait):
-            return False
-        deadline = time.monotonic() + self.store.lock_timeout
+    def __init__(self, store: MemcachedStore, name: str) -> None:
+        self.store, self.name = store, name
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         expire = max(1, math.ceil(self.store.lock_timeout))
+        pause = 0.005
         while True:
-            try:
-                if self.store.client.add(self.name, b"1", expire=expire, noreply=False):
-                    self.held_remote = True
-                    return True
-            except Exception:
-                return True  # memcached is failing: computing without the lock beats failing
-            if not wait or time.monotonic() > deadline:
-                if not wait:
-                    self.local.release()
-                    return False
+            if self.store.client.add(self.name, b"1", expire=expire, noreply=False):
                 return True
-            time.sleep(0.02)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
 
     def release(self) -> None:
-        try:
-            if self.held_remote:
-                self.store.client.delete(self.name, noreply=True)
-        except Exception:
-            pass
-        finally:
-            self.held_remote = False
-            self.local.release()
+        self.store.client.delete(self.name, noreply=False)
 
 
 class MemcachedNamespaceManager(Backend):
@@ -250,9 +249,12 @@ class MemcachedNamespaceManager(Backend):
         prefix, wires = self._generation()
         wire = wires.get(key)
         if wire is None:
-            if len(wires) >= keys.MEMO_SIZE:
-                wires.clear()
-            wire = wires[key] = keys.guarded(prefix, str(key), MemcachedStore.key_limit)
+            text = str(key)
+            wire = keys.guarded(prefix, text, MemcachedStore.key_limit)
+            if len(text) <= _MEMO_KEY_CHARS:  # long keys are hashed anyway: never keep them alive
+                if len(wires) >= keys.MEMO_SIZE:
+                    wires.clear()
+                wires[key] = wire
         return wire
 
     def get_entry(self, key: Hashable) -> Entry | None:
@@ -314,9 +316,7 @@ class MemcachedNamespaceManager(Backend):
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)
 
-    def get_creation_lock(self, key: Hashable) -> Any:
-        wire = self.wire_key(key)
-        local = NameLock(identifier=(id(self.store), wire), reentrant=True)
+    def shared_lock(self, key: Hashable) -> _AddLock | None:
         if not self.store.distributed_lock:
-            return local
-        return _AddLock(self.store, keys.guarded("lock", wire, MemcachedStore.key_limit), local)
+            return None
+        return _AddLock(self.store, keys.guarded("lock", self.wire_key(key), MemcachedStore.key_limit))

@@ -8,8 +8,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from beaker.synchronization import NameLock
-
 from ..api import Backend, Entry, Store, is_fresh
 
 
@@ -17,6 +15,7 @@ class MemoryStore(Store):
     name = "memory"
     native_keys = True
     timed = False
+    io = False
     options_schema = {"max_entries": ((int,), 10_000, "entries kept before the least recently used go")}
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
@@ -76,6 +75,3 @@ class MemoryNamespaceManager(Backend):
     def keys(self) -> list[Any]:
         now = time.time()
         return [k[1] for k, e in list(self._data.items()) if k[0] == self.namespace and is_fresh(e, now)]
-
-    def get_creation_lock(self, key: Hashable) -> NameLock:
-        return NameLock(identifier=(id(self.store), self.namespace, key), reentrant=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from beaker.synchronization import NameLock
-
 from ..api import Backend, Entry, Store
 from ..scope import CURRENT
 
@@ -15,6 +13,7 @@ class RequestStore(Store):
     name = "request"
     native_keys = True
     timed = False
+    io = False
 
     def namespace(self, namespace: str) -> RequestNamespaceManager:
         return RequestNamespaceManager(namespace, self)
@@ -75,6 +74,3 @@ class RequestNamespaceManager(Backend):
 
     def storage_token(self) -> Hashable:
         return id(CURRENT.get())  # each scope is its own storage
-
-    def get_creation_lock(self, key: Hashable) -> NameLock:
-        return NameLock(identifier=(self.storage_token(), id(self), key), reentrant=True)

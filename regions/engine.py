@@ -1,0 +1,356 @@
+"""Compute-once: who computes a missing value, and what every other caller does meanwhile.
+
+One protocol for threads and coroutines, per region:
+
+1. **Read** the entry (one backend round trip). Fresh: a hit.
+2. **Join or lead** the in-process *flight* of that key (one per storage and key). A caller that
+   finds a flight serves the expired value if it is within ``stale`` seconds, else waits for the
+   flight's result until ``lock_timeout``; past that deadline it computes by itself
+   (``stats()["lock_timeouts"]``). A caller that finds none leads.
+3. The leader **re-reads** when another caller may have stored the key since its own read (a flight
+   of this region finished meanwhile, or the backend is shared with other processes), takes the
+   backend's cross-process :meth:`~regions.api.Backend.shared_lock` with the same deadline (or
+   serves the stale value when another process holds it), re-reads once more, **computes**,
+   **stores**, and hands the value (or the exception) to every caller that joined.
+
+Coroutines follow the same steps. Their backend calls run on the store's I/O threads, never on the
+event loop, and the computation runs in a task of its own: a caller cancelled while waiting leaves
+the others waiting; the computation is cancelled only when no caller is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .api import Entry, SharedLock, is_servable
+
+if TYPE_CHECKING:
+    from .api import Backend
+    from .region import Region
+
+T = TypeVar("T")
+_monotonic = time.monotonic
+
+
+class Flight:
+    """One computation of one key in this process, and the callers waiting for it."""
+
+    __slots__ = ("future", "task", "waiters")
+
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.task: asyncio.Task[None] | None = None
+        self.waiters = 0
+
+
+class Flights:
+    """The flights under way in this process, keyed by storage, namespace and key: two regions
+    (or two managers) on the same storage share them."""
+
+    def __init__(self) -> None:
+        self.table: dict[Hashable, Flight] = {}
+        self.lock = threading.Lock()
+        #: Flights finished so far: a leader whose read predates a finished flight reads again.
+        self.completed = 0
+
+
+FLIGHTS = Flights()
+
+
+class Engine:
+    """The compute-once protocol of one region (see the module docstring)."""
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.storage = region.store.storage_id()
+        self.flights = FLIGHTS.table
+        self.lock = FLIGHTS.lock
+
+    @property
+    def completed(self) -> int:
+        return FLIGHTS.completed
+
+    def token(self, ns: Backend, key: Hashable) -> Hashable:
+        return (self.storage, ns.namespace, ns.storage_token(), key)
+
+    # shared steps ------------------------------------------------------------------------------
+    def _servable(self, entry: Entry | None) -> bool:
+        return entry is not None and is_servable(entry, time.time(), self.region.stale)
+
+    def _join(self, token: Hashable, stale_ok: bool) -> tuple[Flight | None, bool]:
+        """``(flight, leads)``; ``(None, False)``: serve the stale value, a flight is under way."""
+        with self.lock:
+            flight = self.flights.get(token)
+            if flight is None or flight.future.done():
+                flight = self.flights[token] = Flight()
+                flight.waiters = 1
+                return flight, True
+            if stale_ok:
+                return None, False
+            flight.waiters += 1
+            return flight, False
+
+    def _leave(self, flight: Flight) -> int:
+        with self.lock:
+            flight.waiters -= 1
+            return flight.waiters
+
+    def _land(self, token: Hashable, flight: Flight) -> None:
+        with self.lock:
+            FLIGHTS.completed += 1
+            if self.flights.get(token) is flight:
+                del self.flights[token]
+
+    def _shared_lock(self, ns: Backend, key: Hashable) -> SharedLock | None:
+        try:
+            return ns.shared_lock(key)
+        except Exception as exc:
+            self.region.failed("lock", exc)
+            return None
+
+    def _try_lock(self, lock: SharedLock, timeout: float) -> bool:
+        try:
+            return lock.acquire(timeout)
+        except Exception as exc:
+            self.region.failed("lock", exc)
+            return False
+
+    def _unlock(self, lock: SharedLock) -> None:
+        try:
+            lock.release()
+        except Exception as exc:
+            self.region.failed("unlock", exc)
+
+    def _stale(self, entry: Entry) -> Any:
+        stats = self.region.stats_
+        stats.hits += 1
+        stats.stale += 1
+        return entry[2]
+
+    # threads -----------------------------------------------------------------------------------
+    def get_or_create(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
+        """The value of ``key``: read, then :meth:`fill` on a miss."""
+        seq = self.completed
+        entry, fresh = self.region.read(ns, key)
+        if fresh:
+            return entry[2]  # type: ignore[index]
+        return self.fill(ns, key, entry, seq, creator, ttl)
+
+    def fill(
+        self,
+        ns: Backend,
+        key: Hashable,
+        entry: Entry | None,
+        seq: int,
+        creator: Callable[[], T],
+        ttl: float | None,
+    ) -> T:
+        """After a read at flight count ``seq`` found ``entry`` missing or expired."""
+        region = self.region
+        if not region.store.active:
+            return creator()
+        token = self.token(ns, key)
+        deadline = _monotonic() + region.lock_timeout
+        while True:
+            stale_ok = self._servable(entry)
+            flight, leads = self._join(token, stale_ok)
+            if flight is None:
+                return self._stale(entry)  # type: ignore[arg-type]
+            if leads:
+                return self._lead(flight, token, ns, key, entry, seq, creator, ttl, deadline)
+            try:
+                value = flight.future.result(max(0.0, deadline - _monotonic()))
+            except concurrent.futures.TimeoutError:
+                region.stats_.lock_timeouts += 1
+                return self._compute(ns, key, creator, ttl)
+            except concurrent.futures.CancelledError:
+                continue  # its coroutine leader was cancelled with no caller left: start over
+            finally:
+                self._leave(flight)
+            region.stats_.hits += 1
+            return value  # type: ignore[no-any-return]
+
+    def _compute(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
+        self.region.stats_.misses += 1
+        value = creator()
+        self.region.store_entry(ns, key, value, ttl)
+        return value
+
+    def _lead(
+        self,
+        flight: Flight,
+        token: Hashable,
+        ns: Backend,
+        key: Hashable,
+        entry: Entry | None,
+        seq: int,
+        creator: Callable[[], T],
+        ttl: float | None,
+        deadline: float,
+    ) -> T:
+        region = self.region
+        shared: SharedLock | None = None
+        held = False
+        try:
+            if self.completed != seq or region.store.native_keys:
+                entry, fresh = region.read(ns, key)  # stored by a flight that ended after our read?
+                if fresh:
+                    flight.future.set_result(entry[2])  # type: ignore[index]
+                    return entry[2]  # type: ignore[index]
+            shared = self._shared_lock(ns, key)
+            if shared is not None:
+                if self._servable(entry):
+                    held = self._try_lock(shared, 0)
+                    if not held:  # another process computes: serve the expired value meanwhile
+                        value = self._stale(entry)  # type: ignore[arg-type]
+                        flight.future.set_result(value)
+                        return value  # type: ignore[no-any-return]
+                else:
+                    held = self._try_lock(shared, max(0.0, deadline - _monotonic()))
+                    if not held:
+                        region.stats_.lock_timeouts += 1
+                entry, fresh = region.read(ns, key)
+                if fresh:
+                    flight.future.set_result(entry[2])  # type: ignore[index]
+                    return entry[2]  # type: ignore[index]
+            value = self._compute(ns, key, creator, ttl)
+        except BaseException as exc:
+            flight.future.set_exception(exc)
+            raise
+        finally:
+            if held:
+                self._unlock(shared)  # type: ignore[arg-type]
+            self._land(token, flight)
+        flight.future.set_result(value)
+        return value
+
+    # coroutines --------------------------------------------------------------------------------
+    async def call_io(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking backend call on the store's I/O threads (in-process stores: here)."""
+        store = self.region.store
+        if not store.io:
+            return call(*args)
+        return await asyncio.get_running_loop().run_in_executor(store.executor, call, *args)
+
+    async def aget_or_create(
+        self, ns: Backend, key: Hashable, creator: Callable[[], Awaitable[T]], ttl: float | None
+    ) -> T:
+        """:meth:`get_or_create` for coroutine functions."""
+        region = self.region
+        if not region.store.active:
+            return await creator()
+        seq = self.completed
+        entry, fresh = await self.call_io(region.read, ns, key)
+        if fresh:
+            return entry[2]  # type: ignore[index]
+        token = self.token(ns, key)
+        deadline = _monotonic() + region.lock_timeout
+        while True:
+            flight, leads = self._join(token, self._servable(entry))
+            if flight is None:
+                return self._stale(entry)  # type: ignore[arg-type]
+            if leads:
+                flight.task = asyncio.get_running_loop().create_task(
+                    self._alead(flight, token, ns, key, entry, seq, creator, ttl, deadline)
+                )
+            waiting = asyncio.shield(asyncio.wrap_future(flight.future))
+            try:
+                value = await asyncio.wait_for(waiting, max(0.0, deadline - _monotonic()))
+            except TimeoutError:
+                self._leave(flight)
+                region.stats_.lock_timeouts += 1
+                region.stats_.misses += 1
+                value = await creator()
+                await self.call_io(region.store_entry, ns, key, value, ttl)
+                return value
+            except asyncio.CancelledError:
+                left = self._leave(flight)
+                task = asyncio.current_task()
+                if flight.future.cancelled() and not (task and task.cancelling()):
+                    continue  # the computation was cancelled, not this caller: start over
+                if left == 0 and flight.task is not None:
+                    flight.task.cancel()  # nobody waits for it any more
+                raise
+            except BaseException:
+                self._leave(flight)
+                raise
+            self._leave(flight)
+            if not leads:
+                region.stats_.hits += 1
+            return value  # type: ignore[no-any-return]
+
+    async def _alead(
+        self,
+        flight: Flight,
+        token: Hashable,
+        ns: Backend,
+        key: Hashable,
+        entry: Entry | None,
+        seq: int,
+        creator: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        deadline: float,
+    ) -> None:
+        """The computation of a flight led by a coroutine: its outcome goes to ``flight.future``."""
+        region = self.region
+        shared: SharedLock | None = None
+        held = False
+        future = flight.future
+        try:
+            if self.completed != seq or region.store.native_keys:
+                entry, fresh = await self.call_io(region.read, ns, key)
+                if fresh:
+                    future.set_result(entry[2])  # type: ignore[index]
+                    return
+            shared = await self.call_io(self._shared_lock, ns, key)
+            if shared is not None:
+                if self._servable(entry):
+                    held = await self.call_io(self._try_lock, shared, 0)
+                    if not held:
+                        future.set_result(self._stale(entry))  # type: ignore[arg-type]
+                        return
+                else:
+                    held = await self._apoll(shared, deadline)
+                    if not held:
+                        region.stats_.lock_timeouts += 1
+                entry, fresh = await self.call_io(region.read, ns, key)
+                if fresh:
+                    future.set_result(entry[2])  # type: ignore[index]
+                    return
+            region.stats_.misses += 1
+            value = await creator()
+            await self.call_io(region.store_entry, ns, key, value, ttl)
+            future.set_result(value)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:  # handed to the callers through the future
+            future.set_exception(exc)
+        finally:
+            if held:
+                self._release_later(shared)  # type: ignore[arg-type]
+            self._land(token, flight)
+
+    async def _apoll(self, lock: SharedLock, deadline: float) -> bool:
+        """Wait for a shared lock without blocking the loop or holding an I/O thread for long."""
+        pause = 0.005
+        while True:
+            if await self.call_io(self._try_lock, lock, 0):
+                return True
+            left = deadline - _monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+    def _release_later(self, lock: SharedLock) -> None:
+        store = self.region.store
+        if store.io:
+            store.executor.submit(self._unlock, lock)
+        else:
+            self._unlock(lock)
