@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from regions import UncacheableArgument
 
 
-def model_key(obj: models.Model) -> tuple[str, str, object]:
+def model_key(obj: models.Model) -> tuple[str, str | None, object]:
     """A saved model instance is keyed by (app label, model name, pk)."""
     opts = obj._meta
     if obj.pk is None:

@@ -120,7 +120,7 @@ class _AsyncClosingIterator:
         try:
             if self._ait is not None:
                 return await anext(self._ait)
-            chunk = await self._next(self._it, _END)
+            chunk = await self._next(self._it, _END)  # type: ignore[call-arg, arg-type]
         except BaseException as exc:
             self._scope.close(None if isinstance(exc, StopAsyncIteration) else exc)
             raise
@@ -159,7 +159,7 @@ class RequestRegionMiddleware:
     async def __acall__(self, request: HttpRequest) -> Any:
         scope = self._open(request)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
         except BaseException as exc:
             scope.close(exc)
             raise

@@ -281,7 +281,7 @@ def _validate(config: Any) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
                 )
             )
         if cls.name == "file":
-            resolved = str(Path(location).expanduser().absolute())
+            resolved = str(Path(str(location)).expanduser().absolute())
             for other_path, other in file_locations.items():
                 if Path(resolved).is_relative_to(other_path) or Path(other_path).is_relative_to(resolved):
                     problems.append(

@@ -24,16 +24,15 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 
-class CachedFunction(Protocol[P, R_co]):
+class CachedFunction(Protocol[P, R]):
     """What a decorated function offers besides being called with its own signature."""
 
-    uncached: Callable[P, R_co]
+    uncached: Callable[P, R]
     region_name: str
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable: ...
@@ -147,7 +146,7 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         seq = FLIGHTS.completed
         entry, fresh = region.read(b.ns, key)
         if fresh:
-            return entry[2]
+            return entry[2]  # type: ignore[index]
         return region.engine.fill(b.ns, key, entry, seq, functools.partial(func, *args, **kwargs), b.ttl)
 
     @functools.wraps(func)

@@ -173,7 +173,7 @@ class Engine:
             finally:
                 self._leave(flight)
             region.stats_.hits += 1
-            return value  # type: ignore[no-any-return]
+            return value
 
     def _compute(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
         self.region.stats_.misses += 1
@@ -209,7 +209,7 @@ class Engine:
                     if not held:  # another process computes: serve the expired value meanwhile
                         value = self._stale(entry)  # type: ignore[arg-type]
                         flight.future.set_result(value)
-                        return value  # type: ignore[no-any-return]
+                        return value
                 else:
                     held = self._try_lock(shared, max(0.0, deadline - _monotonic()))
                     if not held:
@@ -282,7 +282,7 @@ class Engine:
             self._leave(flight)
             if not leads:
                 region.stats_.hits += 1
-            return value  # type: ignore[no-any-return]
+            return value
 
     async def _alead(
         self,

@@ -244,7 +244,7 @@ class Region:
         return self.stats_.as_dict()
 
     def reset_stats(self) -> None:
-        self.stats_.__init__()  # in place: decorated functions hold this object
+        Stats.__init__(self.stats_)  # in place: decorated functions hold this object
 
     def ping(self) -> bool:
         """Whether the backend answers now."""

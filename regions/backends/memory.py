@@ -37,6 +37,7 @@ class MemoryStore(Store):
 
 class MemoryNamespaceManager(Backend):
     store_class = MemoryStore
+    store: MemoryStore
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
