@@ -16,6 +16,7 @@ callers while one caller regenerates it under the creation lock.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import weakref
 from collections.abc import Hashable, Mapping
@@ -148,6 +149,9 @@ class Store:
 
 
 _STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+#: Stores of the namespace managers that Beaker creates itself (see :meth:`Backend.beaker_store`).
+_BEAKER_STORES: dict[tuple[type[Store], str], Store] = {}
+_BEAKER_STORES_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
@@ -171,13 +175,20 @@ class Backend(NamespaceManager):
 
     def __init__(self, namespace: str, store: Store | None = None, **beaker_options: Any) -> None:
         super().__init__(namespace)
-        if store is None:  # created by Beaker itself: build a private store from Beaker's options
-            store = self.store_class(
-                namespace,
-                beaker_options.get("url") or beaker_options.get("data_dir"),
-                {},
-            )
+        if store is None:  # created by Beaker itself: share one store per backend and location
+            store = self.beaker_store(beaker_options.get("url") or beaker_options.get("data_dir"))
         self.store = store
+
+    @classmethod
+    def beaker_store(cls, location: Any) -> Store:
+        """The store of the managers Beaker creates for ``location``: one per (store class, location),
+        so that two of them for one namespace share entries and creation locks, as Beaker's own do."""
+        key = (cls.store_class, repr(location))
+        with _BEAKER_STORES_LOCK:
+            store = _BEAKER_STORES.get(key)
+            if store is None:
+                store = _BEAKER_STORES[key] = cls.store_class("beaker", location, {})
+        return store
 
     # fast path -------------------------------------------------------------------------------
     def get_entry(self, key: Hashable) -> Entry | None:

@@ -1,0 +1,76 @@
+"""Beaker finds and drives our backends as its own: registration and sessions as an app configures them.
+
+The per-backend Beaker behaviours (Cache, Value, NamespaceManager, SessionMiddleware, CacheMiddleware)
+are part of the contract in :mod:`regions.testing`; these are the ones that are not per backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from beaker.cache import clsmap
+from beaker.middleware import SessionMiddleware
+
+from regions.api import Backend
+from regions.backends import BUILTIN
+from regions.testing import WsgiClient
+
+
+@pytest.fixture(params=["memcached", "file"])
+def session_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """``beaker.session.*`` settings, as in a Pylons/Pyramid ini file, for a persistent backend."""
+    if request.param == "memcached":
+        where = {"beaker.session.url": request.getfixturevalue("memcached_server")}
+    else:
+        where = {"beaker.session.data_dir": str(tmp_path / "sessions")}
+    return {"beaker.session.type": f"regions.{request.param}", "beaker.session.key": "sid", **where}
+
+
+def session_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """``/``: count this session's requests; ``/invalidate``: start a new session id, same counter."""
+    session = environ["beaker.session"]
+    if environ["PATH_INFO"] == "/invalidate":
+        kept = session.get("n", 0)
+        session.invalidate()
+        session["n"] = kept
+    session["n"] = session.get("n", 0) + 1
+    session.save()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{session.id} {session['n']}".encode()]
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_beaker_finds_every_backend_by_its_entry_point(name: str) -> None:
+    cls = clsmap[f"regions.{name}"]
+    assert issubclass(cls, Backend)
+    assert f"{cls.__module__}:{cls.__name__}" == BUILTIN[name]
+    assert cls.store_class.name == name
+
+
+def test_session_with_an_unknown_id_starts_empty(session_options: dict[str, Any]) -> None:
+    """A cookie naming a session that is not stored (expired, or made up) gives a fresh session."""
+    app = SessionMiddleware(session_app, session_options)
+    client = WsgiClient()
+    client.cookies["sid"] = "df7324911e246b70b5781c3c58328442"
+    assert client.get(app).endswith(" 1")
+    assert client.get(app).endswith(" 2")
+
+
+def test_session_invalidate_keeps_the_data_under_a_new_id(session_options: dict[str, Any]) -> None:
+    app = SessionMiddleware(session_app, session_options)
+    client = WsgiClient()
+    first_id, count = client.get(app).split()
+    assert count == "1"
+    new_id, count = client.get(app, "/invalidate").split()
+    assert (new_id != first_id, count) == (True, "2")
+    assert client.cookies["sid"] == new_id
+    assert client.get(app) == f"{new_id} 3"  # the data moved to the new id, stored there
+
+
+def test_session_timeout_option_is_accepted(session_options: dict[str, Any]) -> None:
+    """Beaker passes ``timeout`` (plus 2 minutes) on to the namespace manager; sessions still work."""
+    app = SessionMiddleware(session_app, {**session_options, "beaker.session.timeout": 600})
+    client = WsgiClient()
+    assert [client.get(app).split()[1] for _ in range(3)] == ["1", "2", "3"]
