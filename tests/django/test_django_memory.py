@@ -23,7 +23,8 @@ import pytest
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 
-pytestmark = pytest.mark.urls("tests.django.urls")
+# django_db: the handlers send request_started, whose close_old_connections() touches the database
+pytestmark = [pytest.mark.urls("tests.django.urls"), pytest.mark.django_db]
 
 WARMUP = 100
 TOTAL = 10_000
