@@ -2,12 +2,21 @@
 
 Every supported value has one text form that starts with a type tag, and strings carry their
 length, so no two different argument lists (``f(1)`` / ``f('1')``, ``f('a b')`` / ``f('a', 'b')``)
-can encode to the same text. Unsupported values raise :class:`UncacheableArgument` instead of
-falling back to ``str()`` or ``repr()``.
+can encode to the same text. The tag names the exact type: a ``str`` subclass, a namedtuple or a
+dataclass never shares a key with a plain ``str`` or ``tuple``. Unsupported values raise
+:class:`UncacheableArgument` instead of falling back to ``str()`` or ``repr()``.
+
+Tags: ``N`` None, ``T``/``F`` bool, ``i`` int (up to 20 digits), ``I`` larger int (hex), ``f`` float,
+``s`` str, ``x`` bytes, ``y`` bytearray, ``m`` Decimal, ``t``/``d``/``h``/``D`` datetime, date,
+time, timedelta, ``u`` UUID, ``(`` ``[`` ``{`` ``<`` ``z<`` tuple, list, dict, set, frozenset,
+``e`` enum member, ``c`` class, ``o`` ``__cache_key__`` or registered, ``a`` dataclass,
+``S`` subclass of one of these builtins (``S<type>(<base encoding>)``); ``#`` starts a digest.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime
 import decimal
 import enum
@@ -20,7 +29,9 @@ from typing import Any
 
 from .errors import UncacheableArgument
 
-_Encoder = Callable[[Any], str]
+#: ``encoder(value, path)``: ``path`` holds the ids of the containers being encoded around
+#: ``value`` (``None`` at the top), to tell a cycle from deep nesting.
+_Encoder = Callable[[Any, "set[int] | None"], str]
 
 #: Types whose values are equal only to values of the same type, so a tuple of them can be a dict
 #: key as it is: ``(1, 'a')`` never equals a tuple of other types. ``bool`` is not one (``True == 1``),
@@ -29,6 +40,16 @@ ATOMIC_TYPES = frozenset({int, str, bytes, type(None)})
 
 #: Entries kept by the small per-function memos of encoded keys before they start over.
 MEMO_SIZE = 1024
+
+#: Longest argument text the memo keeps (with its arguments): larger calls are encoded every time.
+MEMO_TEXT_LIMIT = 256
+
+#: Containers (and objects keyed by their parts) nested deeper than this are rejected.
+MAX_DEPTH = 100
+
+#: Ints within +-this are written in decimal (every 64-bit int); larger ones in hex, which has
+#: no conversion limit (``sys.set_int_max_str_digits``).
+_DECIMAL_INTS = 10**20
 
 _registered: dict[type, Callable[[Any], Any]] = {}
 _cache: dict[type, _Encoder | None] = {}
@@ -48,6 +69,7 @@ def register(cls: type, func: Callable[[Any], Any]) -> None:
 
 
 def unregister(cls: type) -> None:
+    """Forget the encoder registered for ``cls``."""
     _registered.pop(cls, None)
     _cache.clear()
 
@@ -60,42 +82,77 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _enter(value: Any, path: set[int] | None) -> set[int]:
+    """``path`` with ``value`` added; rejects a value already on it, or a path already too long."""
+    if path is None:
+        return {id(value)}
+    if id(value) in path:
+        raise _Reject("it contains itself")
+    if len(path) >= MAX_DEPTH:
+        raise _Reject(f"it is nested more than {MAX_DEPTH} levels deep; pass a flatter value")
+    path.add(id(value))
+    return path
+
+
 def _seq(open_: str, close: str) -> _Encoder:
-    def encode_seq(value: Any) -> str:
-        return open_ + ",".join(map(encode, value)) + close
+    def encode_seq(value: Any, path: set[int] | None) -> str:
+        path = _enter(value, path)
+        text = open_ + ",".join([encode(v, path) for v in value]) + close
+        path.discard(id(value))
+        return text
 
     return encode_seq
 
 
 def _unordered(open_: str, close: str) -> _Encoder:
-    def encode_set(value: Any) -> str:
-        return open_ + ",".join(sorted(map(encode, value))) + close
+    def encode_set(value: Any, path: set[int] | None) -> str:
+        path = _enter(value, path)
+        text = open_ + ",".join(sorted([encode(v, path) for v in value])) + close
+        path.discard(id(value))
+        return text
 
     return encode_set
 
 
-def _dict(value: dict[Any, Any]) -> str:
-    return "{" + ",".join(sorted(f"{encode(k)}={encode(v)}" for k, v in value.items())) + "}"
+def _dict(value: dict[Any, Any], path: set[int] | None) -> str:
+    path = _enter(value, path)
+    text = "{" + ",".join(sorted([f"{encode(k, path)}={encode(v, path)}" for k, v in value.items()])) + "}"
+    path.discard(id(value))
+    return text
 
 
-def _float(value: float) -> str:
+def _ordered_dict(value: collections.OrderedDict[Any, Any], path: set[int] | None) -> str:
+    """OrderedDicts compare in order, so their items are encoded in order."""
+    path = _enter(value, path)
+    text = "{" + ",".join([f"{encode(k, path)}={encode(v, path)}" for k, v in value.items()]) + "}"
+    path.discard(id(value))
+    return text
+
+
+def _int(value: int, path: set[int] | None) -> str:
+    if -_DECIMAL_INTS < value < _DECIMAL_INTS:
+        return f"i{value}"
+    return f"I{value:x}"
+
+
+def _float(value: float, path: set[int] | None) -> str:
     return "f" + repr(float(value))
 
 
 _EXACT: dict[type, _Encoder] = {
-    type(None): lambda v: "N",
-    bool: lambda v: "T" if v else "F",
-    int: lambda v: f"i{int(v)}",
+    type(None): lambda v, p: "N",
+    bool: lambda v, p: "T" if v else "F",
+    int: _int,
     float: _float,
-    str: lambda v: _str(str(v)),
-    bytes: lambda v: "x" + bytes(v).hex(),
-    bytearray: lambda v: "y" + bytes(v).hex(),
-    decimal.Decimal: lambda v: f"m{v}",
-    datetime.datetime: lambda v: "t" + v.isoformat(),
-    datetime.date: lambda v: "d" + v.isoformat(),
-    datetime.time: lambda v: "h" + v.isoformat(),
-    datetime.timedelta: lambda v: f"D{v.days}.{v.seconds}.{v.microseconds}",
-    uuid.UUID: lambda v: "u" + v.hex,
+    str: lambda v, p: f"s{len(v)}:{v}",
+    bytes: lambda v, p: "x" + v.hex(),
+    bytearray: lambda v, p: "y" + bytearray.hex(v),
+    decimal.Decimal: lambda v, p: "m" + decimal.Decimal.__str__(v),
+    datetime.datetime: lambda v, p: "t" + datetime.datetime.isoformat(v),
+    datetime.date: lambda v, p: "d" + datetime.date.isoformat(v),
+    datetime.time: lambda v, p: "h" + datetime.time.isoformat(v),
+    datetime.timedelta: lambda v, p: f"D{v.days}.{v.seconds}.{v.microseconds}",
+    uuid.UUID: lambda v, p: "u" + v.hex,
     tuple: _seq("(", ")"),
     list: _seq("[", "]"),
     dict: _dict,
@@ -103,31 +160,71 @@ _EXACT: dict[type, _Encoder] = {
     frozenset: _unordered("z<", ">"),
 }
 
+#: For subclasses of these: the plain value, read past any overridden __str__/__format__/__int__.
+_PLAIN: dict[type, Callable[[Any], Any]] = {
+    int: int.__int__,
+    float: float.__float__,
+    str: str.__str__,
+    bytes: bytes.__bytes__,
+}
+
 
 def _custom(method: Callable[[Any], Any]) -> _Encoder:
-    def encode_custom(value: Any) -> str:
-        return f"o{_str(_qualname(type(value)))}({encode(method(value))})"
+    def encode_custom(value: Any, path: set[int] | None) -> str:
+        path = _enter(value, path)
+        text = f"o{_str(_qualname(type(value)))}({encode(method(value), path)})"
+        path.discard(id(value))
+        return text
 
     return encode_custom
 
 
-def _enum(value: enum.Enum) -> str:
-    return f"e{_str(_qualname(type(value)))}{_str(value.name)}"
+def _enum(value: enum.Enum, path: set[int] | None) -> str:
+    name = value.name
+    if name is None:  # a Flag combination without a name (Perm(0)): keyed by its value
+        return f"e{_str(_qualname(type(value)))}{encode(value.value, path)}"
+    return f"e{_str(_qualname(type(value)))}{_str(name)}"
 
 
-def _class(value: type) -> str:
+def _class(value: type, path: set[int] | None) -> str:
     return "c" + _str(_qualname(value))
 
 
-def _reject(reason: str) -> _Encoder:
-    def encode_rejected(value: Any) -> str:
-        raise _Reject(reason)
+def _dataclass(cls: type) -> _Encoder:
+    """Type name, then every field's name and value in field order."""
+    head = f"a{_str(_qualname(cls))}("
+    fields = [(f.name, _str(f.name) + "=") for f in dataclasses.fields(cls)]
 
-    return encode_rejected
+    def encode_dataclass(value: Any, path: set[int] | None) -> str:
+        path = _enter(value, path)
+        text = head + ",".join([label + encode(getattr(value, name), path) for name, label in fields]) + ")"
+        path.discard(id(value))
+        return text
+
+    return encode_dataclass
+
+
+def _subclass(cls: type, base: type) -> _Encoder:
+    """``S<type>(<encoding as base>)``: a subclass never shares a key with its base or a sibling."""
+    head = f"S{_str(_qualname(cls))}("
+    inner = _ordered_dict if issubclass(cls, collections.OrderedDict) else _EXACT[base]
+    plain = _PLAIN.get(base)
+
+    if plain is None:
+
+        def encode_subclass(value: Any, path: set[int] | None) -> str:
+            return head + inner(value, path) + ")"
+
+    else:
+
+        def encode_subclass(value: Any, path: set[int] | None) -> str:
+            return head + inner(plain(value), path) + ")"
+
+    return encode_subclass
 
 
 def _find(cls: type) -> _Encoder | None:
-    """The encoder for ``cls``: registered types first, then the protocol, then builtins by base."""
+    """The encoder for ``cls``: registered types, the protocol, enums, classes, dataclasses, subclasses."""
     for base in cls.__mro__:
         if base in _registered:
             return _custom(_registered[base])
@@ -137,13 +234,16 @@ def _find(cls: type) -> _Encoder | None:
         return _enum
     if issubclass(cls, type):
         return _class
-    for base in cls.__mro__[1:]:  # subclasses of builtins (str subclasses, namedtuples...) encode as the base
-        if base in _EXACT and base is not object:
-            return _EXACT[base]
+    if dataclasses.is_dataclass(cls):
+        return _dataclass(cls)
+    for base in cls.__mro__[1:]:
+        if base in _EXACT:
+            return _subclass(cls, base)
     return None
 
 
 def encoder_for(cls: type) -> _Encoder | None:
+    """The encoder for values of exactly ``cls``, or ``None`` if they have no key."""
     try:
         return _cache[cls]
     except KeyError:
@@ -154,15 +254,16 @@ def encoder_for(cls: type) -> _Encoder | None:
     return found
 
 
-def encode(value: Any) -> str:
+def encode(value: Any, path: set[int] | None = None) -> str:
     """Typed text form of ``value``; raises ``_Reject`` for unsupported values."""
     enc = _EXACT.get(type(value)) or encoder_for(type(value))
     if enc is None:
         raise _Reject(f"values of type {_qualname(type(value))} have no stable cache key")
-    return enc(value)
+    return enc(value, path)
 
 
 def describe_rejection(func_name: str, arg: str, value: Any, reason: str) -> str:
+    """The message for an argument that cannot be encoded, with the remedies."""
     cls = type(value)
     return (
         f"{func_name}: argument {arg!r} cannot be part of a cache key: {reason}. "
@@ -172,14 +273,21 @@ def describe_rejection(func_name: str, arg: str, value: Any, reason: str) -> str
 
 
 def encode_argument(func_name: str, arg: str, value: Any) -> str:
+    """``encode(value)``, or :class:`UncacheableArgument` naming ``func_name`` and ``arg``."""
     try:
         return encode(value)
     except _Reject as exc:
         raise UncacheableArgument(describe_rejection(func_name, arg, value, str(exc))) from None
     except UncacheableArgument as exc:  # raised by a registered encoder with its own remedy
         raise UncacheableArgument(f"{func_name}: argument {arg!r}: {exc}") from None
-    except RecursionError:
-        raise UncacheableArgument(describe_rejection(func_name, arg, value, "it contains itself")) from None
+    except RecursionError:  # within MAX_DEPTH, but the caller's stack was already deep
+        reason = "it is nested too deeply for the remaining stack; pass a flatter value"
+        raise UncacheableArgument(describe_rejection(func_name, arg, value, reason)) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # a __cache_key__, a registered encoder or a field getter failed
+        reason = f"encoding it raised {type(exc).__name__}: {exc}"
+        raise UncacheableArgument(describe_rejection(func_name, arg, value, reason)) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +339,7 @@ class KeyBuilder:
         self.func_name = name
         self.binder = ArgumentBinder(func)
         self.custom = key
-        #: text keys of recent all-atomic positional calls (exact-type values: a dict key is safe)
+        #: text keys of recent small all-atomic positional calls (exact-type values: a dict key is safe)
         self._texts: dict[tuple[Any, ...], str] = {}
 
     def text(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -245,9 +353,11 @@ class KeyBuilder:
             else:
                 text = self._texts.get(args)
                 if text is None:
-                    if len(self._texts) >= MEMO_SIZE:
-                        self._texts.clear()
-                    text = self._texts[args] = self._encode(args, kwargs)
+                    text = self._encode(args, kwargs)
+                    if len(text) <= MEMO_TEXT_LIMIT:  # never keep large arguments alive
+                        if len(self._texts) >= MEMO_SIZE:
+                            self._texts.clear()
+                        self._texts[args] = text
                 return text
         return self._encode(args, kwargs)
 
@@ -255,11 +365,16 @@ class KeyBuilder:
         values = self.binder.values(args, kwargs)
         try:
             return ",".join(map(encode, values))
-        except Exception:  # find the argument to name in the error
+        except MemoryError:
+            raise
+        except Exception as exc:  # find the argument to name in the error
             names = self.binder.names
             for name, value in zip(names, values, strict=True):
                 encode_argument(self.func_name, name, value)
-            raise
+            raise UncacheableArgument(  # the arguments encode one by one: name them all
+                f"{self.func_name}: the arguments cannot be part of a cache key: "
+                f"encoding them raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     def native(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         """Key for in-process stores: the value tuple itself when every value is atomic, else text.

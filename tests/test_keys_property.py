@@ -2,22 +2,104 @@
 
 from __future__ import annotations
 
+import collections
 import copy
+import dataclasses
 import datetime
 import decimal
+import enum
+import itertools
 import math
 import uuid
+from typing import NamedTuple
 
 import pytest
+from django.utils.safestring import SafeString
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import regions
 
 # ---------------------------------------------------------------------------------------------
+# Types whose values equal (or look like) values of other types
+
+
+class MyStr(str):
+    pass
+
+
+class UserId(int):
+    pass
+
+
+class MyTuple(tuple):
+    pass
+
+
+class Point(NamedTuple):
+    x: object
+    y: object
+
+
+Size = collections.namedtuple("Size", ["x", "y"])
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+    TWO = 2
+
+
+class Mode(enum.StrEnum):
+    A = "a"
+    B = "b"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    a: object
+    b: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Couple:
+    a: object
+    b: object
+
+
+@dataclasses.dataclass
+class Box:
+    content: object
+
+
+#: Equal to each other (``==``) or printing alike, but of different types: never one key (all hashable).
+LOOKALIKES = [
+    1, True, 1.0, Level.ONE, UserId(1), Color.RED, decimal.Decimal(1),
+    0, False, 0.0, UserId(0),
+    "a", MyStr("a"), SafeString("a"), Mode.A, b"a",
+    "<b>", MyStr("<b>"), SafeString("<b>"),
+    (1, 2), Point(1, 2), Size(1, 2), MyTuple((1, 2)), Pair(1, 2), Couple(1, 2),
+]
+
+# ---------------------------------------------------------------------------------------------
 # Strategies over every supported argument type
 
+subclass_atoms = st.one_of(
+    st.text(max_size=4).map(MyStr),
+    st.text(max_size=4).map(SafeString),
+    st.integers(min_value=-3, max_value=3).map(UserId),
+    st.sampled_from(Color),
+    st.sampled_from(Level),
+    st.sampled_from(Mode),
+    st.sampled_from(LOOKALIKES),
+)
+
 atoms = st.one_of(
+    subclass_atoms,
     st.none(),
     st.booleans(),
     st.integers(),
@@ -30,8 +112,23 @@ atoms = st.one_of(
     st.uuids(),
 )
 
+
+
+def records(inner):
+    """Namedtuples, tuple subclasses and frozen dataclasses over ``inner`` (hashable if it is)."""
+    return st.one_of(
+        st.builds(Point, inner, inner),
+        st.builds(Size, inner, inner),
+        st.lists(inner, max_size=3).map(MyTuple),
+        st.builds(Pair, inner, inner),
+        st.builds(Couple, inner, inner),
+    )
+
+
 hashable_values = st.recursive(
-    atoms, lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3).map(tuple), max_leaves=8
+    atoms,
+    lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3).map(tuple) | records(inner),
+    max_leaves=8,
 )
 
 values = st.recursive(
@@ -41,6 +138,8 @@ values = st.recursive(
         st.lists(inner, max_size=4),
         st.dictionaries(hashable_values, inner, max_size=3),
         st.frozensets(hashable_values, max_size=3),
+        records(inner),
+        st.builds(Box, inner),
     ),
     max_leaves=12,
 )
@@ -51,10 +150,15 @@ arg_lists = st.lists(values, max_size=4).map(tuple)
 def canonical(value):
     """Type-aware identity: two argument lists are "the same call" iff their canonical forms are equal.
 
-    Same type and equal value (so 1 / 1.0 / True / '1' / b'1' are all different; 0.0 and -0.0, or
-    two dicts in a different order, are the same and may share a key).
+    Same type and equal value (so 1 / 1.0 / True / '1' / b'1' / Level.ONE / UserId(1) are all different,
+    and so are a tuple, a namedtuple and a dataclass with the same items; 0.0 and -0.0, or two dicts in a
+    different order, are the same and may share a key).
     """
-    kind = type(value).__name__
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if dataclasses.is_dataclass(value):
+        return (kind, tuple(canonical(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, enum.Enum):
+        return (kind, value.name)
     if isinstance(value, (tuple, list)):
         return (kind, tuple(canonical(v) for v in value))
     if isinstance(value, dict):
@@ -131,12 +235,46 @@ NEAR_MISSES = [
     ((float("nan"),), ("nan",)),
     (("é",), ("e\u0301",)),
     ((b"\xff",), ("\xff",)),
+    (("x",), (MyStr("x"),)),
+    (("<b>",), (SafeString("<b>"),)),
+    ((MyStr("<b>"),), (SafeString("<b>"),)),
+    ((5,), (UserId(5),)),
+    (((1, 2),), (Point(1, 2),)),
+    (((1, 2),), (Size(1, 2),)),
+    ((Point(1, 2),), (Size(1, 2),)),
+    (((1, 2),), (MyTuple((1, 2)),)),
+    ((1,), (Level.ONE,)),
+    (("a",), (Mode.A,)),
+    ((Pair(1, 2),), (Couple(1, 2),)),
+    ((Pair(1, 2),), ((1, 2),)),
+    ((Pair(1, 2),), (Point(1, 2),)),
+    (([MyStr("x")],), (["x"],)),
+    (({MyStr("k"): 1},), ({"k": 1},)),
 ]
 
 
 @pytest.mark.parametrize(("first", "second"), NEAR_MISSES, ids=[repr(p) for p in NEAR_MISSES])
 def test_near_misses_have_distinct_keys(keyed, first, second):
     assert keyed.cache_key(*first) != keyed.cache_key(*second)
+
+
+def test_lookalikes_all_have_distinct_keys(keyed):
+    by_key = {}
+    for value in [*LOOKALIKES, [1, 2], Box((1, 2)), Box([1, 2])]:
+        key = keyed.cache_key(value)
+        assert key not in by_key, f"{by_key.get(key)!r} and {value!r} share the key {key!r}"
+        by_key[key] = value
+
+
+EQUAL_ONES = [1, True, 1.0, Level.ONE, UserId(1)]
+
+
+@pytest.mark.parametrize(("first", "second"), list(itertools.combinations(EQUAL_ONES, 2)))
+def test_equal_values_of_different_types_have_distinct_keys(keyed, first, second):
+    assert first == second
+    assert keyed.cache_key(first) != keyed.cache_key(second)
+    assert keyed.cache_key([first]) != keyed.cache_key([second])
+    assert keyed.cache_key(Box(first)) != keyed.cache_key(Box(second))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.handlers.asgi import ASGIRequest
 from django.test import RequestFactory
+from django.utils.safestring import SafeString, mark_safe
 
 import regions
 
@@ -79,3 +80,13 @@ def test_asgi_request_is_rejected_too() -> None:
 def test_request_is_rejected_inside_a_request_scope_as_well() -> None:
     with regions.request_scope(), pytest.raises(regions.UncacheableArgument, match="request.user.pk"):
         per_request(RequestFactory().get("/"))
+
+
+def test_safe_string_and_plain_string_never_share_an_entry() -> None:
+    """A cached SafeString must never come back for a plain string (it would skip escaping)."""
+    assert describe.cache_key(mark_safe("<b>")) != describe.cache_key("<b>")
+    assert isinstance(describe(mark_safe("<b>")), SafeString)
+    plain = describe("<b>")
+    assert plain == "<b>" and not isinstance(plain, SafeString), "unescaped HTML served from cache"
+    assert isinstance(describe(mark_safe("<b>")), SafeString)
+    assert [type(c) for c in CALLS] == [SafeString, str]
