@@ -256,3 +256,67 @@ def test_huge_value_round_trips_without_a_second_copy(files):
     assert set_peak < 0.3 * HUGE, f"set() allocated {set_peak / HUGE:.2f}x the value size"
     assert get_peak < 1.3 * HUGE, f"get() peaked at {get_peak / HUGE:.2f}x the value size"
     assert elapsed < 20, f"200 MB round trip took {elapsed:.1f}s"
+
+
+# namespace folders and entry identity --------------------------------------------------------
+TRICKY_NAMESPACES = [
+    "shop/eu:v1:m.f", "shop_eu:v1:m.f", "shop:eu:v1:m.f", "shop~eu:v1:m.f", "shop eu:v1:m.f",
+    "a" * 300, "a" * 300 + "b", "é", "e", "", ".", "..", ".locks", "x/../y", "x/./y", "\x00", "~",
+]
+
+
+def test_distinct_namespaces_never_share_a_folder(cache_root):
+    from regions.backends.file import FileStore
+
+    store = FileStore("f", str(cache_root), {})
+    managers = [store.namespace(ns) for ns in TRICKY_NAMESPACES]
+    folders = [m.folder for m in managers]
+    assert len(set(folders)) == len(TRICKY_NAMESPACES), folders
+    for folder in folders:
+        assert folder.parent == cache_root, folder
+        assert not folder.name.startswith(".") and len(folder.name.encode()) <= 120, folder.name
+    for i, m in enumerate(managers):
+        m.set_entry("k", (time.time(), None, i))
+    assert [m.get_entry("k")[2] for m in managers] == list(range(len(managers)))
+    assert store.namespace("shop/eu:v1:m.f").folder == folders[0], "folder names are stable"
+
+
+def test_prefixes_with_a_slash(cache_root, region_config, make_manager):
+    """Two applications on one folder whose key prefixes differ by "/" vs "_" keep their values."""
+    conf = region_config("file", LOCATION=str(cache_root))
+    first = make_manager({"r": conf}, key_prefix="shop/eu")
+    second = make_manager({"r": dict(conf)}, key_prefix="shop_eu")
+
+    def price(item):
+        return f"{app} price of {item}"
+
+    app = "first"
+    first_price = first.region("r")(price)
+    assert first_price("book") == "first price of book"
+    app = "second"
+    second_price = second.region("r")(price)
+    assert second_price("book") == "second price of book"
+    assert first_price("book") == "first price of book"
+
+
+def test_an_entry_copied_to_another_functions_path_is_a_miss(files):
+    manager, root = files
+    calls = []
+
+    @manager.region("f")
+    def first(x):
+        calls.append(("first", x))
+        return f"first({x})"
+
+    @manager.region("f")
+    def second(x):
+        calls.append(("second", x))
+        return f"second({x})"
+
+    assert first(1) == "first(1)"
+    target = Path(second.cache_key(1))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(first.cache_key(1), target)  # same argument text, another function's folder
+    assert second(1) == "second(1)"
+    assert calls == [("first", 1), ("second", 1)]
+    assert first(1) == "first(1)" and len(calls) == 2

@@ -1,10 +1,11 @@
-"""``manage.py regions``: list, stats, clear NAME."""
+"""``manage.py regions``: list, stats, clear NAME, cull [NAME]."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from io import StringIO
 from typing import Any
 
@@ -123,6 +124,38 @@ def test_clear_file_region(cache_regions: dict[str, Any]) -> None:
     assert files.count() == 2
     run("clear", "files")
     assert files.count() == 0 and files.get("a") is None
+
+
+def test_cull_removes_expired_files_of_every_file_region(cache_regions: dict[str, Any]) -> None:
+    files = regions.get_manager()["files"]
+    files.set("live", "v")
+    ns = files.store.namespace("an old function")
+    for i in range(3):
+        ns.set_entry(f"k{i}", (time.time() - 3600, 60, i))  # expired an hour ago
+    assert files.count() == 1
+
+    output = run("cull")
+    assert output.splitlines() == ["culled region 'files': removed 3 file(s)"]
+    assert files.count() == 1 and files.get("live") == "v"
+    assert run("cull") == "culled region 'files': removed 0 file(s)\n"
+
+
+def test_cull_named_regions(cache_regions: dict[str, Any]) -> None:
+    output = run("cull", "files", "functions")
+    assert output.splitlines() == [
+        "culled region 'files': removed 0 file(s)",
+        "region 'functions' (memcached): nothing to cull, it expires entries itself",
+    ]
+
+
+def test_cull_unknown_name_lists_the_configured_ones() -> None:
+    with pytest.raises(CommandError, match="unknown region.*nope.*functions, files, request"):
+        run("cull", "nope")
+
+
+def test_cull_without_file_regions(settings: Any, memcached_server: str) -> None:
+    settings.CACHE_REGIONS = {"functions": {"BACKEND": "memcached", "LOCATION": memcached_server}}
+    assert run("cull") == "no file regions to cull\n"
 
 
 def test_clear_unknown_name_lists_the_configured_ones() -> None:

@@ -1,4 +1,4 @@
-"""``manage.py regions`` (list), ``regions stats``, ``regions clear NAME [NAME...]``."""
+"""``manage.py regions`` (list), ``regions stats``, ``regions clear NAME...``, ``regions cull [NAME...]``."""
 
 from __future__ import annotations
 
@@ -19,20 +19,25 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 class Command(BaseCommand):
-    help = "List the cache regions (default), show their stats, or clear named regions."
+    help = (
+        "List the cache regions (default), show their stats, clear named regions, or cull file regions "
+        "(remove expired entries and dead temporary files; all file regions unless named)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", nargs="?", default="list", choices=["list", "stats", "clear"])
-        parser.add_argument("names", nargs="*", metavar="NAME", help="region(s) to clear")
+        parser.add_argument("action", nargs="?", default="list", choices=["list", "stats", "clear", "cull"])
+        parser.add_argument("names", nargs="*", metavar="NAME", help="region(s) to clear or cull")
 
     def handle(self, *args: Any, action: str, names: list[str], **options: Any) -> None:
         manager = conf.manager()
         if manager is None:
             raise CommandError("CACHE_REGIONS is invalid or missing; run `manage.py check` for details")
-        if action != "clear" and names:
+        if action not in ("clear", "cull") and names:
             raise CommandError(f"`regions {action}` takes no region names")
         if action == "clear":
             self._clear(manager, names)
+        elif action == "cull":
+            self._cull(manager, names)
         elif action == "stats":
             self._stats(reports(manager))
         else:
@@ -60,11 +65,33 @@ class Command(BaseCommand):
     def _clear(self, manager: Any, names: list[str]) -> None:
         if not names:
             raise CommandError(f"name the region(s) to clear; configured: {', '.join(manager)}")
-        unknown = [n for n in names if n not in manager]
-        if unknown:
-            raise CommandError(
-                f"unknown region(s): {', '.join(unknown)}; configured regions: {', '.join(manager)}"
-            )
+        _check_names(manager, names)
         for name in dict.fromkeys(names):
             manager[name].clear()
             self.stdout.write(self.style.SUCCESS(f"cleared region {name!r}"))
+
+    def _cull(self, manager: Any, names: list[str]) -> None:
+        """Cull the named file regions, or every file region; other backends expire entries themselves."""
+        _check_names(manager, names)
+        culled = 0
+        for name in dict.fromkeys(names or manager):
+            cull = getattr(manager[name].store, "cull", None)
+            if cull is not None:
+                try:
+                    removed = cull()
+                except OSError as exc:
+                    raise CommandError(f"culling region {name!r} failed: {exc}") from exc
+                culled += 1
+                self.stdout.write(self.style.SUCCESS(f"culled region {name!r}: removed {removed} file(s)"))
+            elif names:
+                backend = manager[name].backend
+                self.stdout.write(f"region {name!r} ({backend}): nothing to cull, it expires entries itself")
+        if not names and not culled:
+            self.stdout.write("no file regions to cull")
+
+
+def _check_names(manager: Any, names: list[str]) -> None:
+    unknown = [n for n in names if n not in manager]
+    if unknown:
+        configured = ", ".join(manager)
+        raise CommandError(f"unknown region(s): {', '.join(unknown)}; configured regions: {configured}")
