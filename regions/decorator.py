@@ -12,7 +12,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .engine import FLIGHTS
 from .errors import ConfigurationError
@@ -31,8 +31,14 @@ class CachedFunction(Protocol[P, R]):
 
     uncached: Callable[P, R]
     region_name: str
+    __name__: str
+    __wrapped__: Callable[P, R]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> CachedFunction[P, R]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., R]: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable: ...

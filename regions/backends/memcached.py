@@ -220,6 +220,7 @@ class _AddLock:
 
 class MemcachedNamespaceManager(Backend):
     store_class = MemcachedStore
+    store: MemcachedStore
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
@@ -272,7 +273,7 @@ class MemcachedNamespaceManager(Backend):
         expire = store.expire_arg(entry[1])
         data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         if len(data) > store.item_size:
-            entry = self._set_chunks(wire, data, expire)  # type: ignore[assignment]
+            entry = self._set_chunks(wire, data, expire)
             data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         try:
             store.client.set(wire, data, expire=expire, noreply=False)
