@@ -48,6 +48,12 @@ class Flight:
         self.waiters = 0
 
 
+def _orphaned(flight: Flight) -> bool:
+    """A flight whose coroutine leader can never finish: its event loop was closed under it."""
+    task = flight.task
+    return task is not None and not task.done() and task.get_loop().is_closed()
+
+
 class Flights:
     """The flights under way in this process, keyed by storage, namespace and key: two regions
     (or two managers) on the same storage share them."""
@@ -86,7 +92,7 @@ class Engine:
         """``(flight, leads)``; ``(None, False)``: serve the stale value, a flight is under way."""
         with self.lock:
             flight = self.flights.get(token)
-            if flight is None or flight.future.done():
+            if flight is None or flight.future.done() or _orphaned(flight):
                 flight = self.flights[token] = Flight()
                 flight.waiters = 1
                 return flight, True

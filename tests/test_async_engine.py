@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 
 import pytest
 
@@ -217,3 +218,29 @@ def test_cache_io_does_not_block_the_event_loop(unresponsive_address, region_con
     value, longest = run(main())
     assert value == ("v", 1)
     assert longest < 0.3, f"the event loop stood still for {longest:.2f} s during cache I/O"
+
+
+
+def test_a_flight_left_behind_by_a_closed_loop_does_not_block_later_callers(make_manager):
+    """A loop closed while its task computed a key: later callers must not wait for that task."""
+    manager = make_manager({"m": {"BACKEND": "memory", "OPTIONS": {"lock_timeout": 5}}})
+    hang = [True]
+
+    @manager.region("m")
+    async def value(x):
+        if hang[0]:
+            await asyncio.sleep(3600)
+        return x
+
+    loop = asyncio.new_event_loop()
+    pending = loop.create_task(value(1))
+    loop.run_until_complete(asyncio.sleep(0.05))  # the computation is under way when the loop stops
+    loop.close()  # ... and the loop is closed with it still pending
+    hang[0] = False
+
+    start = time.monotonic()
+    assert asyncio.run(asyncio.wait_for(value(1), 10)) == 1
+    waited = time.monotonic() - start
+    assert waited < 2.5, f"waited {waited:.1f} s for a computation whose event loop is gone"
+    assert manager["m"].stats()["lock_timeouts"] == 0
+    del pending
