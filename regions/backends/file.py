@@ -11,51 +11,35 @@ the same folder, then ``os.replace``: readers see the old entry or the new one, 
 With ``fsync``, the entry and then its folder are fsynced before the write returns. A hit is one
 ``open`` and two ``pickle.load`` calls.
 
-Creation locks (:meth:`FileNamespaceManager.shared_lock`): one per key, a POSIX record lock on one
-byte of the region's single lock file ``LOCATION/.locks/keys.lock``, at an offset taken from 60
-bits of a digest of the namespace and key. A computation blocks callers of its own key only, in
-every process on the host, and no lock ever adds a file. Record locks belong to a process, so each
-process keeps the file open once for its lifetime (closing any descriptor of it would drop all
-of the process's locks on it) and tracks the offsets its threads hold; a forked child starts with
-none.
-
-Housekeeping (:meth:`FileStore.cull`): removes entries expired more than ``stale`` seconds ago,
-damaged entries, ``.tmp-*`` files that writers killed mid-write left (older than a minute) and
-emptied folders; with ``max_entries`` / ``max_size``, also the oldest entries, down to 90% of the
-bound. Writes start it on a background daemon thread every ``cull_interval`` seconds (one process
-per interval, through the mtime of ``LOCATION/.locks/culled``) and as soon as a bound is exceeded
-(counted from the last cull plus this process's writes): a cull reads every header, so no caller
-waits for it, and a write only compares a clock.
+Creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one lock file per key for
+every process on the host: :mod:`regions.backends.file_locks`. Housekeeping (:meth:`FileStore.cull`),
+on a background thread that writes start, removing dead files and, over ``max_entries`` /
+``max_size``, the oldest entries: :mod:`regions.backends.file_cull`.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
-import logging
 import os
 import pickle
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ..api import Backend, Entry, Store, is_servable
+from ..api import Backend, Entry, is_servable
+from .file_cull import CULL_TO, TEMP_GRACE, Culling
+from .file_locks import _KeyLock, _LockFile, open_lock_file
 
-log = logging.getLogger("regions")
+#: The culling constants stay importable from here, where they were defined before file_cull.
+__all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
 
 _SUFFIX = ".entry"
 _TEMP = ".tmp-"
 _LOCKS = ".locks"
-#: A ``.tmp-*`` file untouched this long belongs to a writer that died: cull removes it.
-TEMP_GRACE = 60.0
-#: A bound culls down to this share of itself, so the next cull is many writes away.
-CULL_TO = 0.9
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -68,8 +52,12 @@ def folder_name(namespace: str) -> str:
     return f"{stem}-{digest}" if stem else digest
 
 
-class FileStore(Store):
+class FileStore(Culling):
+    """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from ``file_locks``."""
+
     name = "file"
+    entry_suffix = _SUFFIX
+    temp_prefix = _TEMP
     needs_location = True
     options_schema = {
         "fsync": ((bool,), False, "fsync each entry and its folder before a write returns (slower)"),
@@ -88,16 +76,7 @@ class FileStore(Store):
         self.cull_interval = float(get("cull_interval", 300))
         self.bounded = bool(self.max_entries or self.max_size)
         self.lock_path = str(self.root / _LOCKS / "keys.lock")
-        self._cull_marker = self.root / _LOCKS / "culled"
-        self._cull_mutex = threading.Lock()
-        self._culler: threading.Thread | None = None
-        self._cull_again = False
-        self._cull_due = time.monotonic() + self.cull_interval  # of the next cull a write starts
-        self._closed = False
-        # Bounds: new files and grown bytes written by this process, and (entries, bytes, files
-        # written, bytes written) when a cull last counted the folder (None: not yet).
-        self._files_written = self._bytes_written = 0
-        self._counted: tuple[int, int, int, int] | None = None
+        self._init_culling(self.root / _LOCKS / "culled")
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -153,255 +132,13 @@ class FileStore(Store):
             return False
         return True
 
-    # housekeeping ----------------------------------------------------------------------------
-    def cull(self) -> int:
-        """Remove dead files (see the module docstring), then the oldest entries over a bound.
-
-        Returns the number of files removed. Safe while other threads and processes read and write:
-        an entry is removed only if its path still holds the file that was examined.
-        """
-        now = time.time()
-        marks = (self._files_written, self._bytes_written)  # writes after this are not all counted
-        removed = 0
-        live: list[tuple[float, int, str, int]] = []  # (stored_at, size, path, inode)
-        folders: list[str] = []
-        for dirpath, filenames in self._walk():
-            if self._closed:
-                break
-            folders.append(dirpath)
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                if name.endswith(_SUFFIX):
-                    try:
-                        with open(path, "rb") as f:
-                            st = os.fstat(f.fileno())
-                            header = _load_header(f)
-                    except OSError:
-                        continue
-                    if header is None or not is_servable((header[2], header[3], None), now, self.stale):
-                        removed += _unlink_same(path, st.st_ino)
-                    elif self.bounded:
-                        live.append((header[2], st.st_size, path, st.st_ino))
-                elif name.startswith(_TEMP):
-                    try:
-                        if os.stat(path).st_mtime < now - TEMP_GRACE:
-                            removed += _unlink_same(path, None)
-                    except FileNotFoundError:
-                        pass
-        if self.bounded:
-            removed += self._cull_to_bounds(live, marks)
-        for folder in reversed(folders):  # deepest first; a folder a writer still uses is not empty
-            if folder != str(self.root):
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    pass
-        return removed
-
-    def _cull_to_bounds(self, live: list[tuple[float, int, str, int]], marks: tuple[int, int]) -> int:
-        live.sort()
-        entries, size = len(live), sum(item[1] for item in live)
-        # Over a bound: down to CULL_TO of it; within it, the loop below stops at once.
-        keep_entries = int(self.max_entries * CULL_TO) if 0 < self.max_entries < entries else entries
-        keep_size = int(self.max_size * CULL_TO) if 0 < self.max_size < size else size
-        removed = 0
-        for _stored_at, file_size, path, inode in live:
-            if entries <= keep_entries and size <= keep_size:
-                break
-            removed += _unlink_same(path, inode)
-            entries -= 1
-            size -= file_size
-        self._counted = (entries, size, *marks)
-        return removed
-
-    def over_bounds(self) -> bool:
-        """Whether the entries, as last counted plus this process's writes since, exceed a bound."""
-        if self._counted is None:
-            return False
-        entries, size, files_mark, bytes_mark = self._counted
-        entries += self._files_written - files_mark
-        size += self._bytes_written - bytes_mark
-        return 0 < self.max_entries < entries or 0 < self.max_size < size
-
-    def wrote(self, new_file: bool, grown_by: int) -> None:
-        """After each write: start a background cull when one is due or a bound is exceeded."""
-        if self.bounded:
-            self._files_written += new_file
-            self._bytes_written += grown_by
-            if self._counted is None or self.over_bounds():  # the first write of a process counts
-                self.start_cull(force=True)
-                return
-        if self.cull_interval and time.monotonic() >= self._cull_due:
-            self.start_cull(force=False)
-
-    def start_cull(self, force: bool = True) -> threading.Thread | None:
-        """Cull on a daemon thread, unless one runs (forced: it culls again if still over a bound).
-
-        Unforced, skipped when any process culled this folder less than ``cull_interval`` ago.
-        A write never waits for a cull: one reads every header of the folder.
-        """
-        with self._cull_mutex:
-            if self._closed:
-                return None
-            self._cull_due = time.monotonic() + self.cull_interval
-            if self._culler is not None and self._culler.is_alive():
-                self._cull_again = self._cull_again or force
-                return self._culler
-            if not force and not self._claim_cull():
-                return None
-            thread = threading.Thread(
-                target=self._cull_in_background, name=f"regions-cull-{self.region}", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError as exc:  # no threads left (or shutting down): the write still counts
-                log.warning("cache region %r (file): cannot start a cull: %s", self.region, exc)
-                return None
-            self._culler = thread
-            return thread
-
-    def _claim_cull(self) -> bool:
-        """Whether this process should cull now: no process did in the last ``cull_interval``."""
-        try:
-            age = time.time() - os.stat(self._cull_marker).st_mtime
-            if 0 <= age < self.cull_interval:
-                self._cull_due = time.monotonic() + self.cull_interval - age
-                return False
-        except FileNotFoundError:
-            pass
-        try:
-            self._cull_marker.parent.mkdir(parents=True, exist_ok=True)
-            self._cull_marker.touch()
-        except OSError:
-            pass
-        return True
-
-    def _cull_in_background(self) -> None:
-        while True:
-            try:
-                self.cull()
-            except Exception as exc:  # a background thread has nobody to raise to
-                log.warning("cache region %r (file): cull failed: %s: %s", self.region, type(exc).__name__,
-                            exc)
-            with self._cull_mutex:
-                again, self._cull_again = self._cull_again, False
-                if self._closed or not (again and self.over_bounds()):
-                    self._culler = None
-                    return
-
-    @property
-    def culling(self) -> threading.Thread | None:
-        """The background cull under way, if any."""
-        return self._culler
-
-    def close(self) -> None:
-        with self._cull_mutex:
-            self._closed = True
-        super().close()
-
-    def after_fork(self) -> None:
-        super().after_fork()
-        self._cull_mutex = threading.Lock()
-        self._culler = None
-        self._cull_again = False
+    def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
+        return _load_header(f)
 
     # creation locks --------------------------------------------------------------------------
     def lock_file(self) -> _LockFile:
         """This process's open lock file of this folder (made, or opened again, when needed)."""
-        try:
-            st = os.stat(self.lock_path)
-            found = _LOCK_FILES.get((st.st_dev, st.st_ino))
-            if found is not None:
-                return found
-        except FileNotFoundError:
-            pass
-        with _LOCK_FILES_MUTEX:  # one descriptor per file and process: closing one drops all locks
-            try:
-                st = os.stat(self.lock_path)
-                found = _LOCK_FILES.get((st.st_dev, st.st_ino))
-                if found is not None:
-                    return found
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            st = os.fstat(fd)
-            # Another inode than the one stat() saw (replaced meanwhile) may already be open: keep
-            # the registered descriptor and leave this one open, never close it.
-            return _LOCK_FILES.setdefault((st.st_dev, st.st_ino), _LockFile(fd))
-
-
-class _LockFile:
-    """One open lock file of this process and the byte offsets its threads hold in it."""
-
-    __slots__ = ("fd", "held", "mutex")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.held: set[int] = set()
-        self.mutex = threading.Lock()
-
-
-#: Open lock files of this process by (device, inode).
-_LOCK_FILES: dict[tuple[int, int], _LockFile] = {}
-_LOCK_FILES_MUTEX = threading.Lock()
-
-
-def _forget_parent_locks() -> None:
-    """In a forked child: record locks are not inherited; the descriptors are, and stay usable."""
-    global _LOCK_FILES_MUTEX
-    _LOCK_FILES_MUTEX = threading.Lock()
-    for lock_file in _LOCK_FILES.values():
-        lock_file.held = set()
-        lock_file.mutex = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_parent_locks)
-
-
-class _KeyLock:
-    """The cross-process creation lock of one key: byte ``offset`` of the region's lock file."""
-
-    __slots__ = ("store", "offset", "file")
-
-    def __init__(self, store: FileStore, offset: int) -> None:
-        self.store, self.offset = store, offset
-        self.file: _LockFile | None = None
-
-    def acquire(self, timeout: float) -> bool:
-        """Take the lock, polling with a growing pause for up to ``timeout`` seconds (0: try once)."""
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            lock_file = self.store.lock_file()
-            with lock_file.mutex:
-                if self.offset not in lock_file.held and _try_lockf(lock_file.fd, self.offset):
-                    lock_file.held.add(self.offset)
-                    self.file = lock_file
-                    return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
-
-    def release(self) -> None:
-        lock_file, self.file = self.file, None
-        if lock_file is None:
-            return
-        with lock_file.mutex:
-            if self.offset in lock_file.held:  # not after a fork: the child never held it
-                lock_file.held.discard(self.offset)
-                fcntl.lockf(lock_file.fd, fcntl.LOCK_UN, 1, self.offset)
-
-
-def _try_lockf(fd: int, offset: int) -> bool:
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
+        return open_lock_file(self.lock_path)
 
 
 class FileNamespaceManager(Backend):
@@ -539,13 +276,3 @@ def _unlink(path: str | Path) -> None:
     except FileNotFoundError:
         pass
 
-
-def _unlink_same(path: str, inode: int | None) -> int:
-    """Remove ``path`` if it is still the file ``inode`` (any file when ``None``): 1 if removed."""
-    try:
-        if inode is not None and os.stat(path).st_ino != inode:
-            return 0  # rewritten since it was examined
-        os.unlink(path)
-    except FileNotFoundError:
-        return 0
-    return 1
