@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
 
@@ -27,6 +27,21 @@ from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
 Entry = tuple[float, float | None, Any]
+
+
+def poll(attempt: Callable[[], bool], timeout: float, first: float, most: float) -> bool:
+    """Call ``attempt()`` until it returns ``True`` or ``timeout`` seconds pass (0: once), sleeping
+    ``first`` seconds after the first failure and twice as long after each next one, up to ``most``.
+    The wait of every :class:`SharedLock` that polls."""
+    deadline = time.monotonic() + timeout
+    pause = first
+    while not attempt():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, most)
+    return True
 
 
 class SharedLock(Protocol):

@@ -14,8 +14,9 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from typing import TYPE_CHECKING
+
+from ..api import poll
 
 if TYPE_CHECKING:
     from .file import FileStore
@@ -49,23 +50,25 @@ def _forget_parent_locks() -> None:
 os.register_at_fork(after_in_child=_forget_parent_locks)
 
 
-def open_lock_file(lock_path: str) -> _LockFile:
-    """This process's open lock file at ``lock_path`` (made, or opened again, when needed)."""
+def _opened(lock_path: str) -> _LockFile | None:
+    """The lock file this process has open at ``lock_path``; ``None`` if none (or no file)."""
     try:
         st = os.stat(lock_path)
-        found = _LOCK_FILES.get((st.st_dev, st.st_ino))
+    except FileNotFoundError:
+        return None
+    return _LOCK_FILES.get((st.st_dev, st.st_ino))
+
+
+def open_lock_file(lock_path: str) -> _LockFile:
+    """This process's open lock file at ``lock_path`` (made, or opened again, when needed)."""
+    found = _opened(lock_path)
+    if found is not None:
+        return found
+    with _LOCK_FILES_MUTEX:  # one descriptor per file and process: closing one drops all locks
+        found = _opened(lock_path)
         if found is not None:
             return found
-    except FileNotFoundError:
-        pass
-    with _LOCK_FILES_MUTEX:  # one descriptor per file and process: closing one drops all locks
-        try:
-            st = os.stat(lock_path)
-            found = _LOCK_FILES.get((st.st_dev, st.st_ino))
-            if found is not None:
-                return found
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         st = os.fstat(fd)
         # Another inode than the one stat() saw (replaced meanwhile) may already be open: keep
@@ -84,20 +87,16 @@ class _KeyLock:
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock, polling with a growing pause for up to ``timeout`` seconds (0: try once)."""
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            lock_file = self.store.lock_file()
-            with lock_file.mutex:
-                if self.offset not in lock_file.held and _try_lockf(lock_file.fd, self.offset):
-                    lock_file.held.add(self.offset)
-                    self.file = lock_file
-                    return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
+        return poll(self._try, timeout, 0.001, 0.05)
+
+    def _try(self) -> bool:
+        lock_file = self.store.lock_file()
+        with lock_file.mutex:
+            if self.offset not in lock_file.held and _try_lockf(lock_file.fd, self.offset):
+                lock_file.held.add(self.offset)
+                self.file = lock_file
+                return True
+        return False
 
     def release(self) -> None:
         lock_file, self.file = self.file, None

@@ -24,7 +24,7 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError
 
 from .. import keys
-from ..api import Backend, Entry, Store
+from ..api import Backend, Entry, Store, poll
 
 _THIRTY_DAYS = 30 * 24 * 3600
 #: Longest argument text whose wire key is memoised (a memo entry holds the text).
@@ -202,17 +202,12 @@ class _AddLock:
         self.store, self.name = store, name
 
     def acquire(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         expire = max(1, math.ceil(self.store.lock_timeout))
-        pause = 0.005
-        while True:
-            if self.store.client.add(self.name, b"1", expire=expire, noreply=False):
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.1)
+
+        def add() -> bool:
+            return bool(self.store.client.add(self.name, b"1", expire=expire, noreply=False))
+
+        return poll(add, timeout, 0.005, 0.1)
 
     def release(self) -> None:
         self.store.client.delete(self.name, noreply=False)
