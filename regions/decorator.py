@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from .engine import FLIGHTS
 from .errors import ConfigurationError
+from .flights import FLIGHTS
 from .keys import ATOMIC_TYPES, KeyBuilder, _BindError
 from .region import DEFAULT, Region
 

@@ -3,10 +3,10 @@
 One protocol for threads and coroutines, per region:
 
 1. **Read** the entry (one backend round trip). Fresh: a hit.
-2. **Join or lead** the in-process *flight* of that key (one per storage and key). A caller that
-   finds a flight serves the expired value if it is within ``stale`` seconds, else waits for the
-   flight's result until ``lock_timeout``; past that deadline it computes by itself
-   (``stats()["lock_timeouts"]``). A caller that finds none leads.
+2. **Join or lead** the in-process *flight* of that key (:mod:`regions.flights`: one per
+   storage, namespace and key). A caller that finds a flight serves the expired value if it is
+   within ``stale`` seconds, else waits for the flight's result until ``lock_timeout``; past that
+   deadline it computes by itself (``stats()["lock_timeouts"]``). A caller that finds none leads.
 3. The leader **re-reads** when another caller may have stored the key since its own read (a flight
    of this region finished meanwhile, or the backend is shared with other processes), takes the
    backend's cross-process :meth:`~regions.api.Backend.shared_lock` with the same deadline (or
@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api import Entry, SharedLock, is_servable
+from .flights import FLIGHTS, Flight
 
 if TYPE_CHECKING:
     from .api import Backend
@@ -37,49 +37,12 @@ T = TypeVar("T")
 _monotonic = time.monotonic
 
 
-class Flight:
-    """One computation of one key in this process, and the callers waiting for it."""
-
-    __slots__ = ("future", "task", "waiters")
-
-    def __init__(self) -> None:
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.task: asyncio.Task[None] | None = None
-        self.waiters = 0
-
-
-def _orphaned(flight: Flight) -> bool:
-    """A flight whose coroutine leader can never finish: its event loop was closed under it."""
-    task = flight.task
-    return task is not None and not task.done() and task.get_loop().is_closed()
-
-
-class Flights:
-    """The flights under way in this process, keyed by storage, namespace and key: two regions
-    (or two managers) on the same storage share them."""
-
-    def __init__(self) -> None:
-        self.table: dict[Hashable, Flight] = {}
-        self.lock = threading.Lock()
-        #: Flights finished so far: a leader whose read predates a finished flight reads again.
-        self.completed = 0
-
-
-FLIGHTS = Flights()
-
-
 class Engine:
     """The compute-once protocol of one region (see the module docstring)."""
 
     def __init__(self, region: Region) -> None:
         self.region = region
         self.storage = region.store.storage_id()
-        self.flights = FLIGHTS.table
-        self.lock = FLIGHTS.lock
-
-    @property
-    def completed(self) -> int:
-        return FLIGHTS.completed
 
     def token(self, ns: Backend, key: Hashable) -> Hashable:
         return (self.storage, ns.namespace, ns.storage_token(), key)
@@ -87,30 +50,6 @@ class Engine:
     # shared steps ------------------------------------------------------------------------------
     def _servable(self, entry: Entry | None) -> bool:
         return entry is not None and is_servable(entry, time.time(), self.region.stale)
-
-    def _join(self, token: Hashable, stale_ok: bool) -> tuple[Flight | None, bool]:
-        """``(flight, leads)``; ``(None, False)``: serve the stale value, a flight is under way."""
-        with self.lock:
-            flight = self.flights.get(token)
-            if flight is None or flight.future.done() or _orphaned(flight):
-                flight = self.flights[token] = Flight()
-                flight.waiters = 1
-                return flight, True
-            if stale_ok:
-                return None, False
-            flight.waiters += 1
-            return flight, False
-
-    def _leave(self, flight: Flight) -> int:
-        with self.lock:
-            flight.waiters -= 1
-            return flight.waiters
-
-    def _land(self, token: Hashable, flight: Flight) -> None:
-        with self.lock:
-            FLIGHTS.completed += 1
-            if self.flights.get(token) is flight:
-                del self.flights[token]
 
     def _shared_lock(self, ns: Backend, key: Hashable) -> SharedLock | None:
         try:
@@ -141,7 +80,7 @@ class Engine:
     # threads -----------------------------------------------------------------------------------
     def get_or_create(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
         """The value of ``key``: read, then :meth:`fill` on a miss."""
-        seq = self.completed
+        seq = FLIGHTS.completed
         entry, fresh = self.region.read(ns, key)
         if fresh:
             return entry[2]  # type: ignore[index]
@@ -164,7 +103,7 @@ class Engine:
         deadline = _monotonic() + region.lock_timeout
         while True:
             stale_ok = self._servable(entry)
-            flight, leads = self._join(token, stale_ok)
+            flight, leads = FLIGHTS.join(token, stale_ok)
             if flight is None:
                 return self._stale(entry)  # type: ignore[arg-type]
             if leads:
@@ -177,7 +116,7 @@ class Engine:
             except concurrent.futures.CancelledError:
                 continue  # its coroutine leader was cancelled with no caller left: start over
             finally:
-                self._leave(flight)
+                FLIGHTS.leave(flight)
             region.stats_.hits += 1
             return value
 
@@ -203,7 +142,7 @@ class Engine:
         shared: SharedLock | None = None
         held = False
         try:
-            if self.completed != seq or region.store.native_keys:
+            if FLIGHTS.completed != seq or region.store.native_keys:
                 entry, fresh = region.read(ns, key)  # stored by a flight that ended after our read?
                 if fresh:
                     flight.future.set_result(entry[2])  # type: ignore[index]
@@ -231,7 +170,7 @@ class Engine:
         finally:
             if held:
                 self._unlock(shared)  # type: ignore[arg-type]
-            self._land(token, flight)
+            FLIGHTS.land(token, flight)
         flight.future.set_result(value)
         return value
 
@@ -250,14 +189,14 @@ class Engine:
         region = self.region
         if not region.store.active:
             return await creator()
-        seq = self.completed
+        seq = FLIGHTS.completed
         entry, fresh = await self.call_io(region.read, ns, key)
         if fresh:
             return entry[2]  # type: ignore[index]
         token = self.token(ns, key)
         deadline = _monotonic() + region.lock_timeout
         while True:
-            flight, leads = self._join(token, self._servable(entry))
+            flight, leads = FLIGHTS.join(token, self._servable(entry))
             if flight is None:
                 return self._stale(entry)  # type: ignore[arg-type]
             if leads:
@@ -268,14 +207,14 @@ class Engine:
             try:
                 value = await asyncio.wait_for(waiting, max(0.0, deadline - _monotonic()))
             except TimeoutError:
-                self._leave(flight)
+                FLIGHTS.leave(flight)
                 region.stats_.lock_timeouts += 1
                 region.stats_.misses += 1
                 value = await creator()
                 await self.call_io(region.store_entry, ns, key, value, ttl)
                 return value
             except asyncio.CancelledError:
-                left = self._leave(flight)
+                left = FLIGHTS.leave(flight)
                 task = asyncio.current_task()
                 if flight.future.cancelled() and not (task and task.cancelling()):
                     continue  # the computation was cancelled, not this caller: start over
@@ -283,9 +222,9 @@ class Engine:
                     flight.task.cancel()  # nobody waits for it any more
                 raise
             except BaseException:
-                self._leave(flight)
+                FLIGHTS.leave(flight)
                 raise
-            self._leave(flight)
+            FLIGHTS.leave(flight)
             if not leads:
                 region.stats_.hits += 1
             return value
@@ -308,7 +247,7 @@ class Engine:
         held = False
         future = flight.future
         try:
-            if self.completed != seq or region.store.native_keys:
+            if FLIGHTS.completed != seq or region.store.native_keys:
                 entry, fresh = await self.call_io(region.read, ns, key)
                 if fresh:
                     future.set_result(entry[2])  # type: ignore[index]
@@ -340,7 +279,7 @@ class Engine:
         finally:
             if held:
                 self._release_later(shared)  # type: ignore[arg-type]
-            self._land(token, flight)
+            FLIGHTS.land(token, flight)
 
     async def _apoll(self, lock: SharedLock, deadline: float) -> bool:
         """Wait for a shared lock without blocking the loop or holding an I/O thread for long."""
