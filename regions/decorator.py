@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from .binding import KeyBuilder, _BindError
 from .errors import ConfigurationError
 from .flights import FLIGHTS
-from .keys import ATOMIC_TYPES, KeyBuilder, _BindError
+from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
 
 if TYPE_CHECKING:

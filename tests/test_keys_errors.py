@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import regions
-from regions.keys import KeyBuilder
+from regions.binding import KeyBuilder
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from regions.keys import KeyBuilder
+from regions.binding import KeyBuilder
 
 MB = 1 << 20
 LIMIT = 10 * MB

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import pytest
 
 import regions
-from regions.keys import KeyBuilder
+from regions.binding import KeyBuilder
 
 
 class MyStr(str):

@@ -23,8 +23,9 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError
 
-from .. import keys
+from .. import binding
 from ..api import Backend, Entry, Store, poll
+from . import keyguard
 
 _THIRTY_DAYS = 30 * 24 * 3600
 #: Longest argument text whose wire key is memoised (a memo entry holds the text).
@@ -92,7 +93,7 @@ class MemcachedStore(Store):
         self._clients_lock = threading.Lock()
         #: Key of the region-wide generation counter (the identity sets regions apart); namespaces
         #: add their own, under their namespace (which starts with the identity).
-        self.generation_key = keys.safe_namespace(self.identity, 150) + ":__generation__"
+        self.generation_key = keyguard.safe_namespace(self.identity, 150) + ":__generation__"
         self.region_generation: int | None = None
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
 
@@ -219,7 +220,7 @@ class MemcachedNamespaceManager(Backend):
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self._ns = keys.safe_namespace(namespace, 160)
+        self._ns = keyguard.safe_namespace(namespace, 160)
         self._ns_generation_key = self._ns + ":__generation__"
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
@@ -246,9 +247,9 @@ class MemcachedNamespaceManager(Backend):
         wire = wires.get(key)
         if wire is None:
             text = str(key)
-            wire = keys.guarded(prefix, text, MemcachedStore.key_limit)
+            wire = keyguard.guarded(prefix, text, MemcachedStore.key_limit)
             if len(text) <= _MEMO_KEY_CHARS:  # long keys are hashed anyway: never keep them alive
-                if len(wires) >= keys.MEMO_SIZE:
+                if len(wires) >= binding.MEMO_SIZE:
                     wires.clear()
                 wires[key] = wire
         return wire
@@ -282,7 +283,7 @@ class MemcachedNamespaceManager(Backend):
 
     # values larger than one item: parts first, then the head that points at them -----------------
     def _part_keys(self, wire: str, parts: int) -> list[str]:
-        stem = f"{self._ns}:#parts:{keys.digest(wire)}"
+        stem = f"{self._ns}:#parts:{keyguard.digest(wire)}"
         return [f"{stem}:{i}" for i in range(parts)]
 
     def _set_chunks(self, wire: str, data: bytes, expire: int) -> _Chunked:
@@ -315,4 +316,4 @@ class MemcachedNamespaceManager(Backend):
     def shared_lock(self, key: Hashable) -> _AddLock | None:
         if not self.store.distributed_lock:
             return None
-        return _AddLock(self.store, keys.guarded("lock", self.wire_key(key), MemcachedStore.key_limit))
+        return _AddLock(self.store, keyguard.guarded("lock", self.wire_key(key), MemcachedStore.key_limit))
