@@ -15,6 +15,8 @@ import uuid
 
 import pytest
 
+from regions.testing import CallCounter
+
 MEMCACHED_HELP = (
     "the `memcached` binary is required by the test-suite (the tests run against a real server). "
     "Install it with `apt-get install -y memcached` (Debian/Ubuntu) and make sure it is on PATH."
@@ -185,21 +187,6 @@ def make_manager():
     yield make
     for manager in managers:
         manager.close()
-
-
-class CallCounter:
-    """Thread-safe call counter for creation functions."""
-
-    def __init__(self):
-        import threading
-
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def __call__(self) -> int:
-        with self._lock:
-            self.count += 1
-            return self.count
 
 
 @pytest.fixture
