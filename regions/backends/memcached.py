@@ -28,8 +28,6 @@ from ..api import Backend, Entry, Store, poll
 from . import keyguard
 
 _THIRTY_DAYS = 30 * 24 * 3600
-#: Longest argument text whose wire key is memoised (a memo entry holds the text).
-_MEMO_KEY_CHARS = 256
 
 
 class _Chunked(NamedTuple):
@@ -248,7 +246,7 @@ class MemcachedNamespaceManager(Backend):
         if wire is None:
             text = str(key)
             wire = keyguard.guarded(prefix, text, MemcachedStore.key_limit)
-            if len(text) <= _MEMO_KEY_CHARS:  # long keys are hashed anyway: never keep them alive
+            if len(text) <= binding.MEMO_TEXT_LIMIT:  # long keys are hashed anyway: never keep them alive
                 if len(wires) >= binding.MEMO_SIZE:
                     wires.clear()
                 wires[key] = wire
