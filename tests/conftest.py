@@ -44,11 +44,11 @@ def _answers(port: int) -> bool:
 class MemcachedServer:
     """A real memcached process bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = ()):
+    def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = (), port: int | None = None):
         binary = shutil.which("memcached")
         if binary is None:
             pytest.fail(MEMCACHED_HELP, pytrace=False)
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", str(memory_mb)]
         if os.geteuid() == 0:

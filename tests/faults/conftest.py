@@ -1,0 +1,73 @@
+"""Faults made for real: memcached processes paused (SIGSTOP), killed (SIGKILL), restarted on the
+same port, or started late. ``faulty_memcached()`` starts one; every one is stopped after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import MemcachedServer, _answers, free_port
+
+
+class FaultyMemcached(MemcachedServer):
+    """A real memcached whose process the test pauses, kills and restarts (same port each time)."""
+
+    def __init__(self, memory_mb: int = 64, *, started: bool = True) -> None:
+        self.memory_mb = memory_mb
+        self.paused = False
+        if started:
+            super().__init__(memory_mb=memory_mb)
+        else:  # the address is reserved but nothing listens yet: "start with the server down"
+            self.port = free_port()
+            self.address = f"127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(["true"])
+            self.proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the socket still accepts connections, nothing answers (a hung server)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL: connections are reset, new ones refused, every item is lost."""
+        if self.paused:
+            self.resume()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def start(self) -> None:
+        """(Re)start on the same port, empty."""
+        MemcachedServer.__init__(self, memory_mb=self.memory_mb, port=self.port)
+
+    def stop(self) -> None:
+        if self.paused:
+            self.resume()
+        super().stop()
+
+    def answers(self) -> bool:
+        return _answers(self.port)
+
+
+@pytest.fixture
+def faulty_memcached() -> Iterator[Callable[..., FaultyMemcached]]:
+    """Factory of :class:`FaultyMemcached`; ``faulty_memcached(started=False)`` reserves a port only."""
+    servers: list[FaultyMemcached] = []
+
+    def make(**kwargs: object) -> FaultyMemcached:
+        server = FaultyMemcached(**kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
