@@ -31,3 +31,15 @@ class ConfigurationError(RegionError, ValueError):
 
 class UncacheableArgument(RegionError, TypeError):
     """An argument that cannot be turned into a cache key safely."""
+
+
+class BackendUnavailable(RegionError, ConnectionError):
+    """The backend (or the server holding the key) is marked down: the call did not touch the network.
+
+    Raised by backends while their circuit breaker is open; :class:`~regions.region.Region` counts it
+    in ``stats()["unavailable"]`` and uses the function's own result.
+    """
+
+
+class PoolExhausted(RegionError, ConnectionError):
+    """Every connection of a region's pool stayed busy for longer than its ``timeout``."""
