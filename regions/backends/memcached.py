@@ -6,36 +6,42 @@
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
-* One pymemcache client per thread: no lock on the hot path.
+* Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
+  a server that fails is skipped until it answers again (:mod:`.memcached_nodes`,
+  :mod:`regions.health`); invalidations that could not reach it are replayed first.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import pickle
-import threading
+import secrets
 import time
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 from pymemcache.client.base import Client
-from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError
 
 from .. import binding
 from ..api import Backend, Entry, Store, poll
+from ..errors import BackendUnavailable
 from . import keyguard
+from .memcached_nodes import NETWORK_ERRORS, Node, Nodes
 
 _THIRTY_DAYS = 30 * 24 * 3600
 
 
 class _Chunked(NamedTuple):
-    """Head of an entry too large for one memcached item: the pickle is split into ``parts`` items."""
+    """Head of an entry too large for one memcached item: the pickle is split into ``parts`` items
+    named after ``token``, new for each write (concurrent writers never mix their parts)."""
 
     parts: int
     size: int
     digest: str
+    token: str = ""
 
 
 def _checksum(data: bytes) -> str:
@@ -72,7 +78,8 @@ class MemcachedStore(Store):
         "timeout": ((int, float), 1.0, "seconds to wait for an answer"),
         "sync_interval": ((int, float), 1.0, "seconds between re-reads of other processes' clears"),
         "distributed_lock": ((bool,), False, "also lock creation across processes with memcached add"),
-        "dead_timeout": ((int, float), 30, "seconds a failed server of several is skipped"),
+        "max_connections": ((int,), 32, "most connections per server, whatever the number of threads"),
+        "retry_interval": ((int, float), 1.0, "seconds between probes of a server that failed"),
         "item_size": ((int,), 1_000_000, "largest value stored as one item; larger ones are split"),
     }
 
@@ -84,16 +91,14 @@ class MemcachedStore(Store):
         self.timeout = float(get("timeout", 1.0))
         self.sync_interval = float(get("sync_interval", 1.0))
         self.distributed_lock = bool(get("distributed_lock", False))
-        self.dead_timeout = float(get("dead_timeout", 30))
+        self.max_connections = max(1, int(get("max_connections", 32)))
+        self.retry_interval = float(get("retry_interval", 1.0))
         self.item_size = max(1024, int(get("item_size", 1_000_000)))
-        self._local = threading.local()
-        self._clients: list[Any] = []
-        self._clients_lock = threading.Lock()
         #: Key of the region-wide generation counter (the identity sets regions apart); namespaces
         #: add their own, under their namespace (which starts with the identity).
         self.generation_key = keyguard.safe_namespace(self.identity, 150) + ":__generation__"
-        self.region_generation: int | None = None
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
+        self.nodes = Nodes(self, self.servers)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -103,51 +108,21 @@ class MemcachedStore(Store):
             return str(exc)
         return None
 
-    @property
-    def client(self) -> Any:
-        """This thread's client (created on first use)."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._new_client()
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
-
-    def _new_client(self) -> Any:
-        common = dict(connect_timeout=self.connect_timeout, timeout=self.timeout, no_delay=True)
-        if len(self.servers) == 1:
-            return Client(self.servers[0], **common)
-        return HashClient(
-            self.servers, dead_timeout=self.dead_timeout, retry_attempts=1, ignore_exc=False, **common
-        )
+    def node_for(self, wire: str) -> Node:
+        """The node holding ``wire``."""
+        return self.nodes.node_for(wire)
 
     def namespace(self, namespace: str) -> MemcachedNamespaceManager:
         return MemcachedNamespaceManager(namespace, self)
 
     # generations --------------------------------------------------------------------------
     def read_generations(self, names: list[str]) -> list[int]:
-        """Current values of the named counters, creating missing ones.
-
-        A missing counter (never set, or evicted) starts at the current time in milliseconds, so a
-        counter lost to eviction never comes back to a value that older keys used.
-        """
-        client = self.client
-        found = client.get_many(names)
-        values = []
-        for name in names:
-            raw = found.get(name)
-            if raw is None:
-                client.add(name, str(time.time_ns() // 1_000_000).encode(), noreply=False)
-                raw = client.get(name)
-            values.append(int(raw))
-        return values
+        """Current values of the named counters (see :class:`.memcached_nodes.Nodes`)."""
+        return self.nodes.read_generations(names)
 
     def bump(self, name: str) -> None:
-        client = self.client
-        if client.incr(name, 1, noreply=False) is None:
-            self.read_generations([name])
-            client.incr(name, 1, noreply=False)
-        self.cleared_at = time.monotonic()
+        self.cleared_at = time.monotonic()  # this process re-reads its counters at once
+        self.nodes.bump(name)
 
     def clear(self) -> None:
         self.bump(self.generation_key)
@@ -174,42 +149,37 @@ class MemcachedStore(Store):
 
     def close(self) -> None:
         super().close()
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            try:
-                client.close()
-            except Exception:
-                pass
-        self._local = threading.local()
+        self.nodes.close()
 
     def after_fork(self) -> None:
         """A forked child never uses its parent's sockets (their replies would interleave)."""
         super().after_fork()
-        self._clients = []
-        self._clients_lock = threading.Lock()
-        self._local = threading.local()
+        self.nodes = Nodes(self, self.servers)
+
+    def health(self) -> list[dict[str, Any]]:
+        """State of each server's breaker, without touching the network."""
+        return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
 class _AddLock:
-    """Creation lock across processes and hosts: memcached ``add`` of a lock key.
+    """Creation lock across processes and hosts: memcached ``add`` of a lock key on the entry's node.
 
     The key expires after ``lock_timeout`` seconds, so a holder that died frees it by itself.
     """
 
-    def __init__(self, store: MemcachedStore, name: str) -> None:
-        self.store, self.name = store, name
+    def __init__(self, store: MemcachedStore, node: Node, name: str) -> None:
+        self.store, self.node, self.name = store, node, name
 
     def acquire(self, timeout: float) -> bool:
         expire = max(1, math.ceil(self.store.lock_timeout))
 
         def add() -> bool:
-            return bool(self.store.client.add(self.name, b"1", expire=expire, noreply=False))
+            return bool(self.node.call("add", self.name, b"1", expire=expire, noreply=False))
 
         return poll(add, timeout, 0.005, 0.1)
 
     def release(self) -> None:
-        self.store.client.delete(self.name, noreply=False)
+        self.node.call("delete", self.name, noreply=False)
 
 
 class MemcachedNamespaceManager(Backend):
@@ -254,23 +224,36 @@ class MemcachedNamespaceManager(Backend):
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire = self.wire_key(key)
-        data = self.store.client.get(wire)
+        nodes = self.store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        pool = node.pool
+        client = pool.acquire()
+        try:
+            data = client.get(wire)
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        finally:
+            pool.release(client)
         if data is None:
             return None
         found = pickle.loads(data)
         if isinstance(found, _Chunked):
-            return self._get_chunks(wire, found)
+            return self._get_chunks(node, wire, found)
         return found
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         wire, store = self.wire_key(key), self.store
+        node = store.node_for(wire)
         expire = store.expire_arg(entry[1])
         data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         if len(data) > store.item_size:
-            entry = self._set_chunks(wire, data, expire)
-            data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+            head = self._set_chunks(node, wire, data, expire)
+            data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
         try:
-            store.client.set(wire, data, expire=expire, noreply=False)
+            node.call("set", wire, data, expire=expire, noreply=False)
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
@@ -279,34 +262,55 @@ class MemcachedNamespaceManager(Backend):
                 "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
             ) from exc
 
-    # values larger than one item: parts first, then the head that points at them -----------------
-    def _part_keys(self, wire: str, parts: int) -> list[str]:
-        stem = f"{self._ns}:#parts:{keyguard.digest(wire)}"
-        return [f"{stem}:{i}" for i in range(parts)]
+    # values larger than one item: parts first (on the head's node), then the head naming them ----
+    def _part_keys(self, wire: str, head: _Chunked) -> list[str]:
+        stem = f"{self._ns}:#parts:{keyguard.digest(wire)}:{head.token}"
+        return [f"{stem}:{i}" for i in range(head.parts)]
 
-    def _set_chunks(self, wire: str, data: bytes, expire: int) -> _Chunked:
+    def _set_chunks(self, node: Node, wire: str, data: bytes, expire: int) -> _Chunked:
         size = self.store.item_size
-        pieces = {
-            k: data[i * size : (i + 1) * size]
-            for i, k in enumerate(self._part_keys(wire, -(-len(data) // size)))
-        }
-        failed = self.store.client.set_many(pieces, expire=expire, noreply=False)
+        head = _Chunked(-(-len(data) // size), len(data), _checksum(data), secrets.token_hex(8))
+        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(self._part_keys(wire, head))}
+        failed = node.call("set_many", pieces, expire=expire, noreply=False)
         if failed:
             raise ValueError(f"region {self.store.region!r}: memcached did not store {len(failed)} parts")
-        return _Chunked(len(pieces), len(data), _checksum(data))
+        return head
 
-    def _get_chunks(self, wire: str, head: _Chunked) -> Entry | None:
-        names = self._part_keys(wire, head.parts)
-        found = self.store.client.get_many(names)
+    def _get_chunks(self, node: Node, wire: str, head: _Chunked) -> Entry | None:
+        names = self._part_keys(wire, head)
+        found = node.call("get_many", names)
         if len(found) != head.parts:
             return None  # a part was evicted: a miss, never a partial value
         data = b"".join(found[k] for k in names)
         if len(data) != head.size or _checksum(data) != head.digest:
-            return None  # parts of two concurrent writes mixed: a miss
+            return None
         return pickle.loads(data)
 
     def delete_entry(self, key: Hashable) -> None:
-        self.store.client.delete(self.wire_key(key), noreply=False)
+        """Delete ``key``'s entry; when that fails it is retried before the node serves reads again.
+
+        When not even the key can be built (no counter readable), the whole namespace is bumped.
+        """
+        try:
+            wire = self.wire_key(key)
+        except Exception:
+            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
+            raise
+        node = self.store.node_for(wire)
+        action = functools.partial(node.direct, "delete", wire, noreply=False)
+        if node.breaker.down:
+            node.defer(("delete", wire), action)
+            raise BackendUnavailable(node.unavailable)
+        try:
+            action()
+        except Exception:
+            node.defer(("delete", wire), action)
+            raise
+
+    def _defer_everywhere(self, key: Hashable, counter: str) -> None:
+        nodes = self.store.nodes
+        for node in nodes.all:
+            node.defer(key, functools.partial(nodes._bump_on, node, counter))
 
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)
@@ -314,4 +318,8 @@ class MemcachedNamespaceManager(Backend):
     def shared_lock(self, key: Hashable) -> _AddLock | None:
         if not self.store.distributed_lock:
             return None
-        return _AddLock(self.store, keyguard.guarded("lock", self.wire_key(key), MemcachedStore.key_limit))
+        wire = self.wire_key(key)
+        node = self.store.node_for(wire)
+        if node.breaker.down:
+            return None  # nothing to lock against: the value is computed here and not stored
+        return _AddLock(self.store, node, keyguard.guarded("lock", wire, MemcachedStore.key_limit))

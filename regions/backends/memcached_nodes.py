@@ -1,0 +1,221 @@
+"""The servers of a memcached region: one :class:`Node` per server, keys spread over them, and the
+generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
+
+* Each node has a bounded :class:`~regions.backends.pool.Pool` of pymemcache clients and a
+  :class:`~regions.health.Breaker`. A network failure marks the node down; its keys are then not
+  cached (reads miss, writes are skipped, no network wait) until a probe finds it answering.
+  They are never moved to another node: a value written elsewhere during the outage would outlive
+  invalidations made after the node returns.
+* Keys go to nodes by rendezvous hashing: each node scores ``blake2b(key)`` mixed with a seed of
+  its address; the highest score wins. Adding or removing a server moves only its share of keys.
+* Generation counters live on every node and are read as their maximum (lagging nodes are raised
+  to it), and each process never goes back to a lower value than one it has seen. A node that was
+  away while a counter was bumped is bumped when it returns, before any read reaches it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownCommandError
+
+from ..errors import BackendUnavailable
+from ..health import Breaker
+from .pool import Pool
+
+if TYPE_CHECKING:
+    from .memcached import MemcachedStore
+
+#: Failures that say the server (or the link to it) is not answering. A refusal of one value
+#: (``SERVER_ERROR object too large``) or bad input is not one.
+NETWORK_ERRORS = (OSError, MemcacheUnexpectedCloseError, MemcacheUnknownCommandError)
+_MASK = (1 << 64) - 1
+
+
+def _mix(value: int) -> int:
+    """A 64-bit finalizer (splitmix64): spreads the bits of ``value`` over the whole word."""
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK
+    return value ^ (value >> 31)
+
+
+def key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+class Node:
+    """One server: its pool of clients and its breaker."""
+
+    def __init__(self, store: MemcachedStore, server: tuple[str, int]) -> None:
+        self.server = server
+        self.label = f"{server[0]}:{server[1]}"
+        self.seed = key_hash(self.label)
+        self.store = store
+        name = f"cache region {store.region!r}: memcached {self.label}"
+        self.pool = Pool(self._client, store.max_connections, store.timeout, name)
+        # too many invalidations pending for this node: a region-wide clear stands for them all
+        overflow = lambda: store.nodes._bump_on(self, store.generation_key)  # noqa: E731
+        self.breaker = Breaker(name, self.probe, store.retry_interval, overflow=overflow)
+        self.unavailable = f"{name} is down; retrying every {store.retry_interval:g} s"
+
+    def _client(self) -> Client:
+        store = self.store
+        return Client(
+            self.server, connect_timeout=store.connect_timeout, timeout=store.timeout, no_delay=True
+        )
+
+    @property
+    def down(self) -> bool:
+        return self.breaker.down
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(...)`` on a pooled client; a network failure marks the node down."""
+        if self.breaker.down:
+            raise BackendUnavailable(self.unavailable)
+        return self.direct(method, *args, **kwargs)
+
+    def direct(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` even while the node is down (the probe and the replays use it)."""
+        pool = self.pool
+        client = pool.acquire()
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except NETWORK_ERRORS as exc:
+            self.breaker.trip(exc)
+            raise
+        finally:
+            pool.release(client)
+
+    def probe(self) -> None:
+        """Raise unless the server answers, on a connection of its own (pooled ones may be stuck)."""
+        client = self._client()
+        try:
+            client.version()
+        finally:
+            client.close()
+
+    def defer(self, key: Any, action: Callable[[], Any]) -> None:
+        self.breaker.defer(key, action)
+
+    def close(self) -> None:
+        self.breaker.close()
+        self.pool.close()
+
+
+class Nodes:
+    """The region's nodes, the key -> node map, and the generation counters kept on all of them."""
+
+    def __init__(self, store: MemcachedStore, servers: list[tuple[str, int]]) -> None:
+        self.store = store
+        self.all = [Node(store, server) for server in servers]
+        #: The node of every key when there is only one (the common case: no hashing).
+        self.single: Node | None = self.all[0] if len(self.all) == 1 else None
+        #: The highest value of each counter this process has read or written.
+        self.seen: dict[str, int] = {}
+
+    def node_for(self, key: str) -> Node:
+        if self.single is not None:
+            return self.single
+        h = key_hash(key)
+        return max(self.all, key=lambda node: _mix(h ^ node.seed))
+
+    def live(self) -> list[Node]:
+        nodes = [node for node in self.all if not node.breaker.down]
+        if not nodes:
+            raise BackendUnavailable(self.all[0].unavailable if self.single else self._all_down())
+        return nodes
+
+    def _all_down(self) -> str:
+        return f"cache region {self.store.region!r}: every memcached server is down"
+
+    # generation counters -----------------------------------------------------------------------
+    def read_generations(self, names: list[str], _create: bool = True) -> list[int]:
+        """The current value of each counter: the maximum over the live nodes (created if missing)."""
+        found: list[tuple[Node, dict[str, int]]] = []
+        failure: Exception | None = None
+        for node in self.live():
+            try:
+                raw = node.call("get_many", names)
+            except Exception as exc:
+                failure = exc
+                continue
+            found.append((node, {k: n for k, v in raw.items() if (n := _as_int(v)) is not None}))
+        if not found:
+            raise failure or BackendUnavailable(self._all_down())
+        missing = [name for name in names if not any(name in v for _, v in found)]
+        if missing and _create:  # new, or evicted everywhere: start at the time in ms, above any
+            start = str(time.time_ns() // 1_000_000).encode()  # value used before; read back what
+            for node, _ in found:  # won (another process may have added its own first)
+                for name in missing:
+                    self._try(node, "add", name, start, noreply=False)
+            return self.read_generations(names, _create=False)
+        values = []
+        for name in names:
+            top = max((v[name] for _, v in found if name in v), default=time.time_ns() // 1_000_000)
+            top = max(top, self.seen.get(name, 0))
+            for node, got in found:
+                if got.get(name) != top:
+                    self._raise_to(node, name, top, got.get(name))
+            self.seen[name] = top
+            values.append(top)
+        return values
+
+    def _raise_to(self, node: Node, name: str, value: int, current: int | None) -> None:
+        if current is None:
+            self._try(node, "add", name, str(value).encode(), noreply=False)
+        elif current < value:
+            self._try(node, "incr", name, value - current, noreply=False)
+
+    @staticmethod
+    def _try(node: Node, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            node.call(method, *args, **kwargs)
+        except Exception:
+            pass  # the node is marked down; the maximum is taken again on the next read
+
+    def bump(self, name: str) -> None:
+        """Increase counter ``name`` on every node; nodes that are down get it when they return.
+
+        Raises when no node took it (the invalidation is then in force for nobody yet).
+        """
+        reached = 0
+        failure: Exception | None = None
+        for node in self.all:
+            action = functools.partial(self._bump_on, node, name)
+            if node.breaker.down:
+                node.defer(("bump", name), action)
+                continue
+            try:
+                action()
+                reached += 1
+            except Exception as exc:
+                failure = exc
+                node.defer(("bump", name), action)
+        if not reached:
+            raise failure or BackendUnavailable(self._all_down())
+
+    def _bump_on(self, node: Node, name: str) -> None:
+        value = node.direct("incr", name, 1, noreply=False)
+        if value is None:  # missing here: one above the highest value known
+            value = max(self.seen.get(name, 0), time.time_ns() // 1_000_000) + 1
+            if not node.direct("add", name, str(value).encode(), noreply=False):
+                value = node.direct("incr", name, 1, noreply=False) or value
+        value = _as_int(value)
+        if value is not None and value > self.seen.get(name, 0):
+            self.seen[name] = value
+
+    def close(self) -> None:
+        for node in self.all:
+            node.close()
+
+
+def _as_int(raw: Any) -> int | None:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
