@@ -42,7 +42,7 @@ class CachedFunction(Protocol[P, R]):
     def __get__(self, obj: object, objtype: type | None = None) -> Callable[..., R]: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Hashable | None: ...
     def invalidate_all(self) -> Any: ...
 
 
@@ -184,31 +184,41 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
             func(*args, **kwargs)  # raises the TypeError for a call that does not fit
             raise
 
-    def invalidate(*args: Any, **kwargs: Any) -> None:
-        """Forget the entry for these arguments."""
+    def invalidate(*args: Any, **kwargs: Any) -> bool:
+        """Forget the entry for these arguments; ``False`` when the backend was not reached."""
         b, key = _key(args, kwargs)
-        b.region.remove(b.ns, key)
+        return b.region.remove(b.ns, key)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
-        """Call the function now, store its result for these arguments and return it."""
+        """Call the function now, store its result for these arguments and return it.
+
+        When the store fails, the old entry is invalidated instead (never served again)."""
         b, key = _key(args, kwargs)
         value = func(*args, **kwargs)
         if b.region.active:
-            b.region.store_entry(b.ns, key, value, b.ttl)
+            b.region.store_entry(b.ns, key, value, b.ttl, replacing=True)
         return value
 
-    def cache_key(*args: Any, **kwargs: Any) -> Hashable:
-        """The key for these arguments, exactly as the backend sees it."""
+    def cache_key(*args: Any, **kwargs: Any) -> Hashable | None:
+        """The key for these arguments, exactly as the backend sees it (``None`` while the
+        backend cannot be asked for the generation counters that are part of it)."""
         b, key = _key(args, kwargs)
-        return b.ns.wire_key(key)
+        try:
+            return b.ns.wire_key(key)
+        except Exception as exc:
+            b.region.failed("cache_key", exc)
+            return None
 
-    def invalidate_all() -> None:
-        """Forget every entry of this function in its region."""
+    def invalidate_all() -> bool:
+        """Forget every entry of this function in its region; ``False`` when the backend was not
+        reached (a memcached region retries it before serving reads from that server again)."""
         b = binding.current()
         try:
             b.ns.do_remove()
+            return True
         except Exception as exc:
             b.region.failed("invalidate_all", exc)
+            return False
 
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.refresh = refresh  # type: ignore[attr-defined]
@@ -231,10 +241,10 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
             b.ns, key, functools.partial(func, *args, **kwargs), b.ttl
         )
 
-    async def invalidate(*args: Any, **kwargs: Any) -> None:
-        """Forget the entry for these arguments."""
+    async def invalidate(*args: Any, **kwargs: Any) -> bool:
+        """Forget the entry for these arguments; ``False`` when the backend was not reached."""
         b = binding.current()
-        await b.region.engine.call_io(sync.invalidate, *args, **kwargs)  # type: ignore[attr-defined]
+        return await b.region.engine.call_io(sync.invalidate, *args, **kwargs)  # type: ignore[attr-defined]
 
     async def refresh(*args: Any, **kwargs: Any) -> Any:
         """Await the function now, store its result for these arguments and return it."""
@@ -245,13 +255,14 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
             return await func(*args, **kwargs)
         value = await func(*args, **kwargs)
         if b.region.active:
-            await b.region.engine.call_io(b.region.store_entry, b.ns, key, value, b.ttl)
+            store = functools.partial(b.region.store_entry, replacing=True)
+            await b.region.engine.call_io(store, b.ns, key, value, b.ttl)
         return value
 
-    async def invalidate_all() -> None:
-        """Forget every entry of this function in its region."""
+    async def invalidate_all() -> bool:
+        """Forget every entry of this function in its region; ``False`` when the backend was not reached."""
         b = binding.current()
-        await b.region.engine.call_io(sync.invalidate_all)  # type: ignore[attr-defined]
+        return await b.region.engine.call_io(sync.invalidate_all)  # type: ignore[attr-defined]
 
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.refresh = refresh  # type: ignore[attr-defined]

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 from . import keys
 from .api import Backend, Entry, Store, make_entry
 from .engine import Engine
+from .errors import BackendUnavailable
+from .health import LOG_EVERY, Throttle
 
 log = logging.getLogger("regions")
 T = TypeVar("T")
@@ -27,8 +29,7 @@ DEFAULT: Any = _Default()
 #: Namespace of keys set directly on a region (``region.set(...)``): module names never start
 #: with ``~``; the region's identity, part of every namespace, keeps regions apart.
 DIRECT = "~"
-#: Seconds between two log lines about one region's failures (the first is logged at once).
-LOG_EVERY = 10.0
+__all__ = ["DEFAULT", "LOG_EVERY", "Region", "Stats", "identity"]
 
 
 def identity(key_prefix: str, name: str) -> str:
@@ -40,24 +41,27 @@ class Stats:
     """Counters of one region. Plain integers: exact in one thread, approximate under contention."""
 
     __slots__ = (
-        "hits", "misses", "stale", "errors", "rejected", "sets", "lock_timeouts", "calls", "time_spent"
+        "hits", "misses", "stale", "errors", "unavailable", "rejected", "sets", "lock_timeouts", "calls",
+        "time_spent",
     )
 
     def __init__(self) -> None:
         self.hits = self.misses = self.stale = self.errors = self.rejected = self.sets = 0
-        self.lock_timeouts = self.calls = 0
+        self.unavailable = self.lock_timeouts = self.calls = 0
         self.time_spent = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """``hits`` count values served without computing (``stale`` ones included); ``misses``
-        count computations; ``rejected`` malformed entries read as misses; ``lock_timeouts`` waits
-        for another caller that reached ``lock_timeout``."""
+        count computations; ``errors`` backend calls that failed; ``unavailable`` backend calls
+        skipped because the server was marked down; ``rejected`` malformed entries read as misses;
+        ``lock_timeouts`` waits for another caller that reached ``lock_timeout``."""
         looked_up = self.hits + self.misses
         return {
             "hits": self.hits,
             "misses": self.misses,
             "stale": self.stale,
             "errors": self.errors,
+            "unavailable": self.unavailable,
             "rejected": self.rejected,
             "lock_timeouts": self.lock_timeouts,
             "sets": self.sets,
@@ -95,8 +99,7 @@ class Region:
         self._namespaces: dict[str, Backend] = {}
         self._namespaces_lock = threading.Lock()
         self.engine = Engine(self)
-        self._logged_at = -LOG_EVERY
-        self._unlogged = 0
+        self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
 
     def __repr__(self) -> str:
         return f"<Region {self.name!r} backend={self.backend!r} timeout={self.timeout!r}>"
@@ -127,26 +130,28 @@ class Region:
 
     # errors ----------------------------------------------------------------------------------
     def failed(self, operation: str, exc: BaseException) -> None:
-        """Count and log a backend failure; re-raise it when the region's ``raise_errors`` is set."""
-        self.stats_.errors += 1
+        """Count and log a backend failure; re-raise it when the region's ``raise_errors`` is set.
+
+        A call skipped because its server is marked down counts as ``unavailable``; the breaker
+        logs the outage itself (:mod:`regions.health`).
+        """
+        if isinstance(exc, BackendUnavailable):
+            self.stats_.unavailable += 1
+        else:
+            self.stats_.errors += 1
         if self.raise_errors:
             raise exc
-        self._log("%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc)
+        if not isinstance(exc, BackendUnavailable):
+            self._throttle.warning(
+                "%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc
+            )
 
-    def _log(self, message: str, *args: Any) -> None:
-        """Log the first problem at once, then at most one line per ``LOG_EVERY`` seconds."""
-        now = time.monotonic()
-        if now - self._logged_at < LOG_EVERY:
-            self._unlogged += 1
-            return
-        more, self._unlogged, self._logged_at = self._unlogged, 0, now
-        suffix = f" ({more} more problem(s) since the last report)" if more else ""
-        log.warning("cache region %r (%s): " + message + suffix, self.name, self.backend, *args)
-
-    def reject(self, ns: Backend, key: Hashable, entry: Any) -> None:
+    def reject(self, key: Hashable, entry: Any) -> None:
         """Count and log a stored entry that is not an entry: it is read as a miss and rewritten."""
         self.stats_.rejected += 1
-        self._log("rejected a malformed entry (%s) for %r; recomputing it", type(entry).__name__, key)
+        self._throttle.warning(
+            "rejected a malformed entry (%s) for %r; recomputing it", type(entry).__name__, key
+        )
 
     def _timed(self, call: Callable[..., T], *args: Any) -> T:
         if not self.store.timed:
@@ -185,24 +190,35 @@ class Region:
             ttl = entry[1]
             fresh = ttl is None or entry[0] + ttl > time.time()
         except TypeError:  # not an entry, or stored_at / ttl are not numbers
-            self.reject(ns, key, entry)
+            self.reject(key, entry)
             return None, False
         if fresh:
             stats.hits += 1
         return entry, fresh
 
-    def store_entry(self, ns: Backend, key: Hashable, value: Any, ttl: float | None) -> None:
+    def store_entry(
+        self, ns: Backend, key: Hashable, value: Any, ttl: float | None, *, replacing: bool = False
+    ) -> bool:
+        """Store ``value``. ``replacing``: the stored value must not survive a failed write (a
+        refresh), so the entry is then removed, or that removal retried (:meth:`remove`)."""
         try:
             self._timed(ns.set_entry, key, make_entry(value, ttl))
             self.stats_.sets += 1
+            return True
         except Exception as exc:
             self.failed("set", exc)
+        if replacing:
+            self.remove(ns, key)
+        return False
 
-    def remove(self, ns: Backend, key: Hashable) -> None:
+    def remove(self, ns: Backend, key: Hashable) -> bool:
+        """Delete an entry; ``False`` when that did not reach the backend (retried where it can be)."""
         try:
             self._timed(ns.delete_entry, key)
+            return True
         except Exception as exc:
             self.failed("delete", exc)
+            return False
 
     # direct API -----------------------------------------------------------------------------
     def _direct_key(self, key: Any) -> tuple[Backend, Hashable]:
@@ -223,21 +239,28 @@ class Region:
         ns, k = self._direct_key(key)
         self.store_entry(ns, k, value, self.ttl(timeout))
 
-    def delete(self, key: Any) -> None:
+    def delete(self, key: Any) -> bool:
+        """Delete ``key``; ``False`` when the backend could not be reached (the delete is retried)."""
         ns, k = self._direct_key(key)
-        self.remove(ns, k)
+        return self.remove(ns, k)
 
     def get_or_create(self, key: Any, creator: Callable[[], T], timeout: Any = DEFAULT) -> T:
         """The value under ``key``; computed once by ``creator()`` when missing (:mod:`regions.engine`)."""
         ns, k = self._direct_key(key)
         return self.engine.get_or_create(ns, k, creator, self.ttl(timeout))
 
-    def clear(self) -> None:
-        """Drop every entry of this region (and nothing else on a shared server or folder)."""
+    def clear(self) -> bool:
+        """Drop every entry of this region (and nothing else on a shared server or folder).
+
+        ``False`` when the backend could not be reached; a memcached region then retries the clear
+        before it serves any read from that server again.
+        """
         try:
             self._timed(self.store.clear)
+            return True
         except Exception as exc:
             self.failed("clear", exc)
+            return False
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses, errors, sets, hit rate, time spent in the backend and mean latency."""
