@@ -47,6 +47,7 @@ class Breaker:
 
     ``probe()`` raises unless the server answers. ``overflow()`` is the action that stands for every
     pending invalidation when more than :data:`MAX_PENDING` pile up (a region-wide clear).
+    ``on_down()`` runs when the server is marked down (drop connections that may be stuck or dead).
     """
 
     def __init__(
@@ -55,9 +56,11 @@ class Breaker:
         probe: Callable[[], Any],
         retry_interval: float,
         overflow: Callable[[], Any] | None = None,
+        on_down: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
         self.probe = probe
+        self.on_down = on_down
         self.retry_interval = retry_interval
         self.overflow = overflow
         #: Read on every call: a plain attribute.
@@ -85,6 +88,11 @@ class Breaker:
             "%s is down (%s: %s); its keys are not cached until it answers (probing every %g s)",
             self.name, type(exc).__name__, exc, self.retry_interval,
         )
+        if self.on_down is not None:
+            try:
+                self.on_down()
+            except Exception:
+                pass
         thread.start()
 
     def defer(self, key: Hashable, action: Callable[[], Any]) -> None:

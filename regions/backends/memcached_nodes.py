@@ -60,7 +60,9 @@ class Node:
         self.pool = Pool(self._client, store.max_connections, store.timeout, name)
         # too many invalidations pending for this node: a region-wide clear stands for them all
         overflow = lambda: store.nodes._bump_on(self, store.generation_key)  # noqa: E731
-        self.breaker = Breaker(name, self.probe, store.retry_interval, overflow=overflow)
+        self.breaker = Breaker(
+            name, self.probe, store.retry_interval, overflow=overflow, on_down=self.pool.disconnect
+        )
         self.unavailable = f"{name} is down; retrying every {store.retry_interval:g} s"
 
     def _client(self) -> Client:

@@ -85,8 +85,17 @@ class Pool:
         finally:
             self.release(conn)
 
+    def disconnect(self) -> None:
+        """Close the sockets of the idle connections (they reconnect on next use): after the
+        server was restarted, each would otherwise fail once."""
+        for conn in list(self.idle):
+            try:
+                conn.close()
+            except Exception:
+                pass
+
     def close(self) -> None:
-        """Close every idle connection (busy ones are closed by :meth:`release` callers' owners)."""
+        """Close and drop every idle connection (one in use is closed when its process ends)."""
         while True:
             try:
                 conn = self.idle.pop()

@@ -223,3 +223,14 @@ def test_manage_py_regions_with_memcached_down_falls_back(tmp_path: Any) -> None
     assert rows(done.stdout)["functions"][1:3] == ["memory", "in-process"]
     assert f"memcached at {dead} is not answering" in done.stdout
     assert f"memcached at {dead} is not answering" in done.stderr, "logged as a warning too"
+
+
+def test_clear_that_cannot_reach_memcached_fails_loudly(settings: Any) -> None:
+    """The command's process ends at once: a clear it could not make must not look made."""
+    dead = f"127.0.0.1:{free_port()}"
+    settings.CACHE_REGIONS = {
+        "functions": {"BACKEND": "memcached", "LOCATION": dead, "OPTIONS": {"connect_timeout": 0.3}}
+    }
+    with pytest.raises(CommandError, match="could not clear 'functions'") as info:
+        run("clear", "functions")
+    assert "run the command again" in str(info.value)

@@ -66,9 +66,17 @@ class Command(BaseCommand):
         if not names:
             raise CommandError(f"name the region(s) to clear; configured: {', '.join(manager)}")
         _check_names(manager, names)
+        failed = []
         for name in dict.fromkeys(names):
-            manager[name].clear()
-            self.stdout.write(self.style.SUCCESS(f"cleared region {name!r}"))
+            if manager[name].clear():
+                self.stdout.write(self.style.SUCCESS(f"cleared region {name!r}"))
+            else:
+                failed.append(name)
+        if failed:  # this process ends now: nobody would retry the clear
+            raise CommandError(
+                f"could not clear {', '.join(map(repr, failed))}: the backend did not answer "
+                "(see the log above); run the command again when it does"
+            )
 
     def _cull(self, manager: Any, names: list[str]) -> None:
         """Cull the named file regions, or every file region; other backends expire entries themselves."""
