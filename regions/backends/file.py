@@ -8,6 +8,8 @@ namespace, a digest collision or a copied file, is a miss; an expired one is dro
 reading its value), and then the value, streamed to and from disk (pickle protocol 5 writes and
 reads big buffers directly, without a second copy in memory). Writes go to a ``.tmp-*`` file in
 the same folder, then ``os.replace``: readers see the old entry or the new one, never half of one.
+A write that fails (a full disk, a read-only folder) removes its temporary file and raises, for the
+region to count; on a read-only folder an expired entry that cannot be removed is still a miss.
 With ``fsync``, the entry and then its folder are fsynced before the write returns. A hit is one
 ``open`` and two ``pickle.load`` calls.
 
@@ -24,6 +26,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Hashable, Iterator
@@ -173,7 +176,7 @@ class FileNamespaceManager(Backend):
             if stored_key != text or namespace != self.namespace:  # another entry's file: a miss
                 return None
             if ttl is not None and stored_at + ttl + self.store.stale <= time.time():
-                _unlink(path)
+                _discard(path)  # best effort: a folder that is read-only keeps it, still a miss
                 return None
             return (stored_at, ttl, pickle.load(f))
 
@@ -207,7 +210,7 @@ class FileNamespaceManager(Backend):
             if store.fsync:
                 _fsync_folder(folder)
         except BaseException:
-            _unlink(tmp)
+            _discard(tmp)  # a failure to clean up must not hide the failure itself
             raise
         store.wrote(new_file, size - old_size)
 
@@ -215,7 +218,19 @@ class FileNamespaceManager(Backend):
         _unlink(self._path(str(key)))
 
     def do_remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove this namespace's folder; raises the first failure (files already gone are none)."""
+        failures: list[BaseException] = []
+
+        def note(exc: BaseException) -> None:
+            if not isinstance(exc, FileNotFoundError):
+                failures.append(exc)
+
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(self.folder, onexc=lambda _f, _p, exc: note(exc))
+        else:
+            shutil.rmtree(self.folder, onerror=lambda _f, _p, info: note(info[1]))
+        if failures:
+            raise failures[0]
 
     def keys(self) -> list[Any]:
         found = []
@@ -276,3 +291,10 @@ def _unlink(path: str | Path) -> None:
     except FileNotFoundError:
         pass
 
+
+def _discard(path: str) -> None:
+    """Remove ``path`` if it can be: cleaning up after a failure must not hide that failure."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
