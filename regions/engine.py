@@ -58,12 +58,14 @@ class Engine:
             self.region.failed("lock", exc)
             return None
 
-    def _try_lock(self, lock: SharedLock, timeout: float) -> bool:
+    def _try_lock(self, lock: SharedLock, timeout: float) -> bool | None:
+        """``True``: held; ``False``: another holder kept it past ``timeout``; ``None``: the lock
+        itself failed (counted as an error, not as a lock timeout)."""
         try:
             return lock.acquire(timeout)
         except Exception as exc:
             self.region.failed("lock", exc)
-            return False
+            return None
 
     def _unlock(self, lock: SharedLock) -> None:
         try:
@@ -150,15 +152,16 @@ class Engine:
             shared = self._shared_lock(ns, key)
             if shared is not None:
                 if self._servable(entry):
-                    held = self._try_lock(shared, 0)
+                    held = bool(self._try_lock(shared, 0))
                     if not held:  # another process computes: serve the expired value meanwhile
                         value = self._stale(entry)  # type: ignore[arg-type]
                         flight.future.set_result(value)
                         return value
                 else:
-                    held = self._try_lock(shared, max(0.0, deadline - _monotonic()))
-                    if not held:
+                    got = self._try_lock(shared, max(0.0, deadline - _monotonic()))
+                    if got is False:
                         region.stats_.lock_timeouts += 1
+                    held = bool(got)
                 entry, fresh = region.read(ns, key)
                 if fresh:
                     flight.future.set_result(entry[2])  # type: ignore[index]
@@ -255,14 +258,15 @@ class Engine:
             shared = await self.call_io(self._shared_lock, ns, key)
             if shared is not None:
                 if self._servable(entry):
-                    held = await self.call_io(self._try_lock, shared, 0)
+                    held = bool(await self.call_io(self._try_lock, shared, 0))
                     if not held:
                         future.set_result(self._stale(entry))  # type: ignore[arg-type]
                         return
                 else:
-                    held = await self._apoll(shared, deadline)
-                    if not held:
+                    got = await self._apoll(shared, deadline)
+                    if got is False:
                         region.stats_.lock_timeouts += 1
+                    held = bool(got)
                 entry, fresh = await self.call_io(region.read, ns, key)
                 if fresh:
                     future.set_result(entry[2])  # type: ignore[index]
@@ -281,12 +285,13 @@ class Engine:
                 self._release_later(shared)  # type: ignore[arg-type]
             FLIGHTS.land(token, flight)
 
-    async def _apoll(self, lock: SharedLock, deadline: float) -> bool:
+    async def _apoll(self, lock: SharedLock, deadline: float) -> bool | None:
         """Wait for a shared lock without blocking the loop or holding an I/O thread for long."""
         pause = 0.005
         while True:
-            if await self.call_io(self._try_lock, lock, 0):
-                return True
+            got = await self.call_io(self._try_lock, lock, 0)
+            if got is not False:
+                return got
             left = deadline - _monotonic()
             if left <= 0:
                 return False
