@@ -126,6 +126,13 @@ def _check_options(name: str, cls: type[Store], options: Any) -> list[Problem]:
     schema = {**COMMON_OPTIONS, **cls.options_schema}
     problems = []
     for option, value in options.items():
+        retired = getattr(cls, "retired_options", {}).get(option)
+        if retired is not None:
+            problems.append(
+                Problem("E005", name, f"OPTIONS.{option}",
+                        f"region {name!r}: option {option!r} is gone", retired)
+            )
+            continue
         if option not in schema:
             known = ", ".join(sorted(schema))
             problems.append(

@@ -316,3 +316,10 @@ def test_awkward_keys_cache_on_the_server(key, quiet_config, make_manager, memca
     region.set(key, "value")
     assert region.get(key) == "value"
     assert region.get(key + "!", MISSING) is MISSING
+
+
+def test_retired_option_names_its_replacement(dead_address):
+    with pytest.raises(regions.ConfigurationError, match="'dead_timeout' is gone.*retry_interval") as info:
+        regions.CacheManager({"mc": {"BACKEND": "memcached", "LOCATION": dead_address,
+                                     "OPTIONS": {"dead_timeout": 3}}})
+    assert info.value.region == "mc" and info.value.option == "OPTIONS.dead_timeout"

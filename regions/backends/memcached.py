@@ -83,6 +83,11 @@ class MemcachedStore(Store):
         "item_size": ((int,), 1_000_000, "largest value stored as one item; larger ones are split"),
     }
 
+    retired_options = {
+        "dead_timeout": "remove it: a server that fails is now skipped until a probe finds it "
+        "answering, every retry_interval seconds (default 1)",
+    }
+
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
         super().__init__(region, location, options, **kwargs)
         self.servers = parse_servers(location)
