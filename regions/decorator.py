@@ -213,6 +213,7 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         """Forget every entry of this function in its region; ``False`` when the backend was not
         reached (a memcached region retries it before serving reads from that server again)."""
         b = binding.current()
+        b.region.invalidations += 1
         try:
             b.ns.do_remove()
             return True

@@ -11,7 +11,8 @@ One protocol for threads and coroutines, per region:
    of this region finished meanwhile, or the backend is shared with other processes), takes the
    backend's cross-process :meth:`~regions.api.Backend.shared_lock` with the same deadline (or
    serves the stale value when another process holds it), re-reads once more, **computes**,
-   **stores**, and hands the value (or the exception) to every caller that joined.
+   **stores** (unless this process invalidated something of the region meanwhile: the value may
+   rest on replaced data), and hands the value (or the exception) to every caller that joined.
 
 Coroutines follow the same steps. Their backend calls run on the store's I/O threads, never on the
 event loop, and the computation runs in a task of its own: a caller cancelled while waiting leaves
@@ -123,9 +124,12 @@ class Engine:
             return value
 
     def _compute(self, ns: Backend, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
-        self.region.stats_.misses += 1
+        region = self.region
+        region.stats_.misses += 1
+        mark = region.invalidations
         value = creator()
-        self.region.store_entry(ns, key, value, ttl)
+        if region.invalidations == mark:  # else it may rest on data an invalidation replaced
+            region.store_entry(ns, key, value, ttl)
         return value
 
     def _lead(
@@ -213,8 +217,10 @@ class Engine:
                 FLIGHTS.leave(flight)
                 region.stats_.lock_timeouts += 1
                 region.stats_.misses += 1
+                mark = region.invalidations
                 value = await creator()
-                await self.call_io(region.store_entry, ns, key, value, ttl)
+                if region.invalidations == mark:
+                    await self.call_io(region.store_entry, ns, key, value, ttl)
                 return value
             except asyncio.CancelledError:
                 left = FLIGHTS.leave(flight)
@@ -272,8 +278,10 @@ class Engine:
                     future.set_result(entry[2])  # type: ignore[index]
                     return
             region.stats_.misses += 1
+            mark = region.invalidations
             value = await creator()
-            await self.call_io(region.store_entry, ns, key, value, ttl)
+            if region.invalidations == mark:
+                await self.call_io(region.store_entry, ns, key, value, ttl)
             future.set_result(value)
         except asyncio.CancelledError:
             future.cancel()

@@ -99,6 +99,8 @@ class Region:
         self._namespaces: dict[str, Backend] = {}
         self._namespaces_lock = threading.Lock()
         self.engine = Engine(self)
+        #: Invalidations made in this process: a computation that saw it change does not store.
+        self.invalidations = 0
         self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
 
     def __repr__(self) -> str:
@@ -201,6 +203,8 @@ class Region:
     ) -> bool:
         """Store ``value``. ``replacing``: the stored value must not survive a failed write (a
         refresh), so the entry is then removed, or that removal retried (:meth:`remove`)."""
+        if replacing:
+            self.invalidations += 1  # a computation under way must not overwrite this value
         try:
             self._timed(ns.set_entry, key, make_entry(value, ttl))
             self.stats_.sets += 1
@@ -213,6 +217,7 @@ class Region:
 
     def remove(self, ns: Backend, key: Hashable) -> bool:
         """Delete an entry; ``False`` when that did not reach the backend (retried where it can be)."""
+        self.invalidations += 1
         try:
             self._timed(ns.delete_entry, key)
             return True
@@ -255,6 +260,7 @@ class Region:
         ``False`` when the backend could not be reached; a memcached region then retries the clear
         before it serves any read from that server again.
         """
+        self.invalidations += 1
         try:
             self._timed(self.store.clear)
             return True
