@@ -28,7 +28,7 @@ from pymemcache.exceptions import MemcacheServerError
 from .. import binding
 from ..api import Backend, Entry, Store, poll
 from ..errors import BackendUnavailable
-from . import keyguard
+from . import keyguard, memcached_get
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes
 
 _THIRTY_DAYS = 30 * 24 * 3600
@@ -236,7 +236,7 @@ class MemcachedNamespaceManager(Backend):
         pool = node.pool
         client = pool.acquire()
         try:
-            data = client.get(wire)
+            data = memcached_get.get(client, wire)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise

@@ -1,0 +1,88 @@
+"""The hit path's one round trip: ``get <key>`` on a pooled pymemcache client's socket.
+
+pymemcache's ``Client.get`` is general (many keys, key checks, prefixes, serde, ``gets``) and reads
+the reply a line at a time; a hit here needs one key that the key guard already made valid, and
+one ``recv`` usually holds the whole reply. Reading it in one piece halves the time of a hit on a
+loopback server (``benchmarks/run.py``). Everything else (sets, counters, ``get_many``) stays with
+pymemcache, which also makes the connection: a client not yet connected does its first ``get``
+through pymemcache itself.
+
+A reply that is not exactly ``VALUE <key> <flags> <bytes>\\r\\n<data>\\r\\nEND\\r\\n`` or
+``END\\r\\n`` raises and closes the socket, as pymemcache does on any error, so a connection is
+never left with unread bytes that the next command would take for its own reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymemcache.exceptions import (
+    MemcacheClientError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
+)
+
+_RECV = 65536
+_END = b"END\r\n"
+_TAIL = b"\r\nEND\r\n"
+
+
+def get(client: Any, key: str) -> bytes | None:
+    """The value stored under ``key`` (a valid memcached key), or ``None``."""
+    sock = client.sock
+    if sock is None:
+        return client.get(key)  # connects (pymemcache owns the connection settings)
+    try:
+        raw = key.encode()
+        sock.sendall(b"get " + raw + b"\r\n")
+        buf = sock.recv(_RECV)
+        end = buf.find(b"\r\n")
+        while end < 0:
+            more = sock.recv(_RECV)
+            if not more:
+                raise MemcacheUnexpectedCloseError()
+            buf += more
+            end = buf.find(b"\r\n")
+        if end == 3 and buf == _END:
+            return None
+        head = buf[:end].split(b" ")
+        if head[0] != b"VALUE" or len(head) < 4 or head[1] != raw:
+            _refused(buf[:end])
+        size = int(head[3])
+        start = end + 2
+        need = start + size + 7
+        if len(buf) < need:
+            buf = _read_rest(sock, buf, need)
+        if len(buf) != need or buf[start + size : need] != _TAIL:
+            raise MemcacheUnexpectedCloseError()  # not the reply to our command: drop the socket
+        return buf[start : start + size]
+    except BaseException:
+        client.close()
+        raise
+
+
+def _read_rest(sock: Any, buf: bytes, need: int) -> bytes:
+    """Receive a large value into one buffer (no quadratic concatenation)."""
+    out = bytearray(need)
+    out[: len(buf)] = buf
+    view = memoryview(out)
+    got = len(buf)
+    while got < need:
+        n = sock.recv_into(view[got:], need - got)
+        if not n:
+            raise MemcacheUnexpectedCloseError()
+        got += n
+    return bytes(out)
+
+
+def _refused(line: bytes) -> None:
+    """Raise what pymemcache raises for an error line (``ERROR``, ``CLIENT_ERROR``, ...)."""
+    text = line.decode("ascii", "replace")
+    if line.startswith(b"SERVER_ERROR"):
+        raise MemcacheServerError(text)
+    if line.startswith(b"CLIENT_ERROR"):
+        raise MemcacheClientError(text)
+    if line.startswith(b"ERROR"):
+        raise MemcacheUnknownCommandError(text)
+    raise MemcacheUnexpectedCloseError()

@@ -1,0 +1,83 @@
+"""The hit path's own GET (regions/backends/memcached_get.py) against a real memcached: values of
+every size, misses, error replies and a connection left in a bad state."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+from regions.backends import memcached_get
+
+
+@pytest.fixture
+def client(memcached_server):
+    host, port = memcached_server.rsplit(":", 1)
+    c = Client((host, int(port)), connect_timeout=2, timeout=2, no_delay=True)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 65_529, 65_536, 200_000, 1_000_000])
+def test_values_of_every_size_come_back_whole(client, size):
+    key = f"get-{size}-{os.getpid()}"
+    value = os.urandom(size)
+    client.set(key, value, noreply=False)
+    client.get("warm-up")  # connected: the lean path is taken
+    assert client.sock is not None
+    assert memcached_get.get(client, key) == value
+    assert memcached_get.get(client, key) == value  # and the connection is still in step
+    assert client.get(key) == value
+
+
+def test_a_miss_is_none_and_a_first_call_connects(client):
+    assert client.sock is None
+    assert memcached_get.get(client, "never-set-key") is None  # through pymemcache: connects
+    assert client.sock is not None
+    assert memcached_get.get(client, "never-set-key") is None
+
+
+def test_values_containing_the_protocol_framing(client):
+    value = b"END\r\nVALUE x 0 3\r\nabc\r\nEND\r\n"
+    client.set("framing", value, noreply=False)
+    client.get("warm-up")
+    assert memcached_get.get(client, "framing") == value
+
+
+def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
+    """Bytes nobody asked for (here: a reply to a command sent behind the client's back) are never
+    taken for the value: the call raises and the socket is dropped, then the next call reconnects."""
+    client.set("step", b"value", noreply=False)
+    client.get("warm-up")
+    client.sock.sendall(b"version\r\n")  # its reply arrives before the GET's
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        memcached_get.get(client, "step")
+    assert client.sock is None
+    assert memcached_get.get(client, "step") == b"value"  # reconnected by pymemcache
+
+
+def test_a_server_that_closes_raises_a_network_error(memcached_factory):
+    server = memcached_factory()
+    host, port = server.address.rsplit(":", 1)
+    c = Client((host, int(port)), connect_timeout=1, timeout=1)
+    c.set("k", b"v", noreply=False)
+    assert memcached_get.get(c, "k") == b"v"
+    server.stop()
+    with pytest.raises((MemcacheUnexpectedCloseError, OSError)):
+        memcached_get.get(c, "k")
+    assert c.sock is None
+
+
+def test_a_silent_server_times_out():
+    """A listener that accepts and never answers: the socket's timeout bounds the call."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        c = Client(listener.getsockname(), connect_timeout=0.3, timeout=0.3)
+        c._connect()  # noqa: SLF001 - a connected client, without a round trip the listener would fail
+        with pytest.raises(OSError):
+            memcached_get.get(c, "k")
+        assert c.sock is None
