@@ -24,6 +24,8 @@ from pymemcache.exceptions import (
 )
 
 _RECV = 65536
+_CLOSED = "the server closed the connection"
+_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
 _END = b"END\r\n"
 _TAIL = b"\r\nEND\r\n"
 
@@ -41,7 +43,7 @@ def get(client: Any, key: str) -> bytes | None:
         while end < 0:
             more = sock.recv(_RECV)
             if not more:
-                raise MemcacheUnexpectedCloseError()
+                raise MemcacheUnexpectedCloseError(_CLOSED)
             buf += more
             end = buf.find(b"\r\n")
         if end == 3 and buf == _END:
@@ -55,7 +57,7 @@ def get(client: Any, key: str) -> bytes | None:
         if len(buf) < need:
             buf = _read_rest(sock, buf, need)
         if len(buf) != need or buf[start + size : need] != _TAIL:
-            raise MemcacheUnexpectedCloseError()  # not the reply to our command: drop the socket
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
         return buf[start : start + size]
     except BaseException:
         client.close()
@@ -71,7 +73,7 @@ def _read_rest(sock: Any, buf: bytes, need: int) -> bytes:
     while got < need:
         n = sock.recv_into(view[got:], need - got)
         if not n:
-            raise MemcacheUnexpectedCloseError()
+            raise MemcacheUnexpectedCloseError(_CLOSED)
         got += n
     return bytes(out)
 
@@ -85,4 +87,4 @@ def _refused(line: bytes) -> None:
         raise MemcacheClientError(text)
     if line.startswith(b"ERROR"):
         raise MemcacheUnknownCommandError(text)
-    raise MemcacheUnexpectedCloseError()
+    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
