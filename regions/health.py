@@ -84,6 +84,10 @@ class Breaker:
             thread = self._thread = threading.Thread(
                 target=self._probe_until_up, name=f"regions-probe {self.name}", daemon=True
             )
+        try:
+            exc.regions_logged = True  # type: ignore[attr-defined]  # the region need not say it again
+        except AttributeError:
+            pass
         self._throttle.warning(
             "%s is down (%s: %s); its keys are not cached until it answers (probing every %g s)",
             self.name, type(exc).__name__, exc, self.retry_interval,

@@ -134,8 +134,8 @@ class Region:
     def failed(self, operation: str, exc: BaseException) -> None:
         """Count and log a backend failure; re-raise it when the region's ``raise_errors`` is set.
 
-        A call skipped because its server is marked down counts as ``unavailable``; the breaker
-        logs the outage itself (:mod:`regions.health`).
+        A call skipped because its server is marked down counts as ``unavailable``; the failure that
+        marked it down is logged by the breaker (:mod:`regions.health`), not again here.
         """
         if isinstance(exc, BackendUnavailable):
             self.stats_.unavailable += 1
@@ -143,7 +143,7 @@ class Region:
             self.stats_.errors += 1
         if self.raise_errors:
             raise exc
-        if not isinstance(exc, BackendUnavailable):
+        if not isinstance(exc, BackendUnavailable) and not getattr(exc, "regions_logged", False):
             self._throttle.warning(
                 "%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc
             )
