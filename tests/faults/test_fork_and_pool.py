@@ -1,0 +1,225 @@
+"""Connections of a memcached region: after a fork, under threads that come and go, and the parts
+of large values under concurrent writers.
+
+* A child forked after its parent used the region never uses the parent's sockets: no error, every
+  value right, in each child and in the parent calling at the same time.
+* 500 short-lived threads, 50 at once: the process holds at most ``max_connections`` sockets to the
+  server afterwards (counted in ``/proc`` and by memcached's ``curr_connections``); 32 by default.
+* Writers of one key whose value is split into parts never make readers miss or read a mix.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import MemcachedServer, memcached_stats_of
+from tests.faults.workers import Computations, forked_caller, value_of
+
+TIMEOUT = 0.5
+
+
+def mc_config(address: str, **options: Any) -> dict[str, Any]:
+    opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
+    return {"mc": {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}}
+
+
+def sockets_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` (its fds matched in /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if int(remote.rsplit(":", 1)[1], 16) == port and state == "01" and inode in inodes:
+                count += 1
+    return count
+
+
+def curr_connections(address: str) -> int:
+    return int(memcached_stats_of(address)["curr_connections"])  # type: ignore[call-overload]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork and /proc: Linux only")
+def test_forked_children_never_use_the_parent_sockets(
+    memcached_factory: Callable[..., MemcachedServer], make_manager: Callable[..., Any]
+) -> None:
+    """The parent holds an open pooled socket (it just had a hit); 4 forked children make 50 calls
+    each while the parent keeps calling: no error anywhere, every value right."""
+    server = memcached_factory()
+    manager = make_manager(mc_config(server.address))
+    region = manager["mc"]
+    comps = Computations()
+    func = manager.region("mc")(comps.compute)
+    func(1)
+    comps.start_call()
+    assert func(1) == value_of(1) and not comps.computed(), "no hit in the parent"
+    assert sockets_to(server.port) >= 1, "the parent holds no socket to fork with"
+    region.reset_stats()
+
+    ctx = multiprocessing.get_context("fork")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=forked_caller, args=(func, region, 50, go, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    children = []
+    try:
+        go.set()
+        parent_wrong = sum(func(i % 5) != value_of(i % 5) for i in range(50))
+        for _ in procs:
+            children.append(results.get(timeout=30))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    for kind, pid, wrong, errors, stats in children:
+        print(f"\nchild {pid}: wrong={wrong} exceptions={len(errors)} stats={stats}")
+        assert kind == "done", errors
+        assert wrong == 0 and not errors, (pid, wrong, errors[:1])
+        assert stats["errors"] == 0, f"child {pid}: {stats['errors']} errors (the parent's socket?)"
+        assert stats.get("unavailable", 0) == 0, f"child {pid}: the server was marked down: {stats}"
+        assert stats["hits"] >= 50 - 4, f"child {pid}: {stats['hits']} hits of 50 calls on 5 keys"
+    parent = region.stats()
+    assert parent_wrong == 0 and parent["errors"] == 0, parent
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts sockets in /proc")
+@pytest.mark.parametrize("max_connections, bound", [(8, 8), (None, 32)])
+def test_short_lived_threads_share_a_bounded_pool(
+    max_connections: int | None,
+    bound: int,
+    memcached_factory: Callable[..., MemcachedServer],
+    make_manager: Callable[..., Any],
+) -> None:
+    """500 threads (waves of 50 started together), one call each: the sockets stay bounded."""
+    server = memcached_factory()
+    baseline = curr_connections(server.address)
+    options = {} if max_connections is None else {"max_connections": max_connections}
+    manager = make_manager(mc_config(server.address, **options))
+    region = manager["mc"]
+    comps = Computations()
+    func = manager.region("mc")(comps.compute)
+    for key in range(10):
+        func(key)
+    region.reset_stats()
+
+    wrong: list[int] = []
+    failures: list[BaseException] = []
+    most_held = 0
+
+    def one_call(barrier: threading.Barrier, key: int) -> None:
+        try:
+            barrier.wait(10)
+            if func(key) != value_of(key):
+                wrong.append(key)
+        except BaseException as exc:
+            failures.append(exc)
+
+    for wave in range(10):
+        barrier = threading.Barrier(50)
+        threads = [threading.Thread(target=one_call, args=(barrier, (wave * 50 + i) % 10)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        most_held = max(most_held, sockets_to(server.port))
+
+    held = sockets_to(server.port)
+    deadline = time.monotonic() + 2  # memcached notices closed sockets a moment later
+    opened = curr_connections(server.address) - baseline
+    while opened > bound and time.monotonic() < deadline:
+        time.sleep(0.1)
+        opened = curr_connections(server.address) - baseline
+    stats = region.stats()
+    print(
+        f"\nmax_connections={max_connections}: sockets held {held} (most after a wave {most_held}), "
+        f"memcached curr_connections +{opened}, stats {stats}"
+    )
+    assert not failures, repr(failures[0])
+    assert not wrong, f"{len(wrong)} wrong results"
+    assert held <= bound, f"the process holds {held} sockets to the server after 500 threads (bound {bound})"
+    assert most_held <= bound, f"{most_held} sockets held after one wave (bound {bound})"
+    assert opened <= bound, f"memcached counts {opened} connections of this process (bound {bound})"
+    assert stats["errors"] == 0, stats
+    assert stats["hits"] >= 0.95 * 500, f"{stats['hits']} hits of 500 calls on 10 cached keys"
+
+
+def test_concurrent_writers_of_a_value_split_in_parts(
+    memcached_factory: Callable[..., MemcachedServer], make_manager: Callable[..., Any]
+) -> None:
+    """4 threads write one key (20 KB values, item_size 2048: ~10 parts) while 2 read it for 2 s:
+    every read is a miss or one written value intact, and 80 % of reads after the first write hit
+    (today about 80 % miss: every writer uses the same part keys, so a reader finds parts of two
+    writes and the checksum refuses them)."""
+    server = memcached_factory(memory_mb=128)  # ~4,000 writes of 20 KB, each with its own parts
+    manager = make_manager(mc_config(server.address, item_size=2048))
+    region = manager["mc"]
+    values = [bytes([i]) * 16 + os.urandom(20_000) for i in range(4)]
+    stop, written = threading.Event(), threading.Event()
+    counts = {"hit": 0, "miss": 0, "mixed": 0, "early": 0}
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            while not stop.is_set():
+                region.set("big", values[i])
+                written.set()
+                time.sleep(0.001)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                after = written.is_set()
+                found = region.get("big")
+                if not after:
+                    kind = "early"
+                elif found is None:
+                    kind = "miss"
+                else:
+                    kind = "hit" if found in values else "mixed"
+                with lock:
+                    counts[kind] += 1
+                time.sleep(0.001)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    reads = counts["hit"] + counts["miss"] + counts["mixed"]
+    stats = region.stats()
+    print(f"\nreads after the first write: {counts}, hit rate {counts['hit'] / max(reads, 1):.0%}, {stats}")
+    assert not failures, repr(failures[0])
+    assert counts["mixed"] == 0, f"{counts['mixed']} reads returned a value nobody wrote"
+    assert reads >= 100, counts
+    assert counts["hit"] >= 0.8 * reads, f"{counts['miss']} of {reads} reads missed while writers wrote"
+    assert stats["errors"] == 0, stats
