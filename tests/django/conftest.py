@@ -28,7 +28,7 @@ if not apps.ready:
     django.setup()
 
 import regions  # noqa: E402
-from tests.django.helpers import free_port, stop, wait_for_http  # noqa: E402
+from tests.django.helpers import Served, free_port, stop, wait_for_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +77,8 @@ def serve(memcached_server: str, tmp_path: Path) -> Iterator[Callable[[str], str
     config.settings with REGIONS_MEMCACHED pointing at the session memcached.
     """
     procs: list[subprocess.Popen[bytes]] = []
+    logs = tmp_path / "server-logs"
+    logs.mkdir()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -107,12 +109,17 @@ def serve(memcached_server: str, tmp_path: Path) -> Iterator[Callable[[str], str
             ]
         else:
             raise ValueError(kind)
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Output goes to a file: a pipe read only at the end fills up (runserver logs each request)
+        # and then blocks every request thread in its log call, holding its socket open.
+        log = logs / f"{kind}-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/echo/?token=ready&n=1", proc)
+        base = Served(f"http://127.0.0.1:{port}", proc.pid, log)
+        wait_for_http(f"{base}/echo/?token=ready&n=1", proc, log)
         return base
 
     yield start
     for proc in procs:
         stop(proc)
+

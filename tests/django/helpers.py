@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +20,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's output if it dies or times out."""
+class Served(str):
+    """A served project's base URL, with the server's ``pid`` and the ``log`` file of its output."""
+
+    pid: int
+    log: Path
+
+    def __new__(cls, base: str, pid: int, log: Path) -> Served:
+        served = super().__new__(cls, base)
+        served.pid, served.log = pid, log
+        return served
+
+    def output_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path | None = None, timeout: float = 30.0
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's output (its pipe, or ``log``) if
+    it dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            if log is not None:
+                out = log.read_text(errors="replace")
+            else:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             pytest.fail(f"server exited with {proc.returncode}:\n{out}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
