@@ -3,6 +3,8 @@
 * ``profile_card(user)``   -- "functions" region (memcached): per user, keyed by the User's pk.
 * ``readfile(path)``       -- "files" region (on disk): an import file's contents, as in Beaker's blog post.
 * ``category_label(code)`` -- "request" region: looked up for every row of a page, computed once per request.
+* ``product_price(pk)`` / ``aproduct_price(pk)`` -- "functions" region: a product's price, sync and async
+  (served by ``/api/price/<pk>/`` and ``/api/aprice/<pk>/``).
 """
 
 from __future__ import annotations
@@ -113,3 +115,26 @@ async def aecho_value(i: int) -> str:
     """Async twin of :func:`echo_value` (cached per request too; awaits to interleave requests)."""
     await asyncio.sleep(0.0005)
     return f"{regions.get_manager()['request'].get('token')}:{i}"
+
+
+def list_price_cents(pk: int) -> int:
+    """List price of product ``pk`` in cents: the demo's stand-in for a price table (pure, no I/O)."""
+    return 250 + (pk * 7_919) % 9_750
+
+
+def _quote(pk: int) -> dict[str, object]:
+    return {"pk": pk, "price_cents": list_price_cents(pk), "currency": "USD"}
+
+
+@region("functions")
+def product_price(pk: int) -> dict[str, object]:
+    """Price of product ``pk`` (cached per pk in the "functions" region: key = pk)."""
+    time.sleep(0.002)  # stands in for the pricing query
+    return _quote(pk)
+
+
+@region("functions")
+async def aproduct_price(pk: int) -> dict[str, object]:
+    """Async twin of :func:`product_price` (its own entries in the same region)."""
+    await asyncio.sleep(0.002)
+    return _quote(pk)

@@ -9,4 +9,6 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("echo/", views.echo, name="echo"),
     path("aecho/", views.aecho, name="aecho"),
+    path("api/price/<int:pk>/", views.price, name="price"),
+    path("api/aprice/<int:pk>/", views.aprice, name="aprice"),
 ]

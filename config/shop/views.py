@@ -3,6 +3,8 @@
 ``/``        one page using all three regions; POST edits the profile and refreshes its cache entry.
 ``/echo/``   (sync) and ``/aecho/`` (async): fill the request region with request-specific values
              and return what was read back; used to show (and test) that requests never share it.
+``/api/price/<pk>/`` (sync) and ``/api/aprice/<pk>/`` (async): a product's price, cached in the memcached
+             "functions" region, with that region's figures in the answering process.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+import regions
 from config.shop import services
 from config.shop.forms import ProfileForm
 from regions import ScopedThreadPoolExecutor
@@ -122,3 +125,27 @@ async def aecho(request: HttpRequest) -> JsonResponse:
             "finished": time.time(),
         }
     )
+
+
+def _functions_region_figures() -> dict[str, object]:
+    """Backend and counters of the "functions" region in this server process."""
+    functions = regions.get_manager()["functions"]
+    stats = functions.stats()
+    names = ("hits", "misses", "errors", "unavailable", "hit_rate")
+    return {"backend": functions.backend, **{name: stats.get(name) for name in names}}
+
+
+def price(request: HttpRequest, pk: int) -> JsonResponse:
+    """Price of product ``pk`` from :func:`services.product_price` (memcached "functions" region).
+
+    ``{"pk", "price_cents", "currency", "cache"}``: ``cache`` holds the region's backend, hits, misses,
+    errors and hit rate in the process that answered, so the cache can be watched from outside (the
+    soak test, tests/django/test_django_soak.py, reads its hit rate there).
+    """
+    return JsonResponse({**services.product_price(pk), "cache": _functions_region_figures()})
+
+
+async def aprice(request: HttpRequest, pk: int) -> JsonResponse:
+    """Async twin of :func:`price`, awaiting :func:`services.aproduct_price`."""
+    quote = await services.aproduct_price(pk)
+    return JsonResponse({**quote, "cache": _functions_region_figures()})
