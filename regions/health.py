@@ -71,7 +71,8 @@ class Breaker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._throttle = Throttle("")
+        self._down_log = Throttle("")
+        self._up_log = Throttle("")  # its own: the line saying it is back is never swallowed
 
     def trip(self, exc: BaseException) -> None:
         """Mark the server down after ``exc`` (no-op when it already is) and start probing it."""
@@ -88,7 +89,7 @@ class Breaker:
             exc.regions_logged = True  # type: ignore[attr-defined]  # the region need not say it again
         except AttributeError:
             pass
-        self._throttle.warning(
+        self._down_log.warning(
             "%s is down (%s: %s); its keys are not cached until it answers (probing every %g s)",
             self.name, type(exc).__name__, exc, self.retry_interval,
         )
@@ -120,7 +121,7 @@ class Breaker:
                     continue
                 self.down = False
                 self._thread = None
-            log.warning(
+            self._up_log.warning(  # throttled too: a flapping server logs two lines per 10 s
                 "%s answers again after %.1f s%s", self.name, time.monotonic() - self.down_since,
                 f"; {replayed} invalidation(s) made meanwhile replayed" if replayed else "",
             )
