@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Protocol
 from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
+from .signing import RejectedEntry, Signer
+
 Entry = tuple[float, float | None, Any]
 
 
@@ -98,10 +100,21 @@ class Store:
     #: Threads of :attr:`executor`: the most backend calls coroutines have under way at once.
     io_threads: ClassVar[int] = 8
 
+    #: Entries leave the process (memcached, files): they are tagged by :attr:`signer`.
+    signs: ClassVar[bool] = False
+
     def __init__(
-        self, region: str, location: Any, options: Mapping[str, Any], *, identity: str | None = None
+        self,
+        region: str,
+        location: Any,
+        options: Mapping[str, Any],
+        *,
+        identity: str | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.region = region
+        #: Tags entries stored outside the process (:mod:`regions.signing`); unkeyed without a secret.
+        self.signer = signer if signer is not None else Signer(None)
         #: Names this region's data among other regions' on shared storage (key prefix + name).
         self.identity = identity or region
         self.location = location
@@ -235,15 +248,21 @@ class Backend(NamespaceManager):
     # ``ns[key] = value`` / ``ns.set_value(key, value, expiretime)`` store ``value`` as it is, and
     # ``ns[key]`` returns it (Beaker's ``Value`` stores its own ``(storedtime, expire, value)``
     # tuples this way; its ``SessionMiddleware`` stores plain dicts).
+    def _beaker_entry(self, key: Hashable) -> Entry | None:
+        try:
+            entry = self.get_entry(key)
+        except RejectedEntry:
+            return None  # not ours: a miss, as for a region
+        return entry if entry is not None and is_fresh(entry, time.time()) else None
+
     def __getitem__(self, key: Hashable) -> Any:
-        entry = self.get_entry(key)
-        if entry is None or not is_fresh(entry, time.time()):
+        entry = self._beaker_entry(key)
+        if entry is None:
             raise KeyError(key)
         return entry[2]
 
     def __contains__(self, key: Hashable) -> bool:
-        entry = self.get_entry(key)
-        return entry is not None and is_fresh(entry, time.time())
+        return self._beaker_entry(key) is not None
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
         self.set_value(key, value)

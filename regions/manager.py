@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from . import config as _config
@@ -11,6 +12,9 @@ from .decorator import CachedFunction, decorate
 from .errors import RegionError, UnknownRegion
 from .region import DEFAULT, Region
 from .region import identity as region_identity
+from .signing import Signer
+
+log = logging.getLogger("regions")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,20 +30,37 @@ class CacheManager:
     epoch = 0  # a manager's regions never change; decorators bound to it never rebind
     binds_late = False
 
-    def __init__(self, config: Mapping[str, Any] | None, *, key_prefix: str = "", version: int = 1) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        key_prefix: str = "",
+        version: int = 1,
+        secret: str | bytes | None = None,
+        secret_fallbacks: Iterable[str | bytes] = (),
+    ) -> None:
         if not isinstance(key_prefix, str):
             raise _config.ConfigurationError(
                 f"key_prefix must be a string, not {key_prefix!r}", option="key_prefix"
             )
         if isinstance(version, bool) or not isinstance(version, int):
             raise _config.ConfigurationError(f"version must be an integer, not {version!r}", option="version")
+        if secret is not None and (not isinstance(secret, (str, bytes)) or len(secret) < 16):
+            raise _config.ConfigurationError(
+                "secret must be a string or bytes of at least 16 characters (a long random value, "
+                "such as Django's SECRET_KEY); entries are signed with a key derived from it",
+                option="secret",
+            )
         self.key_prefix = key_prefix
         self.version = version
+        signer = Signer(secret, secret_fallbacks)
         self._regions: dict[str, Region] = {}
         for name, settings in _config.normalize(config).items():
             prefix = ":".join(p for p in (key_prefix, settings["KEY_PREFIX"]) if p)
             identity = region_identity(prefix, name)
-            store = settings["STORE"](name, settings["LOCATION"], settings["OPTIONS"], identity=identity)
+            store = settings["STORE"](
+                name, settings["LOCATION"], settings["OPTIONS"], identity=identity, signer=signer
+            )
             self._regions[name] = Region(
                 name,
                 store,
@@ -47,6 +68,16 @@ class CacheManager:
                 key_prefix=prefix,
                 version=settings["VERSION"] if settings["VERSION"] is not None else version,
                 location=settings["LOCATION"],
+            )
+
+        unsigned = [name for name, r in self._regions.items() if r.store.signs and not signer.keyed]
+        if unsigned:
+            log.warning(
+                "cache regions %s store entries outside this process without a secret: anyone who "
+                "can write to their memcached server or folder can plant entries that this process "
+                "will unpickle (run code); pass secret=... to CacheManager / regions.configure "
+                "(the Django app uses SECRET_KEY)",
+                ", ".join(map(repr, unsigned)),
             )
 
     def __getitem__(self, name: str) -> Region:
@@ -104,7 +135,8 @@ _default = _DefaultManager()
 def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager | None:
     """Build the default manager from ``config`` (``None`` removes it) and return it.
 
-    ``options`` are :class:`CacheManager`'s (``key_prefix``, ``version``). Decorators made with
+    ``options`` are :class:`CacheManager`'s (``key_prefix``, ``version``, ``secret``,
+    ``secret_fallbacks``). Decorators made with
     :func:`region` use the new regions from their next call on.
     """
     manager = CacheManager(config, **options) if config is not None else None

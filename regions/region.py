@@ -13,6 +13,7 @@ from .api import Backend, Entry, Store, make_entry
 from .engine import Engine
 from .errors import BackendUnavailable
 from .health import LOG_EVERY, Throttle
+from .signing import RejectedEntry
 
 log = logging.getLogger("regions")
 T = TypeVar("T")
@@ -148,12 +149,11 @@ class Region:
                 "%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc
             )
 
-    def reject(self, key: Hashable, entry: Any) -> None:
-        """Count and log a stored entry that is not an entry: it is read as a miss and rewritten."""
+    def reject(self, key: Hashable, why: str) -> None:
+        """Count and log a stored entry that is not one of ours (planted, altered, malformed): it is
+        read as a miss, never unpickled, and rewritten."""
         self.stats_.rejected += 1
-        self._throttle.warning(
-            "rejected a malformed entry (%s) for %r; recomputing it", type(entry).__name__, key
-        )
+        self._throttle.warning("rejected %s for %r; recomputing it", why, key)
 
     def _timed(self, call: Callable[..., T], *args: Any) -> T:
         if not self.store.timed:
@@ -181,6 +181,9 @@ class Region:
                 stats.calls += 1
             else:
                 entry = ns.get_entry(key)
+        except RejectedEntry as exc:
+            self.reject(key, str(exc))
+            return None, False
         except Exception as exc:
             self.failed("get", exc)
             return None, False
@@ -192,7 +195,7 @@ class Region:
             ttl = entry[1]
             fresh = ttl is None or entry[0] + ttl > time.time()
         except TypeError:  # not an entry, or stored_at / ttl are not numbers
-            self.reject(key, entry)
+            self.reject(key, f"a malformed entry ({type(entry).__name__})")
             return None, False
         if fresh:
             stats.hits += 1

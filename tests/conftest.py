@@ -172,14 +172,18 @@ def make_manager():
     """Factory building ``regions.CacheManager`` objects that are closed after the test.
 
     Each manager gets a unique key_prefix so tests sharing the session memcached never see each
-    other's entries (pass ``key_prefix=...`` to share one on purpose).
+    other's entries (pass ``key_prefix=...`` to share one on purpose), and the test's secret
+    (``secret=None``: unsigned).
     """
     import regions
+
+    secret = "test-secret-" + uuid.uuid4().hex
 
     managers = []
 
     def make(config: dict, **kwargs):
         kwargs.setdefault("key_prefix", "t" + uuid.uuid4().hex[:10])
+        kwargs.setdefault("secret", secret)  # signed, as in production; one secret per test
         manager = regions.CacheManager(config, **kwargs)
         managers.append(manager)
         return manager

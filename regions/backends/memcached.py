@@ -1,7 +1,9 @@
 """``memcached``: entries on one or more memcached servers, through pymemcache.
 
-* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value. The
-  clients carry no serializer: entries are pickled here, counters and parts travel as raw bytes.
+* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value, behind
+  ``R1`` and a 32-byte tag over the key and the pickle (:mod:`regions.signing`), checked before
+  anything is unpickled. Counters and parts travel as raw bytes; parts are checked against the
+  digest in their (tagged) head.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
@@ -28,10 +30,13 @@ from pymemcache.exceptions import MemcacheServerError
 from .. import binding
 from ..api import Backend, Entry, Store, poll
 from ..errors import BackendUnavailable
+from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes
 
 _THIRTY_DAYS = 30 * 24 * 3600
+_MAGIC = b"R1"
+_HEAD = 2 + TAG_SIZE
 
 
 class _Chunked(NamedTuple):
@@ -72,6 +77,7 @@ def parse_servers(location: Any) -> list[tuple[str, int]]:
 class MemcachedStore(Store):
     name = "memcached"
     needs_location = True
+    signs = True
     key_limit = 250
     options_schema = {
         "connect_timeout": ((int, float), 1.0, "seconds to wait for a connection"),
@@ -244,19 +250,34 @@ class MemcachedNamespaceManager(Backend):
             pool.release(client)
         if data is None:
             return None
-        found = pickle.loads(data)
+        found = self._unseal(wire, data)
         if isinstance(found, _Chunked):
             return self._get_chunks(node, wire, found)
         return found
+
+    def _seal(self, wire: str, data: bytes) -> bytes:
+        """``R1`` + tag + pickle: the tag covers the key, so an entry copied to another key fails."""
+        key = wire.encode()
+        return _MAGIC + self.store.signer.tag(len(key).to_bytes(2, "big"), key, data) + data
+
+    def _unseal(self, wire: str, blob: bytes) -> Any:
+        if blob[:2] != _MAGIC or len(blob) < _HEAD:
+            raise RejectedEntry("an entry without a tag (planted, or written before signing)")
+        key = wire.encode()
+        data = memoryview(blob)[_HEAD:]
+        if not self.store.signer.verify(blob[2:_HEAD], len(key).to_bytes(2, "big"), key, data):
+            raise RejectedEntry("an entry whose tag does not match its key and bytes")
+        return pickle.loads(data)
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         wire, store = self.wire_key(key), self.store
         node = store.node_for(wire)
         expire = store.expire_arg(entry[1])
         data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
-        if len(data) > store.item_size:
+        if len(data) + _HEAD > store.item_size:
             head = self._set_chunks(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
+        data = self._seal(wire, data)
         try:
             node.call("set", wire, data, expire=expire, noreply=False)
         except MemcacheServerError as exc:
@@ -288,7 +309,7 @@ class MemcachedNamespaceManager(Backend):
             return None  # a part was evicted: a miss, never a partial value
         data = b"".join(found[k] for k in names)
         if len(data) != head.size or _checksum(data) != head.digest:
-            return None
+            raise RejectedEntry("parts that do not match the digest in their head")
         return pickle.loads(data)
 
     def delete_entry(self, key: Hashable) -> None:
