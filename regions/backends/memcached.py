@@ -257,15 +257,15 @@ class MemcachedNamespaceManager(Backend):
 
     def _seal(self, wire: str, data: bytes) -> bytes:
         """``R1`` + tag + pickle: the tag covers the key, so an entry copied to another key fails."""
-        key = wire.encode()
-        return _MAGIC + self.store.signer.tag(len(key).to_bytes(2, "big"), key, data) + data
+        key = wire.encode()  # at most 250 bytes: one length byte keeps key and data apart
+        return _MAGIC + self.store.signer.tag(bytes((len(key),)) + key, data) + data
 
     def _unseal(self, wire: str, blob: bytes) -> Any:
         if blob[:2] != _MAGIC or len(blob) < _HEAD:
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
         key = wire.encode()
         data = memoryview(blob)[_HEAD:]
-        if not self.store.signer.verify(blob[2:_HEAD], len(key).to_bytes(2, "big"), key, data):
+        if not self.store.signer.verify(blob[2:_HEAD], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")
         return pickle.loads(data)
 
