@@ -81,3 +81,30 @@ def test_a_silent_server_times_out():
         with pytest.raises(OSError):
             memcached_get.get(c, "k")
         assert c.sock is None
+
+
+@pytest.mark.skipif(not memcached_get.KERNEL_TIMEOUTS, reason="kernel socket timeouts are used on Linux only")
+def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
+    """After the first hit the socket is blocking with SO_RCVTIMEO: a server that stops answering
+    (SIGSTOP) still costs one timeout, raised as an OSError that marks the server down."""
+    import signal
+    import struct
+    import time
+
+    server = memcached_factory()
+    host, port = server.address.rsplit(":", 1)
+    c = Client((host, int(port)), connect_timeout=0.4, timeout=0.4)
+    c.set("k", b"v", noreply=False)
+    assert memcached_get.get(c, "k") == b"v"
+    assert c.sock.gettimeout() is None
+    raw = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
+    assert struct.unpack("ll", raw) == (0, 400_000)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(OSError):
+            memcached_get.get(c, "k")
+        assert 0.3 < time.monotonic() - start < 5  # the timeout, not forever
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert memcached_get.get(c, "k") == b"v"  # reconnected (pymemcache), then kernel timeouts again
