@@ -265,7 +265,7 @@ class MemcachedNamespaceManager(Backend):
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
         key = wire.encode()
         data = memoryview(blob)[_HEAD:]
-        if not self.store.signer.verify(blob[2:_HEAD], bytes((len(key),)) + key, data):
+        if not self.store.signer.check(blob[2:_HEAD], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")
         return pickle.loads(data)
 
