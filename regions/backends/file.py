@@ -2,16 +2,16 @@
 
 Layout: ``LOCATION/<stem>-<digest>/<aa>/<bb>/<digest>.entry``. A namespace's folder is a readable
 stem of the namespace plus a 128-bit digest of all of it, so two distinct namespaces never share a
-folder, whatever characters they hold. An entry file holds two pickles: a header
-``(namespace, key, stored_at, ttl)``, checked before the value is read (an entry of another key or
-namespace, a digest collision or a copied file, is a miss; an expired one is dropped without
-reading its value), and then the value, streamed to and from disk (pickle protocol 5 writes and
-reads big buffers directly, without a second copy in memory). Writes go to a ``.tmp-*`` file in
-the same folder, then ``os.replace``: readers see the old entry or the new one, never half of one.
-A write that fails (a full disk, a read-only folder) removes its temporary file and raises, for the
-region to count; on a read-only folder an expired entry that cannot be removed is still a miss.
-With ``fsync``, the entry and then its folder are fsynced before the write returns. A hit is one
-``open`` and two ``pickle.load`` calls.
+folder, whatever characters they hold. An entry file (:mod:`regions.backends.file_format`) holds
+the value, then a header ``(namespace, key, stored_at, ttl, ...)``, each with its tag: nothing is
+unpickled before its tag is checked, a file of another key or namespace (a copied file) is
+rejected, an expired one is dropped without reading its value, and the value is streamed to and
+from disk (pickle protocol 5 writes big buffers directly; large files are mapped, not copied).
+Writes go to a ``.tmp-*`` file in the same folder, then ``os.replace``: readers see the old entry
+or the new one, never half of one. A write that fails (a full disk, a read-only folder) removes its
+temporary file and raises, for the region to count; on a read-only folder an expired entry that
+cannot be removed is still a miss. With ``fsync``, the entry and then its folder are fsynced
+before the write returns. A hit is one ``open``, one ``read``, two tags and two ``pickle.loads``.
 
 Creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one lock file per key for
 every process on the host: :mod:`regions.backends.file_locks`. Housekeeping (:meth:`FileStore.cull`),
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -34,8 +33,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..api import Backend, Entry, is_servable
-from .file_cull import CULL_TO, TEMP_GRACE, Culling
-from .file_locks import _KeyLock, _LockFile, open_lock_file
+from ..config import folder_exposure
+from ..signing import RejectedEntry
+from . import file_format
+from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
+from .file_locks import _KeyLock, _LockFile, make_private_dirs, open_lock_file
 
 #: The culling constants stay importable from here, where they were defined before file_cull.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
@@ -56,6 +58,7 @@ def folder_name(namespace: str) -> str:
 
 
 class FileStore(Culling):
+    signs = True
     """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from ``file_locks``."""
 
     name = "file"
@@ -80,6 +83,8 @@ class FileStore(Culling):
         self.bounded = bool(self.max_entries or self.max_size)
         self.lock_path = str(self.root / _LOCKS / "keys.lock")
         self._init_culling(self.root / _LOCKS / "culled")
+        if exposure := folder_exposure(self.root):  # once per store: who else could plant entries
+            log.warning("cache region %r (file): LOCATION %s %s. %s", region, self.root, *exposure)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -121,14 +126,14 @@ class FileStore(Culling):
         now = time.time()
         live = 0
         for path in self.entry_files():
-            header = _read_header(str(path))
+            header = file_format.read_header(str(path), self.signer)
             if header is not None and is_servable((header[2], header[3], None), now, self.stale):
                 live += 1
         return live
 
     def ping(self) -> bool:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(str(self.root))
             with tempfile.TemporaryFile(dir=self.root):
                 pass
         except OSError:
@@ -136,7 +141,10 @@ class FileStore(Culling):
         return True
 
     def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
-        return _load_header(f)
+        try:
+            return file_format.header(file_format.contents(f), self.signer)[:4]
+        except Exception:  # not ours, damaged or truncated: culled as dead
+            return None
 
     # creation locks --------------------------------------------------------------------------
     def lock_file(self) -> _LockFile:
@@ -171,14 +179,17 @@ class FileNamespaceManager(Backend):
             f = open(path, "rb")  # noqa: SIM115 - closed by the with below; a miss is no error
         except FileNotFoundError:
             return None
+        signer = self.store.signer
         with f:
-            namespace, stored_key, stored_at, ttl = pickle.load(f)
-            if stored_key != text or namespace != self.namespace:  # another entry's file: a miss
-                return None
-            if ttl is not None and stored_at + ttl + self.store.stale <= time.time():
-                _discard(path)  # best effort: a folder that is read-only keeps it, still a miss
-                return None
-            return (stored_at, ttl, pickle.load(f))
+            data = file_format.contents(f)
+        head = file_format.header(data, signer)
+        namespace, stored_key, stored_at, ttl = head[:4]
+        if stored_key != text or namespace != self.namespace:
+            raise RejectedEntry("the entry file of another key (copied, or moved)")
+        if ttl is not None and stored_at + ttl + self.store.stale <= time.time():
+            _discard(path)  # best effort: a folder that is read-only keeps it, still a miss
+            return None
+        return (stored_at, ttl, file_format.value(data, head, signer))
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         text = str(key)
@@ -191,9 +202,7 @@ class FileNamespaceManager(Backend):
         store = self.store
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump((self.namespace, text, entry[0], entry[1]), f, protocol=5)
-                pickle.dump(entry[2], f, protocol=5)
-                size = f.tell()
+                size = file_format.write(f, store.signer, self.namespace, text, entry[0], entry[1], entry[2])
                 if store.fsync:
                     f.flush()
                     os.fsync(f.fileno())
@@ -235,7 +244,7 @@ class FileNamespaceManager(Backend):
     def keys(self) -> list[Any]:
         found = []
         for path in self.store.entry_files(self.folder):
-            header = _read_header(str(path))
+            header = file_format.read_header(str(path), self.store.signer)
             if header is not None and header[0] == self.namespace:
                 found.append(header[1])
         return found
@@ -246,30 +255,10 @@ class FileNamespaceManager(Backend):
         return _KeyLock(self.store, int.from_bytes(digest.digest(), "big") >> 4)
 
 
-def _load_header(f: Any) -> tuple[str, str, float, float | None] | None:
-    """The header of an open entry file, or ``None`` when it is not one."""
-    try:
-        header = pickle.load(f)
-        namespace, key, stored_at, ttl = header
-        if not (isinstance(stored_at, (int, float)) and (ttl is None or isinstance(ttl, (int, float)))):
-            return None
-    except Exception:  # damaged, truncated, or written by an older layout
-        return None
-    return namespace, key, stored_at, ttl
-
-
-def _read_header(path: str) -> tuple[str, str, float, float | None] | None:
-    try:
-        with open(path, "rb") as f:
-            return _load_header(f)
-    except OSError:
-        return None
-
-
 def _make_temp(folder: str) -> tuple[int, str]:
     """A temporary file in ``folder``, made first (a cull may remove it again while it is empty)."""
     for _attempt in range(3):
-        os.makedirs(folder, exist_ok=True)
+        make_private_dirs(folder)
         try:
             return tempfile.mkstemp(dir=folder, prefix=_TEMP)
         except FileNotFoundError:

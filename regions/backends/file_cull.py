@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from ..api import Store, is_servable
+from .file_locks import make_private_dirs
 
 log = logging.getLogger("regions")
 
@@ -187,7 +188,7 @@ class Culling(Store):
         except FileNotFoundError:
             pass
         try:
-            self._cull_marker.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(str(self._cull_marker.parent))
             self._cull_marker.touch()
         except OSError:
             pass

@@ -68,8 +68,8 @@ def open_lock_file(lock_path: str) -> _LockFile:
         found = _opened(lock_path)
         if found is not None:
             return found
-        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        make_private_dirs(os.path.dirname(lock_path))
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         st = os.fstat(fd)
         # Another inode than the one stat() saw (replaced meanwhile) may already be open: keep
         # the registered descriptor and leave this one open, never close it.
@@ -116,3 +116,20 @@ def _try_lockf(fd: int, offset: int) -> bool:
             return False
         raise
     return True
+
+
+def make_private_dirs(path: str) -> None:
+    """``mkdir -p`` where every folder made is ``0o700`` (``os.makedirs`` gives all but the last the
+    umask's mode): nobody else may plant entries in a folder this process creates."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass

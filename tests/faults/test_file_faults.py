@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import shutil
 import subprocess
 import threading
@@ -25,8 +24,13 @@ from typing import Any
 
 import pytest
 
+from regions.backends import file_format
+from regions.signing import RejectedEntry, Signer
+
 #: Bytes of each cached value: a 256 KiB tmpfs holds a handful of them.
 VALUE_SIZE = 40_000
+SECRET = "file-faults-test-secret"
+SIGNER = Signer(SECRET)
 #: Files the lock folder may hold (file_locks, file_cull).
 LOCK_FOLDER_FILES = {"keys.lock", "culled"}
 
@@ -124,17 +128,17 @@ def stray_files(root: Path) -> list[Path]:
 
 
 def stored_values(root: Path) -> dict[int, tuple[int, int, bytes]]:
-    """Every entry file's :func:`value_of` value by its ``i``; asserts each file is one whole entry."""
+    """Every entry file's :func:`value_of` value by its ``i``; asserts each file is one whole entry
+    (its tags match: a truncated or half-written file would be rejected)."""
     found = {}
     for path in root.rglob("*.entry"):
         with open(path, "rb") as f:
-            try:
-                header = pickle.load(f)
-                value = pickle.load(f)
-            except (EOFError, pickle.UnpicklingError) as exc:
-                raise AssertionError(f"{path}: a truncated entry ({exc!r})") from exc
-            assert f.read() == b"", f"{path}: bytes after the value"
-        assert isinstance(header, tuple) and len(header) == 4, f"{path}: header {header!r}"
+            data = file_format.contents(f)
+        try:
+            header = file_format.header(data, SIGNER)
+            value = file_format.value(data, header, SIGNER)
+        except RejectedEntry as exc:
+            raise AssertionError(f"{path}: not one whole entry ({exc})") from exc
         if complete(value):
             found[value[0]] = value
         else:
@@ -168,7 +172,7 @@ class Counted:
 def _file_region(make_manager: Callable[..., Any], location: Path, **options: Any) -> Any:
     options.setdefault("lock_timeout", 5)
     return make_manager({"r": {"BACKEND": "file", "LOCATION": str(location), "TIMEOUT": 300,
-                               "OPTIONS": options}}, key_prefix="faults")
+                               "OPTIONS": options}}, key_prefix="faults", secret=SECRET)
 
 
 # a full disk -------------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The bytes of one file-region entry, tagged so that nothing in it is unpickled before its tag is
+checked (:mod:`regions.signing`).
+
+Layout::
+
+    b"RF1" | value pickle | header pickle | len(header): 4 bytes | tag of the header: 32 bytes
+
+The header is ``(namespace, key, stored_at, ttl, value size, value tag)``. The value is streamed to
+disk (pickle protocol 5 writes large buffers directly) and tagged on the way; the header, tagged
+last, carries the value's tag. A reader checks the header's tag first, then the namespace, key and
+lifetime, and only for a live entry of its own key reads the value and checks its tag: an expired
+entry costs no read of its value, and a planted or altered file is never unpickled.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+from typing import IO, Any
+
+from ..signing import TAG_SIZE, RejectedEntry, Signer
+
+MAGIC = b"RF1"
+_TRAILER = 4 + TAG_SIZE
+#: Files up to this size are read in one call; larger ones are mapped (no second copy in memory).
+READ_WHOLE = 1 << 18
+
+Header = tuple[str, str, float, float | None, int, bytes]
+
+
+class _TaggingWriter:
+    """A file object for ``pickle.dump`` that tags and counts the bytes on their way to disk."""
+
+    __slots__ = ("f", "running", "size")
+
+    def __init__(self, f: IO[bytes], signer: Signer) -> None:
+        self.f, self.running, self.size = f, signer.running(b"v"), 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.running.update(view)
+        self.size += view.nbytes
+        return self.f.write(view)
+
+
+def write(f: IO[bytes], signer: Signer, namespace: str, key: str, stored_at: float, ttl: float | None,
+          value: Any) -> int:
+    """Write one entry to ``f``; returns its size in bytes."""
+    f.write(MAGIC)
+    out = _TaggingWriter(f, signer)
+    pickle.dump(value, out, protocol=5)
+    header = pickle.dumps((namespace, key, stored_at, ttl, out.size, out.running.digest()), protocol=5)
+    f.write(header)
+    f.write(len(header).to_bytes(4, "big"))
+    f.write(signer.tag(b"h", header))
+    return len(MAGIC) + out.size + len(header) + _TRAILER
+
+
+def contents(f: IO[bytes]) -> memoryview:
+    """The bytes of an open entry file: read whole when small, else mapped."""
+    size = os.fstat(f.fileno()).st_size
+    if size <= READ_WHOLE:
+        return memoryview(f.read())
+    return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+def header(data: memoryview, signer: Signer) -> Header:
+    """The checked header of an entry's bytes; :class:`RejectedEntry` when it is not ours."""
+    size = len(data)
+    if size < len(MAGIC) + _TRAILER or data[: len(MAGIC)] != MAGIC:
+        raise RejectedEntry("a file that is not a tagged entry (planted, or written before signing)")
+    length = int.from_bytes(data[-_TRAILER:-TAG_SIZE], "big")
+    start = size - _TRAILER - length
+    if start < len(MAGIC):
+        raise RejectedEntry("a truncated entry file")
+    raw = data[start : size - _TRAILER]
+    if not signer.verify(data[-TAG_SIZE:], b"h", raw):
+        raise RejectedEntry("an entry file whose tag does not match")
+    found = pickle.loads(raw)
+    if found[4] != start - len(MAGIC):
+        raise RejectedEntry("an entry file whose value was cut or extended")
+    return found
+
+
+def value(data: memoryview, head: Header, signer: Signer) -> Any:
+    """The value of an entry whose header :func:`header` checked."""
+    raw = data[len(MAGIC) : len(MAGIC) + head[4]]
+    if not signer.verify(head[5], b"v", raw):
+        raise RejectedEntry("an entry file whose value does not match its tag")
+    return pickle.loads(raw)
+
+
+def read_header(path: str, signer: Signer) -> Header | None:
+    """The checked header of the entry file at ``path``, or ``None`` (gone, not ours, damaged)."""
+    try:
+        with open(path, "rb") as f:
+            return header(contents(f), signer)
+    except (OSError, RejectedEntry, pickle.UnpicklingError, ValueError, IndexError, TypeError):
+        return None
