@@ -79,6 +79,9 @@ CACHE_REGIONS = {
 }
 REGIONS_KEY_PREFIX = "example"
 REGIONS_NOTICES = [_notice] if _notice else []
+# The /regions/ dashboard is for staff only. This demo has no login, so it is open while DEBUG is
+# on (the default here); never set REGIONS_DASHBOARD_PUBLIC = True in production.
+REGIONS_DASHBOARD_PUBLIC = DEBUG
 
 LOGGING = {
     "version": 1,

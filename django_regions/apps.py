@@ -9,7 +9,7 @@ from django.core.signals import setting_changed
 
 
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    """Rebuild the default manager when CACHE_REGIONS or REGIONS_KEY_PREFIX change."""
+    """Rebuild the default manager when its settings (conf.WATCHED_SETTINGS) change."""
     from django_regions import conf
 
     if setting in conf.WATCHED_SETTINGS:

@@ -1,4 +1,4 @@
-"""System checks: ``django_regions.E0xx`` mirror :func:`regions.config.check`; W001/W002 add the rest."""
+"""System checks: ``django_regions.E0xx`` mirror :func:`regions.config.check`; W001-W003 add the rest."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django.core import checks
 
 from django_regions import conf, health
+from regions.config import folder_exposure
 
 MIDDLEWARE_HINT = f"Add {conf.MIDDLEWARE_PATH!r} to MIDDLEWARE."
 
@@ -59,8 +60,27 @@ def check_memcached(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     return messages
 
 
+def check_file_folders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W003: a file region's folder is owned by another user or writable by group/others."""
+    messages: list[checks.CheckMessage] = []
+    for name, opts in conf.normalized().items():
+        if opts.get("BACKEND") != "file" or not (exposure := folder_exposure(opts["LOCATION"])):
+            continue
+        what, remedy = exposure
+        messages.append(
+            checks.Warning(
+                f"the folder {opts['LOCATION']} of region {name!r} {what}",
+                hint=remedy,
+                obj=_obj(name),
+                id="django_regions.W003",
+            )
+        )
+    return messages
+
+
 def register() -> None:
     """Register the checks (called from the app config's ready())."""
     checks.register(check_config, checks.Tags.caches)
     checks.register(check_middleware, checks.Tags.caches)
     checks.register(check_memcached, checks.Tags.caches)
+    checks.register(check_file_folders, checks.Tags.caches, checks.Tags.security)

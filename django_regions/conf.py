@@ -8,6 +8,12 @@
 ``REGIONS_NOTICES``
     optional list of messages (e.g. "memcached not reachable, using memory") that the app logs
     at start-up and the dashboard shows.
+``REGIONS_DASHBOARD_PERMISSION``
+    who may open the views of ``django_regions.urls`` (the /regions/ dashboard): ``None`` (default)
+    for active staff users; a permission name (``"app_label.codename"``) for users holding it,
+    staff or not (superusers hold every permission).
+``REGIONS_DASHBOARD_PUBLIC``
+    ``True`` opens those views to everyone, anonymous visitors included (default ``False``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 import regions
 from regions.config import Problem, check, normalize
@@ -23,7 +30,7 @@ from regions.config import Problem, check, normalize
 logger = logging.getLogger("django_regions")
 
 #: Settings whose change (override_settings, pytest-django's ``settings`` fixture) rebuilds the manager.
-WATCHED_SETTINGS = frozenset({"CACHE_REGIONS", "REGIONS_KEY_PREFIX"})
+WATCHED_SETTINGS = frozenset({"CACHE_REGIONS", "REGIONS_KEY_PREFIX", "SECRET_KEY", "SECRET_KEY_FALLBACKS"})
 MIDDLEWARE_PATH = "django_regions.middleware.RequestRegionMiddleware"
 
 
@@ -40,6 +47,16 @@ def get_key_prefix() -> str:
 def get_notices() -> list[str]:
     """Operator-facing notices from ``REGIONS_NOTICES`` (e.g. a memcached fallback)."""
     return [str(n) for n in getattr(settings, "REGIONS_NOTICES", None) or []]
+
+
+def dashboard_permission() -> str | None:
+    """``REGIONS_DASHBOARD_PERMISSION``: the permission the dashboard needs (``None``: staff status)."""
+    return getattr(settings, "REGIONS_DASHBOARD_PERMISSION", None) or None
+
+
+def dashboard_public() -> bool:
+    """``REGIONS_DASHBOARD_PUBLIC``: whether anyone, anonymous visitors included, may see the dashboard."""
+    return getattr(settings, "REGIONS_DASHBOARD_PUBLIC", False) is True
 
 
 def problems() -> list[Problem]:
@@ -61,12 +78,32 @@ def build() -> regions.CacheManager | None:
     Invalid settings do not raise here: they are logged, the default manager is cleared, and
     ``manage.py check`` (run by runserver/migrate) reports them as ``django_regions.E0xx``.
     """
+    secret, fallbacks = signing_secrets()
     try:
-        return regions.configure(get_config(), key_prefix=get_key_prefix())
+        return regions.configure(
+            get_config(), key_prefix=get_key_prefix(), secret=secret, secret_fallbacks=fallbacks
+        )
     except regions.ConfigurationError as exc:
         logger.error("CACHE_REGIONS is invalid, regions are disabled: %s (run manage.py check)", exc)
         regions.configure(None)
         return None
+
+
+#: Salt of the entry-signing secret derived from SECRET_KEY (never SECRET_KEY itself).
+SIGNING_SALT = "django_regions.entries"
+
+
+def signing_secrets() -> tuple[str | None, list[str]]:
+    """The secret entries are signed with, from ``SECRET_KEY``, and the older ones still accepted
+    for reading, from ``SECRET_KEY_FALLBACKS``: rotating SECRET_KEY keeps the cache."""
+
+    def derive(key: str | bytes) -> str:
+        return salted_hmac(SIGNING_SALT, "regions", secret=key, algorithm="sha256").hexdigest()
+
+    key = getattr(settings, "SECRET_KEY", "")
+    if not key:
+        return None, []
+    return derive(key), [derive(k) for k in getattr(settings, "SECRET_KEY_FALLBACKS", [])]
 
 
 def manager() -> regions.CacheManager | None:

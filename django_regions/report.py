@@ -1,11 +1,52 @@
-"""Per-region figures shared by ``manage.py regions`` and the /regions/ dashboard."""
+"""Per-region figures shared by ``manage.py regions`` and the /regions/ dashboard.
+
+``manage.py regions`` probes: it pings every backend and counts every entry. The dashboard must stay
+cheap whatever the size of the cache and however slow a server is, so it reads only what the process
+already knows: a memcached region's health from its circuit breakers (no network call), and a file
+region's entries from a bounded sample of its folders (:func:`sample_entry_files`). Neither ever
+reads an entry, so no cached value can be shown.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import regions
+from regions.backends.file import FileStore
+
+#: Folders a dashboard GET lists, at most, to estimate a file region's entries.
+SAMPLE_LISTINGS = 64
+#: Folder levels between a file region's LOCATION and its entry files: namespace/aa/bb (see file.py).
+FILE_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """One memcached server as its circuit breaker sees it (:meth:`MemcachedStore.health`)."""
+
+    server: str
+    down: bool
+    down_for: float | None
+    outages: int
+    pending: int
+
+    @property
+    def text(self) -> str:
+        if not self.down:
+            return "up" if not self.outages else f"up (after {self.outages} outage(s))"
+        pending = f", {self.pending} invalidation(s) to replay" if self.pending else ""
+        return f"down for {self.down_for or 0:.1f} s{pending}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A file region's entry files, counted in at most :data:`SAMPLE_LISTINGS` folders."""
+
+    entries: int
+    exact: bool  # every folder was listed: a count (of entry files, expired ones included)
+    listings: int
 
 
 @dataclass(frozen=True)
@@ -16,7 +57,7 @@ class RegionReport:
     backend: str
     location: str
     timeout: str
-    reachable: bool
+    reachable: bool | None  # None: not checked (a backend the dashboard cannot ask cheaply)
     entries: int | None
     hits: int
     misses: int
@@ -27,6 +68,8 @@ class RegionReport:
     key_prefix: str = ""
     version: int = 1
     options: str = "-"
+    entries_estimated: bool = False
+    servers: tuple[ServerHealth, ...] = field(default_factory=tuple)
 
     @property
     def hit_rate_percent(self) -> str:
@@ -43,7 +86,44 @@ class RegionReport:
 
     @property
     def entries_text(self) -> str:
-        return "-" if self.entries is None else str(self.entries)
+        if self.entries is None:
+            return "-"
+        return f"~{self.entries:,}" if self.entries_estimated else str(self.entries)
+
+
+def sample_entry_files(root: Any, suffix: str = FileStore.entry_suffix, budget: int = SAMPLE_LISTINGS,
+                       levels: int = FILE_LEVELS) -> Sample:
+    """Estimate the entry files under ``root`` listing at most ``budget`` folders.
+
+    Entry files are spread evenly over the ``aa/bb`` folders by a digest, so the files in a few
+    evenly spaced folders, scaled by the folders not listed, estimate the whole. Exact when every
+    folder fits in the budget. Entry files are counted by name: none is opened.
+    """
+    found, listed, exact = _sample(os.fspath(root), levels, budget, suffix)
+    return Sample(round(found), exact, listed)
+
+
+def _sample(folder: str, levels: int, budget: int, suffix: str) -> tuple[float, int, bool]:
+    """``(estimated entry files under folder, folders listed, exact)``."""
+    try:
+        with os.scandir(folder) as it:
+            items = list(it)
+    except OSError:  # gone meanwhile (a cull removes emptied folders), or unreadable
+        return 0.0, 1, True
+    here = float(sum(1 for e in items if e.name.endswith(suffix)))
+    subdirs = [] if levels == 0 else sorted(
+        e.path for e in items if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+    )
+    if not subdirs:
+        return here, 1, True
+    listed, budget = 1, budget - 1
+    take = min(len(subdirs), max(1, budget // levels))  # each needs `levels` listings to reach files
+    below, exact = 0.0, take == len(subdirs)
+    for i in range(take):
+        child = subdirs[i * len(subdirs) // take]
+        found, used, child_exact = _sample(child, levels - 1, max(1, budget // (take - i)), suffix)
+        below, listed, budget, exact = below + found, listed + used, budget - used, exact and child_exact
+    return here + below * len(subdirs) / take, listed, exact
 
 
 def format_location(location: Any, backend: str = "") -> str:
@@ -64,16 +144,40 @@ def format_timeout(timeout: Any) -> str:
     return f"{seconds:g} s"
 
 
-def report(region: Any) -> RegionReport:
-    """Figures for one :class:`regions.Region` (pings it and counts its entries)."""
+def report(region: Any, *, probe: bool = True) -> RegionReport:
+    """Figures for one :class:`regions.Region`.
+
+    ``probe``: ping the backend and count every entry (as ``manage.py regions`` does). Otherwise only
+    cheap figures (see the module docstring): a GET of the dashboard never waits for a server.
+    """
     stats = region.stats()
+    store = region.store
+    servers: tuple[ServerHealth, ...] = ()
+    estimated = False
+    reachable: bool | None
+    if probe:
+        reachable, entries = bool(region.ping()), region.count()
+    elif callable(health := getattr(store, "health", None)):
+        servers = tuple(
+            ServerHealth(str(h["server"]), bool(h["down"]), h["down_for"], int(h["outages"]),
+                         int(h["pending"]))
+            for h in health()
+        )
+        reachable, entries = not any(s.down for s in servers), None
+    elif isinstance(store, FileStore):
+        sample = sample_entry_files(store.root)
+        reachable, entries, estimated = bool(region.ping()), sample.entries, not sample.exact
+    elif not store.io:  # in-process (memory, request): asking costs nothing
+        reachable, entries = bool(region.ping()), region.count()
+    else:  # another backend: asking it might wait on a network
+        reachable, entries = None, None
     return RegionReport(
         name=region.name,
         backend=region.backend,
         location=format_location(region.location, region.backend),
         timeout="end of request" if region.backend == "request" else format_timeout(region.timeout),
-        reachable=bool(region.ping()),
-        entries=region.count(),
+        reachable=reachable,
+        entries=entries,
         hits=int(stats.get("hits", 0)),
         misses=int(stats.get("misses", 0)),
         errors=int(stats.get("errors", 0)),
@@ -83,9 +187,11 @@ def report(region: Any) -> RegionReport:
         key_prefix=getattr(region, "key_prefix", "") or "-",
         version=getattr(region, "version", 1),
         options=", ".join(f"{k}={v!r}" for k, v in sorted((region.options or {}).items())) or "-",
+        entries_estimated=estimated,
+        servers=servers,
     )
 
 
-def reports(manager: regions.CacheManager) -> list[RegionReport]:
-    """Figures for every region of ``manager``, in configuration order."""
-    return [report(manager[name]) for name in manager]
+def reports(manager: regions.CacheManager, *, probe: bool = True) -> list[RegionReport]:
+    """Figures for every region of ``manager``, in configuration order (see :func:`report`)."""
+    return [report(manager[name], probe=probe) for name in manager]

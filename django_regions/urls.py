@@ -1,4 +1,7 @@
-"""``path("regions/", include("django_regions.urls"))`` mounts the dashboard."""
+"""``path("regions/", include("django_regions.urls"))`` mounts the dashboard.
+
+Every view here is staff-only unless the settings open it (see :mod:`django_regions.conf`).
+"""
 
 from django.urls import path
 

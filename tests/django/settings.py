@@ -18,3 +18,4 @@ from config.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REGIONS_NOTICES: list[str] = []  # the import-time fallback notice is not about the test memcached
+REGIONS_DASHBOARD_PUBLIC = False  # the example opens it in DEBUG; the tests check the real default

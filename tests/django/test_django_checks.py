@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,49 @@ def test_e007_file_location_not_creatable(settings: Any, tmp_path: Path) -> None
     [message] = ours()
     assert message.id == "django_regions.E007"
     assert str(blocker) in message.msg and message.hint
+
+
+def test_e007_a_location_root_cannot_create_is_reported_as_root(settings: Any) -> None:
+    """``os.access`` on /proc is true for root; creating the folder for real is not."""
+    settings.CACHE_REGIONS = {"files": {"BACKEND": "file", "LOCATION": "/proc/forbidden/here"}}
+    [message] = ours()
+    assert message.id == "django_regions.E007"
+    assert "/proc/forbidden" in message.msg and message.hint
+    with pytest.raises(SystemCheckError, match="E007"):
+        call_command("check")
+
+
+def w003(settings: Any, folder: Path) -> checks.CheckMessage:
+    settings.CACHE_REGIONS = {"files": {"BACKEND": "file", "LOCATION": str(folder)}}
+    [message] = ours()
+    assert message.id == "django_regions.W003"
+    assert message.level == checks.WARNING
+    assert message.obj == "CACHE_REGIONS['files']" and str(folder) in message.msg
+    call_command("check")  # a warning does not fail the check command
+    return message
+
+
+def test_w003_a_folder_everyone_can_write(settings: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    message = w003(settings, folder)
+    assert "writable by group and others (mode 777)" in message.msg
+    assert message.hint and f"chmod 700 {folder}" in message.hint and "chown" not in message.hint
+    folder.chmod(0o775)
+    assert "writable by group (mode 775)" in w003(settings, folder).msg
+    folder.chmod(0o700)
+    assert ours() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_w003_a_folder_owned_by_another_user(settings: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 65534, 65534)
+    message = w003(settings, folder)
+    assert "owned by" in message.msg and "uid 65534" in message.msg and "writable" not in message.msg
+    assert message.hint and f"chown root {folder} && chmod 700 {folder}" in message.hint
 
 
 def test_error_ids_map_one_to_one(settings: Any, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 import regions
+from django_regions import conf
 from tests.django.helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,7 +108,8 @@ def test_clear_name_clears_only_that_region(settings: Any, memcached_server: str
     assert "cleared region 'functions'" in output
 
     # A separate manager (as another process would have) sees the same server state.
-    other = regions.CacheManager(config, key_prefix=region_prefix)
+    secret, _ = conf.signing_secrets()  # another process of the project signs as this one does
+    other = regions.CacheManager(config, key_prefix=region_prefix, secret=secret)
     try:
         assert [other["functions"].get(("k", i)) for i in range(5)] == [None] * 5
         assert [other["sessions"].get(("k", i)) for i in range(5)] == [f"sessions-{i}" for i in range(5)]
