@@ -221,10 +221,20 @@ class Region:
             self.stats_.sets += 1
             return True
         except Exception as exc:
+            if replacing:  # first, even when the failure is raised (raise_errors)
+                self._remove_quietly(ns, key)
             self.failed("set", exc)
-        if replacing:
-            self.remove(ns, key)
         return False
+
+    def _remove_quietly(self, ns: Backend, key: Hashable) -> None:
+        """:meth:`remove` whose failure is counted and logged, never raised (retried where it can be)."""
+        try:
+            self._timed(ns.delete_entry, key)
+        except Exception as exc:
+            if isinstance(exc, BackendUnavailable):
+                self.stats_.unavailable += 1
+            else:
+                self.stats_.errors += 1
 
     def remove(self, ns: Backend, key: Hashable) -> bool:
         """Delete an entry; ``False`` when that did not reach the backend (retried where it can be)."""
