@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +31,15 @@ class FaultyMemcached(MemcachedServer):
             self.proc.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the socket still accepts connections, nothing answers (a hung server)."""
+        """SIGSTOP: the socket still accepts connections, nothing answers (a hung server).
+
+        Returns once every thread of the server is stopped (the signal is delivered asynchronously:
+        a command sent right after ``kill`` could still be answered)."""
         os.kill(self.proc.pid, signal.SIGSTOP)
         self.paused = True
+        deadline = time.monotonic() + 5
+        while not all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
@@ -56,6 +64,16 @@ class FaultyMemcached(MemcachedServer):
 
     def answers(self) -> bool:
         return _answers(self.port)
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (``T`` in /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = [Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+    except OSError:
+        return True  # gone: nothing answers
+    return all(state in ("T", "t") for state in states)
 
 
 @pytest.fixture
