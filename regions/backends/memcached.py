@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import pickle
 import secrets
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 from pymemcache.client.base import Client
@@ -32,8 +33,9 @@ from ..api import Backend, Entry, Store, poll
 from ..errors import BackendUnavailable
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
-from .memcached_nodes import NETWORK_ERRORS, Node, Nodes
+from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 
+log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
 _MAGIC = b"R1"
 _HEAD = 2 + TAG_SIZE
@@ -51,27 +53,6 @@ class _Chunked(NamedTuple):
 
 def _checksum(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def parse_servers(location: Any) -> list[tuple[str, int]]:
-    """``"host:port"``, ``"a:1;b:2"`` (Beaker's form) or a list of them -> ``[(host, port)]``."""
-    if isinstance(location, str):
-        items: Sequence[Any] = [p for p in location.replace(",", ";").split(";") if p.strip()]
-    elif isinstance(location, (list, tuple)):
-        items = location
-    else:
-        raise ValueError("LOCATION must be 'host:port' or a list of 'host:port' strings")
-    servers = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"server {item!r} is not a 'host:port' string")
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"server {item!r} is not of the form 'host:port'")
-        servers.append((host.strip("[]"), int(port)))
-    if not servers:
-        raise ValueError("LOCATION names no server")
-    return servers
 
 
 class MemcachedStore(Store):
@@ -160,6 +141,13 @@ class MemcachedStore(Store):
 
     def close(self) -> None:
         super().close()
+        pending = sum(len(node.breaker.pending) for node in self.nodes.all)
+        if pending:  # they die with this process: other processes may serve those keys' old values
+            log.warning(
+                "cache region %r closes with %d invalidation(s) that never reached memcached; "
+                "the entries they named may be served until they expire (a clear() reaches them)",
+                self.region, pending,
+            )
         self.nodes.close()
 
     def after_fork(self) -> None:

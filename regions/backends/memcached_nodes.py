@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymemcache.client.base import Client
@@ -46,6 +46,27 @@ def _mix(value: int) -> int:
 
 def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def parse_servers(location: Any) -> list[tuple[str, int]]:
+    """``"host:port"``, ``"a:1;b:2"`` (Beaker's form) or a list of them -> ``[(host, port)]``."""
+    if isinstance(location, str):
+        items: Sequence[Any] = [p for p in location.replace(",", ";").split(";") if p.strip()]
+    elif isinstance(location, (list, tuple)):
+        items = location
+    else:
+        raise ValueError("LOCATION must be 'host:port' or a list of 'host:port' strings")
+    servers = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"server {item!r} is not a 'host:port' string")
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"server {item!r} is not of the form 'host:port'")
+        servers.append((host.strip("[]"), int(port)))
+    if not servers:
+        raise ValueError("LOCATION names no server")
+    return servers
 
 
 class Node:
