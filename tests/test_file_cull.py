@@ -142,7 +142,7 @@ def test_cull_removes_damaged_entries_and_leaves_other_files(cache_root, make_ma
 def test_max_entries_keeps_the_newest(cache_root, make_manager):
     region = make(make_manager, cache_root, cull_interval=0, max_entries=100)
     for i in range(300):
-        region.set(("k", i), i)
+        region.set(("k", i), i, timeout=3600)  # none expires however slow the machine
     wait_for_cull(region.store)
     left = len(entries_in(cache_root))
     assert 50 <= left <= 100, left
@@ -154,7 +154,7 @@ def test_max_entries_keeps_the_newest(cache_root, make_manager):
 def test_max_size_bounds_the_bytes(cache_root, make_manager):
     region = make(make_manager, cache_root, cull_interval=0, max_size=200_000)
     for i in range(100):
-        region.set(("k", i), os.urandom(10_000))
+        region.set(("k", i), os.urandom(10_000), timeout=3600)
     wait_for_cull(region.store)
     size = sum(p.stat().st_size for p in entries_in(cache_root))
     assert 100_000 <= size <= 200_000, size
