@@ -43,6 +43,7 @@ from .file_locks import _KeyLock, _LockFile, make_private_dirs, open_lock_file
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
 
 _SUFFIX = ".entry"
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _TEMP = ".tmp-"
 _LOCKS = ".locks"
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -176,12 +177,14 @@ class FileNamespaceManager(Backend):
         text = str(key)
         path = self._path(text)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed by the with below; a miss is no error
+            fd = os.open(path, _READ_FLAGS)
         except FileNotFoundError:
             return None
+        try:
+            data = file_format.read_fd(fd)
+        finally:
+            os.close(fd)
         signer = self.store.signer
-        with f:
-            data = file_format.contents(f)
         head = file_format.header(data, signer)
         namespace, stored_key, stored_at, ttl = head[:4]
         if stored_key != text or namespace != self.namespace:

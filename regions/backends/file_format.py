@@ -59,10 +59,21 @@ def write(f: IO[bytes], signer: Signer, namespace: str, key: str, stored_at: flo
 
 def contents(f: IO[bytes]) -> memoryview:
     """The bytes of an open entry file: read whole when small, else mapped."""
-    size = os.fstat(f.fileno()).st_size
-    if size <= READ_WHOLE:
-        return memoryview(f.read())
-    return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    return read_fd(f.fileno())
+
+
+def read_fd(fd: int) -> memoryview:
+    """:func:`contents` of a raw descriptor (the hit path opens none of Python's file objects)."""
+    size = os.fstat(fd).st_size
+    if size > READ_WHOLE:
+        return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+    data = os.read(fd, size)
+    while len(data) < size:  # a regular file is read whole at once; be safe anyway
+        more = os.read(fd, size - len(data))
+        if not more:
+            break
+        data += more
+    return memoryview(data)
 
 
 def header(data: memoryview, signer: Signer) -> Header:
