@@ -138,8 +138,9 @@ class Region:
         return self.store.active
 
     # errors ----------------------------------------------------------------------------------
-    def failed(self, operation: str, exc: BaseException) -> None:
-        """Count and log a backend failure; re-raise it when the region's ``raise_errors`` is set.
+    def failed(self, operation: str, exc: BaseException, *, reraise: bool = True) -> None:
+        """Count and log a backend failure; re-raise it when the region's ``raise_errors`` is set
+        (and ``reraise``: a clean-up after a failure that is being raised already never raises).
 
         A call skipped because its server is marked down counts as ``unavailable``; the failure that
         marked it down is logged by the breaker (:mod:`regions.health`), not again here.
@@ -148,7 +149,7 @@ class Region:
             self.stats_.unavailable += 1
         else:
             self.stats_.errors += 1
-        if self.raise_errors:
+        if self.raise_errors and reraise:
             raise exc
         if not isinstance(exc, BackendUnavailable) and not getattr(exc, "regions_logged", False):
             self._throttle.warning(
@@ -222,28 +223,18 @@ class Region:
             return True
         except Exception as exc:
             if replacing:  # first, even when the failure is raised (raise_errors)
-                self._remove_quietly(ns, key)
+                self.remove(ns, key, reraise=False)
             self.failed("set", exc)
         return False
 
-    def _remove_quietly(self, ns: Backend, key: Hashable) -> None:
-        """:meth:`remove` whose failure is counted and logged, never raised (retried where it can be)."""
-        try:
-            self._timed(ns.delete_entry, key)
-        except Exception as exc:
-            if isinstance(exc, BackendUnavailable):
-                self.stats_.unavailable += 1
-            else:
-                self.stats_.errors += 1
-
-    def remove(self, ns: Backend, key: Hashable) -> bool:
+    def remove(self, ns: Backend, key: Hashable, *, reraise: bool = True) -> bool:
         """Delete an entry; ``False`` when that did not reach the backend (retried where it can be)."""
         self.invalidations += 1
         try:
             self._timed(ns.delete_entry, key)
             return True
         except Exception as exc:
-            self.failed("delete", exc)
+            self.failed("delete", exc, reraise=reraise)
             return False
 
     # direct API -----------------------------------------------------------------------------

@@ -16,8 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import PoolExhausted
@@ -76,14 +75,6 @@ class Pool:
         if self.waiting:
             with self._cond:
                 self._cond.notify()
-
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        conn = self.acquire()
-        try:
-            yield conn
-        finally:
-            self.release(conn)
 
     def disconnect(self) -> None:
         """Close the sockets of the idle connections (they reconnect on next use): after the
