@@ -216,12 +216,7 @@ class Engine:
             except TimeoutError:
                 FLIGHTS.leave(flight)
                 region.stats_.lock_timeouts += 1
-                region.stats_.misses += 1
-                mark = region.invalidations
-                value = await creator()
-                if region.invalidations == mark:
-                    await self.call_io(region.store_entry, ns, key, value, ttl)
-                return value
+                return await self._acompute(ns, key, creator, ttl)
             except asyncio.CancelledError:
                 left = FLIGHTS.leave(flight)
                 task = asyncio.current_task()
@@ -277,12 +272,7 @@ class Engine:
                 if fresh:
                     future.set_result(entry[2])  # type: ignore[index]
                     return
-            region.stats_.misses += 1
-            mark = region.invalidations
-            value = await creator()
-            if region.invalidations == mark:
-                await self.call_io(region.store_entry, ns, key, value, ttl)
-            future.set_result(value)
+            future.set_result(await self._acompute(ns, key, creator, ttl))
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -292,6 +282,18 @@ class Engine:
             if held:
                 self._release_later(shared)  # type: ignore[arg-type]
             FLIGHTS.land(token, flight)
+
+    async def _acompute(
+        self, ns: Backend, key: Hashable, creator: Callable[[], Awaitable[T]], ttl: float | None
+    ) -> T:
+        """:meth:`_compute` for coroutine functions (the store runs on the I/O threads)."""
+        region = self.region
+        region.stats_.misses += 1
+        mark = region.invalidations
+        value = await creator()
+        if region.invalidations == mark:  # else it may rest on data an invalidation replaced
+            await self.call_io(region.store_entry, ns, key, value, ttl)
+        return value
 
     async def _apoll(self, lock: SharedLock, deadline: float) -> bool | None:
         """Wait for a shared lock without blocking the loop or holding an I/O thread for long."""
