@@ -28,23 +28,23 @@ def test_values_of_every_size_come_back_whole(client, size):
     client.set(key, value, noreply=False)
     client.get("warm-up")  # connected: the lean path is taken
     assert client.sock is not None
-    assert memcached_get.get(client, key) == value
-    assert memcached_get.get(client, key) == value  # and the connection is still in step
+    assert memcached_get.get(client, key.encode()) == value
+    assert memcached_get.get(client, key.encode()) == value  # and the connection is still in step
     assert client.get(key) == value
 
 
 def test_a_miss_is_none_and_a_first_call_connects(client):
     assert client.sock is None
-    assert memcached_get.get(client, "never-set-key") is None  # through pymemcache: connects
+    assert memcached_get.get(client, b"never-set-key") is None  # through pymemcache: connects
     assert client.sock is not None
-    assert memcached_get.get(client, "never-set-key") is None
+    assert memcached_get.get(client, b"never-set-key") is None
 
 
 def test_values_containing_the_protocol_framing(client):
     value = b"END\r\nVALUE x 0 3\r\nabc\r\nEND\r\n"
     client.set("framing", value, noreply=False)
     client.get("warm-up")
-    assert memcached_get.get(client, "framing") == value
+    assert memcached_get.get(client, b"framing") == value
 
 
 def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
@@ -54,9 +54,9 @@ def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
     client.get("warm-up")
     client.sock.sendall(b"version\r\n")  # its reply arrives before the GET's
     with pytest.raises(MemcacheUnexpectedCloseError):
-        memcached_get.get(client, "step")
+        memcached_get.get(client, b"step")
     assert client.sock is None
-    assert memcached_get.get(client, "step") == b"value"  # reconnected by pymemcache
+    assert memcached_get.get(client, b"step") == b"value"  # reconnected by pymemcache
 
 
 def test_a_server_that_closes_raises_a_network_error(memcached_factory):
@@ -64,10 +64,10 @@ def test_a_server_that_closes_raises_a_network_error(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=1, timeout=1)
     c.set("k", b"v", noreply=False)
-    assert memcached_get.get(c, "k") == b"v"
+    assert memcached_get.get(c, b"k") == b"v"
     server.stop()
     with pytest.raises((MemcacheUnexpectedCloseError, OSError)):
-        memcached_get.get(c, "k")
+        memcached_get.get(c, b"k")
     assert c.sock is None
 
 
@@ -79,7 +79,7 @@ def test_a_silent_server_times_out():
         c = Client(listener.getsockname(), connect_timeout=0.3, timeout=0.3)
         c._connect()  # noqa: SLF001 - a connected client, without a round trip the listener would fail
         with pytest.raises(OSError):
-            memcached_get.get(c, "k")
+            memcached_get.get(c, b"k")
         assert c.sock is None
 
 
@@ -95,7 +95,7 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=0.4, timeout=0.4)
     c.set("k", b"v", noreply=False)
-    assert memcached_get.get(c, "k") == b"v"
+    assert memcached_get.get(c, b"k") == b"v"
     assert c.sock.gettimeout() is None
     raw = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
     assert struct.unpack("ll", raw) == (0, 400_000)
@@ -103,8 +103,8 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     try:
         start = time.monotonic()
         with pytest.raises(OSError):
-            memcached_get.get(c, "k")
+            memcached_get.get(c, b"k")
         assert 0.3 < time.monotonic() - start < 5  # the timeout, not forever
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
-    assert memcached_get.get(c, "k") == b"v"  # reconnected (pymemcache), then kernel timeouts again
+    assert memcached_get.get(c, b"k") == b"v"  # reconnected (pymemcache), then kernel timeouts again

@@ -227,10 +227,11 @@ class MemcachedNamespaceManager(Backend):
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()  # once: the GET and the tag both use the bytes
         pool = node.pool
         client = pool.acquire()
         try:
-            data = memcached_get.get(client, wire)
+            data = memcached_get.get(client, raw)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
@@ -238,7 +239,7 @@ class MemcachedNamespaceManager(Backend):
             pool.release(client)
         if data is None:
             return None
-        found = self._unseal(wire, data)
+        found = self._unseal(raw, data)
         if isinstance(found, _Chunked):
             return self._get_chunks(node, wire, found)
         return found
@@ -248,10 +249,10 @@ class MemcachedNamespaceManager(Backend):
         key = wire.encode()  # at most 250 bytes: one length byte keeps key and data apart
         return _MAGIC + self.store.signer.tag(bytes((len(key),)) + key, data) + data
 
-    def _unseal(self, wire: str, blob: bytes) -> Any:
+    def _unseal(self, key: bytes, blob: bytes) -> Any:
+        """The entry in ``blob`` read under ``key`` (encoded), if its tag is ours."""
         if blob[:2] != _MAGIC or len(blob) < _HEAD:
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
-        key = wire.encode()
         data = memoryview(blob)[_HEAD:]
         if not self.store.signer.check(blob[2:_HEAD], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")

@@ -35,16 +35,15 @@ _END = b"END\r\n"
 _TAIL = b"\r\nEND\r\n"
 
 
-def get(client: Any, key: str) -> bytes | None:
-    """The value stored under ``key`` (a valid memcached key), or ``None``."""
+def get(client: Any, key: bytes) -> bytes | None:
+    """The value stored under ``key`` (a valid memcached key, encoded), or ``None``."""
     sock = client.sock
     if sock is None:
         return client.get(key)  # connects (pymemcache owns the connection settings)
     if sock.gettimeout() is not None and KERNEL_TIMEOUTS:
         kernel_timeouts(sock)
     try:
-        raw = key.encode()
-        sock.sendall(b"get " + raw + b"\r\n")
+        sock.sendall(b"get " + key + b"\r\n")
         buf = sock.recv(_RECV)
         end = buf.find(b"\r\n")
         while end < 0:
@@ -56,7 +55,7 @@ def get(client: Any, key: str) -> bytes | None:
         if end == 3 and buf == _END:
             return None
         head = buf[:end].split(b" ")
-        if head[0] != b"VALUE" or len(head) < 4 or head[1] != raw:
+        if head[0] != b"VALUE" or len(head) < 4 or head[1] != key:
             _refused(buf[:end])
         size = int(head[3])
         start = end + 2
