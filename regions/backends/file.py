@@ -142,10 +142,8 @@ class FileStore(Culling):
         return True
 
     def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
-        try:
-            return file_format.header(file_format.contents(f), self.signer)[:4]
-        except Exception:  # not ours, damaged or truncated: culled as dead
-            return None
+        found = file_format.header_of(f, self.signer)  # None: not ours or damaged, culled as dead
+        return None if found is None else found[:4]
 
     # creation locks --------------------------------------------------------------------------
     def lock_file(self) -> _LockFile:

@@ -102,10 +102,18 @@ def value(data: memoryview, head: Header, signer: Signer) -> Any:
     return pickle.loads(raw)
 
 
+def header_of(f: IO[bytes], signer: Signer) -> Header | None:
+    """The checked header of an open entry file, or ``None`` (not ours, damaged, truncated)."""
+    try:
+        return header(contents(f), signer)
+    except Exception:  # whatever a damaged file makes the unpickling of a tagged header raise
+        return None
+
+
 def read_header(path: str, signer: Signer) -> Header | None:
-    """The checked header of the entry file at ``path``, or ``None`` (gone, not ours, damaged)."""
+    """:func:`header_of` the entry file at ``path`` (``None`` too when it is gone)."""
     try:
         with open(path, "rb") as f:
-            return header(contents(f), signer)
-    except (OSError, RejectedEntry, pickle.UnpicklingError, ValueError, IndexError, TypeError):
+            return header_of(f, signer)
+    except OSError:
         return None
