@@ -38,7 +38,8 @@ class FaultyMemcached(MemcachedServer):
         os.kill(self.proc.pid, signal.SIGSTOP)
         self.paused = True
         deadline = time.monotonic() + 5
-        while not all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+        while not all_threads_stopped(self.proc.pid):
+            assert time.monotonic() < deadline, f"memcached {self.address} did not stop within 5 s of SIGSTOP"
             time.sleep(0.001)
 
     def resume(self) -> None:

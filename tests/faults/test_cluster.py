@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -78,31 +77,6 @@ def cluster(faulty_memcached: Factory) -> Iterator[list[FaultyMemcached]]:
     yield servers
     for server in servers:
         server.kill()
-
-
-def stopped(pid: int) -> bool:
-    """Whether every thread of process ``pid`` is stopped (state ``T``), from /proc."""
-    try:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                states.append(f.read().rsplit(")", 1)[1].split()[0])
-    except OSError:
-        return False
-    return bool(states) and all(state in ("T", "t") for state in states)
-
-
-def pause(server: FaultyMemcached) -> None:
-    """SIGSTOP ``server`` and wait until all its threads are stopped.
-
-    ``kill()`` only queues the stop: until the thread that takes the signal is scheduled, the other
-    threads of memcached keep serving (seen on a loaded 2-CPU host: a delete sent right after the
-    SIGSTOP was answered)."""
-    server.pause()
-    deadline = time.monotonic() + 5
-    while not stopped(server.proc.pid):
-        assert time.monotonic() < deadline, f"memcached {server.address} did not stop within 5 s of SIGSTOP"
-        time.sleep(0.001)
 
 
 def by_node(placement: dict[int, int]) -> dict[int, list[int]]:
@@ -392,7 +366,7 @@ def test_rejoining_node_brings_no_old_values_back(
     before = data.computed
     assert [f(x) for x in KEYS] == [(x, "v1") for x in KEYS] and data.computed == before, "no hits"
 
-    pause(servers[node])
+    servers[node].pause()  # returns once every thread is stopped
     data.version = "v2"  # the data changes, then the application invalidates it
     start = time.monotonic()
     result = INVALIDATIONS[op](f, region, KEYS)
@@ -485,7 +459,7 @@ def test_paused_node_does_not_flood(
     caplog.clear()
     before = region.stats()
 
-    pause(servers[node])
+    servers[node].pause()  # returns once every thread is stopped
     calls: list[Call] = []
     end = time.monotonic() + 2.0
     while time.monotonic() < end:

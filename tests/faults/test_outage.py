@@ -132,38 +132,34 @@ def check(out: Outcome, stats: dict[str, Any], *, callers: int = CALLERS) -> Non
     assert stats["errors"] <= 2 * callers, f"{stats['errors']} errors: every call went to the network"
 
 
-def test_hung_server_costs_one_timeout_per_caller(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
+@pytest.mark.parametrize(
+    ("fault", "begin", "end"),
+    [
+        # SIGSTOP for 3 s: no call waits after the first failure; SIGCONT: hits resume
+        ("SIGSTOP 3 s, 4 threads", "pause", "resume"),
+        # SIGKILL, restart on the same port (empty) 3 s later: hits resume within 5 s
+        ("SIGKILL, restart after 3 s, 4 threads", "kill", "start"),
+    ],
+    ids=["hung", "killed-restarted"],
+)
+def test_outage_under_four_threads(
+    faulty_memcached: Callable[..., FaultyMemcached],
+    make_manager: Callable[..., Any],
+    fault: str,
+    begin: str,
+    end: str,
 ) -> None:
-    """SIGSTOP for 3 s under 4 threads: no call waits after the first failure; SIGCONT: hits resume."""
+    """A hung or killed server costs one timeout per caller at most, then hits resume."""
     server = faulty_memcached()
     manager = make_manager(mc_config(server.address))
     comps = Computations()
     func = manager.region("mc")(comps.compute)
 
     out, per_caller, fault_start = run_threads(
-        func, comps, begin_fault=server.pause, end_fault=server.resume, fault_seconds=3
+        func, comps, begin_fault=getattr(server, begin), end_fault=getattr(server, end), fault_seconds=3
     )
     stats = manager["mc"].stats()
-    report("SIGSTOP 3 s, 4 threads", out, stats, manager["mc"].store)
-    assert served_before(per_caller, fault_start) > 0, "the cache served nothing before the fault"
-    check(out, stats)
-
-
-def test_killed_then_restarted_server(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
-) -> None:
-    """SIGKILL under 4 threads, restart on the same port (empty) 3 s later: hits resume within 5 s."""
-    server = faulty_memcached()
-    manager = make_manager(mc_config(server.address))
-    comps = Computations()
-    func = manager.region("mc")(comps.compute)
-
-    out, per_caller, fault_start = run_threads(
-        func, comps, begin_fault=server.kill, end_fault=server.start, fault_seconds=3
-    )
-    stats = manager["mc"].stats()
-    report("SIGKILL, restart after 3 s, 4 threads", out, stats, manager["mc"].store)
+    report(fault, out, stats, manager["mc"].store)
     assert served_before(per_caller, fault_start) > 0, "the cache served nothing before the fault"
     check(out, stats)
 
