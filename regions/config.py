@@ -12,12 +12,7 @@ A Beaker ``cache_opts`` dict (``cache.regions``, ``cache.<name>.type`` ...) is t
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
-import shlex
-import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ from typing import Any
 
 from .api import COMMON_OPTIONS, Store
 from .backends import BEAKER_ALIASES, BUILTIN, store_class
+from .backends.file_folders import unwritable
 from .errors import ConfigurationError
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")
@@ -169,85 +165,16 @@ def _check_options(name: str, cls: type[Store], options: Any) -> list[Problem]:
 
 
 def _check_file_location(name: str, location: Any) -> Problem | None:
-    """E007 unless ``location`` can be created and written, tried for real.
-
-    ``os.access`` says yes to root almost everywhere (even under ``/proc``), so the check makes the
-    missing folders and a probe file in the last one. Whatever it made is removed again, whether the
-    check passes or fails half-way: the region's store makes the folder on its first write.
-    """
-    path = Path(location)
-    missing: list[Path] = []
-    folder = path
-    while not os.path.lexists(folder) and folder.parent != folder:
-        missing.append(folder)
-        folder = folder.parent
-    made: list[Path] = []
-    try:
-        for folder in reversed(missing):
-            try:
-                folder.mkdir()
-            except FileExistsError:  # made meanwhile by another process: fine if it is a folder
-                if not folder.is_dir():
-                    raise
-                continue
-            made.append(folder)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-check-")  # a cull removes a stray one
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(probe)
-    except OSError as exc:
-        where = exc.filename if exc.filename is not None else path
-        return Problem(
-            "E007",
-            name,
-            "LOCATION",
-            f"region {name!r}: LOCATION {str(path)!r} cannot be created or written "
-            f"({str(where)!r}: {exc.strerror or exc})",
-            "point LOCATION at a folder this process can write, or fix its permissions",
-        )
-    finally:
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):  # not empty: a store or another process uses it now
-                folder.rmdir()
-    return None
-
-
-def _user(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def folder_exposure(location: Any) -> tuple[str, str] | None:
-    """``(what is wrong, remedy)`` when users other than this process's could plant entries in the
-    existing folder ``location``: it is owned by another user, or writable by group or others
-    (``mode & 0o022``). ``None`` when neither holds or the folder does not exist (yet).
-    """
-    try:
-        st = os.stat(location)
-    except (OSError, TypeError, ValueError):
+    """E007 unless ``location`` can be created and written (tried for real: :func:`unwritable`)."""
+    why = unwritable(location)
+    if why is None:
         return None
-    if not stat.S_ISDIR(st.st_mode):
-        return None
-    uid = os.geteuid()
-    wrong = []
-    if st.st_uid != uid:
-        wrong.append(f"is owned by {_user(st.st_uid)}, not by this process's user {_user(uid)}")
-    if st.st_mode & 0o022:
-        who = " and ".join(w for w, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit)
-        wrong.append(f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})")
-    if not wrong:
-        return None
-    quoted = shlex.quote(os.fspath(location))
-    try:
-        owner = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        owner = str(uid)
-    chown = f"chown {owner} {quoted} && " if st.st_uid != uid else ""
-    return (
-        f"{', and '.join(wrong)}: other users can plant, change or remove its entries",
-        f"Run `{chown}chmod 700 {quoted}`, so that only this process's user can write it.",
+    return Problem(
+        "E007",
+        name,
+        "LOCATION",
+        f"region {name!r}: LOCATION {str(location)!r} cannot be created or written ({why})",
+        "point LOCATION at a folder this process can write, or fix its permissions",
     )
 
 

@@ -16,7 +16,8 @@ before the write returns. A hit is one ``open``, one ``read``, two tags and two 
 Creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one lock file per key for
 every process on the host: :mod:`regions.backends.file_locks`. Housekeeping (:meth:`FileStore.cull`),
 on a background thread that writes start, removing dead files and, over ``max_entries`` /
-``max_size``, the oldest entries: :mod:`regions.backends.file_cull`.
+``max_size``, the oldest entries: :mod:`regions.backends.file_cull`. Folders (made ``0o700``; who
+else could write them): :mod:`regions.backends.file_folders`.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..api import Backend, Entry, is_servable
-from ..config import folder_exposure
 from ..signing import RejectedEntry
 from . import file_format
 from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
-from .file_locks import _KeyLock, _LockFile, make_private_dirs, open_lock_file
+from .file_folders import folder_exposure, make_private_dirs
+from .file_locks import _KeyLock, _LockFile, open_lock_file
 
 #: The culling constants stay importable from here, where they were defined before file_cull.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]

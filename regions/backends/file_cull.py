@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from ..api import Store, is_servable
-from .file_locks import make_private_dirs
+from .file_folders import make_private_dirs
 
 log = logging.getLogger("regions")
 

@@ -17,6 +17,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..api import poll
+from .file_folders import make_private_dirs
 
 if TYPE_CHECKING:
     from .file import FileStore
@@ -116,20 +117,3 @@ def _try_lockf(fd: int, offset: int) -> bool:
             return False
         raise
     return True
-
-
-def make_private_dirs(path: str) -> None:
-    """``mkdir -p`` where every folder made is ``0o700`` (``os.makedirs`` gives all but the last the
-    umask's mode): nobody else may plant entries in a folder this process creates."""
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
