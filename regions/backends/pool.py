@@ -7,8 +7,8 @@ finding none idle and the pool full waits until one is returned, for at most ``w
 
 Taking and returning an idle connection is a ``deque.pop`` / ``deque.append`` (atomic, no lock):
 the lock is taken only to create a connection or to wait for one. The most recently used connection
-is reused first, so the pool shrinks back to the working set in practice; idle ones are never closed
-while the pool lives (they are bounded by ``max_size``).
+is reused first. Idle connections stay in the pool (at most ``max_size``); :meth:`Pool.disconnect`
+closes their sockets when the server is marked down, and they reconnect on next use.
 """
 
 from __future__ import annotations
