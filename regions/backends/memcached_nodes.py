@@ -231,6 +231,9 @@ class Nodes:
         value = _as_int(value)
         if value is not None and value > self.seen.get(name, 0):
             self.seen[name] = value
+        # now that the server holds it, this process re-reads its counters on the next call (a
+        # bump replayed by the probe thread too, or a read made meanwhile would keep the old one)
+        self.store.cleared_at = time.monotonic()
 
     def close(self) -> None:
         for node in self.all:
