@@ -124,6 +124,16 @@ class Store:
         self._executor: ThreadPoolExecutor | None = None
         _STORES.add(self)
 
+    @property
+    def shared(self) -> Store | None:
+        """The store other processes share with this one: itself for memcached and file regions,
+        the linked store for synced and tiered regions, ``None`` for a region of this process only."""
+        return self if self.location is not None else None
+
+    def link(self, stores: Mapping[str, Store]) -> None:
+        """Called once every region of the configuration is built (``stores`` by region name): a
+        store that works through another region's store (``sync_with``, ``over``) finds it here."""
+
     def storage_id(self) -> Hashable:
         """Equal for two stores on the same storage (two managers of one config in a process):
         they then share in-process flights. In-process stores are their own storage."""

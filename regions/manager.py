@@ -70,6 +70,10 @@ class CacheManager:
                 location=settings["LOCATION"],
             )
 
+        stores = {name: r.store for name, r in self._regions.items()}
+        for store in stores.values():
+            store.link(stores)  # synced and tiered regions find the region they work through
+
         unsigned = [name for name, r in self._regions.items() if r.store.signs and not signer.keyed]
         if unsigned:
             log.warning(
