@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from . import config as _config
+from . import fleet as _fleet
 from .decorator import CachedFunction, decorate
 from .errors import RegionError, UnknownRegion
 from .region import DEFAULT, Region
@@ -38,6 +39,7 @@ class CacheManager:
         version: int = 1,
         secret: str | bytes | None = None,
         secret_fallbacks: Iterable[str | bytes] = (),
+        publish_every: float | None = None,
     ) -> None:
         if not isinstance(key_prefix, str):
             raise _config.ConfigurationError(
@@ -73,6 +75,8 @@ class CacheManager:
         stores = {name: r.store for name, r in self._regions.items()}
         for store in stores.values():
             store.link(stores)  # synced and tiered regions find the region they work through
+        #: Publishes this process's figures for deployment_stats() (regions.fleet), off the hit path.
+        self._fleet = _fleet.Fleet(self._regions.values(), _fleet.check_every(publish_every))
 
         unsigned = [name for name, r in self._regions.items() if r.store.signs and not signer.keyed]
         if unsigned:
@@ -86,9 +90,12 @@ class CacheManager:
 
     def __getitem__(self, name: str) -> Region:
         try:
-            return self._regions[name]
+            region = self._regions[name]
         except KeyError:
             raise UnknownRegion(name, list(self._regions)) from None
+        if self._fleet.idle:  # first lookup: start publishing this process's figures
+            self._fleet.start()
+        return region
 
     get_region = __getitem__
 
@@ -111,7 +118,14 @@ class CacheManager:
         self[name]
         return decorate(self, name, timeout, key)
 
+    def deployment_stats(self, *, wait: bool = True) -> dict[str, dict[str, Any]]:
+        """Per region, the figures of ``stats()`` summed over every process that shares its storage,
+        with ``processes``, ``scope`` and ``error`` (:meth:`regions.fleet.Fleet.deployment_stats`).
+        ``wait=False``: never touch the network here (what the background thread read last)."""
+        return self._fleet.deployment_stats(wait=wait)
+
     def close(self) -> None:
+        self._fleet.close()
         for region in self._regions.values():
             region.close()
 
