@@ -8,10 +8,10 @@
 9
 """
 
-from . import keys
+from . import keys, tags
 from .decorator import CachedFunction
 from .errors import ConfigurationError, RegionError, UncacheableArgument, UnknownRegion
-from .manager import CacheManager, configure, get_manager, region
+from .manager import CacheManager, configure, get_manager, invalidate_tags, region
 from .region import DEFAULT, Region
 from .scope import ScopedThreadPoolExecutor, in_request_scope, request_scope
 
@@ -28,8 +28,10 @@ __all__ = [
     "configure",
     "get_manager",
     "in_request_scope",
+    "invalidate_tags",
     "keys",
     "region",
     "request_scope",
+    "tags",
 ]
 __version__ = "0.1.0"

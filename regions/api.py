@@ -27,6 +27,7 @@ from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
 from .signing import RejectedEntry, Signer
+from .tag_versions import LocalVersions
 
 Entry = tuple[float, float | None, Any]
 
@@ -122,6 +123,7 @@ class Store:
         self.stale = float(self.options.get("stale", COMMON_OPTIONS["stale"][1]))
         self.lock_timeout = float(self.options.get("lock_timeout", COMMON_OPTIONS["lock_timeout"][1]))
         self._executor: ThreadPoolExecutor | None = None
+        self.tag_versions = LocalVersions()
         _STORES.add(self)
 
     @property
@@ -161,6 +163,19 @@ class Store:
     def clear(self) -> None:
         """Remove (or make unreachable) every entry of this region, and nothing else."""
         raise NotImplementedError
+
+    # tag versions (regions.tags); these defaults keep them in this process ---------------------
+    def read_tags(self, names: list[str]) -> list[int | None]:
+        """Current version of each tag (``None``: none yet; entries carrying it miss)."""
+        return self.tag_versions.read(names)
+
+    def create_tags(self, names: list[str]) -> list[int]:
+        """Versions of the tags, missing ones created (on a miss, before the computation)."""
+        return self.tag_versions.create(names)
+
+    def bump_tags(self, names: list[str]) -> None:
+        """New versions for the tags that have one; raises when no storage took the bump."""
+        self.tag_versions.bump(names)
 
     def ping(self) -> bool:
         """Whether the backend answers now."""
@@ -238,6 +253,14 @@ class Backend(NamespaceManager):
 
     def delete_entry(self, key: Hashable) -> None:
         raise NotImplementedError
+
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+        """:meth:`get_entry` and the current versions of tags ``names`` (memcached: one round trip)."""
+        return self.get_entry(key), self.store.read_tags(names)
+
+    def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
+        """The versions an entry of ``key`` is stored with, creating missing tags (a miss only)."""
+        return self.store.create_tags(names)
 
     def wire_key(self, key: Hashable) -> Hashable:
         """The key exactly as the storage sees it."""

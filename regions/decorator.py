@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from . import tagged
 from .binding import KeyBuilder, _BindError
 from .errors import ConfigurationError
 from .flights import FLIGHTS
 from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
+from .tags import TagSpec
 
 if TYPE_CHECKING:
     from .api import Backend
@@ -110,9 +112,14 @@ def check_timeout(where: str, timeout: Any) -> None:
 
 
 def decorate(
-    source: Source, name: str, timeout: Any, key: Callable[..., Any] | None
+    source: Source,
+    name: str,
+    timeout: Any,
+    key: Callable[..., Any] | None,
+    tags: Any = None,
+    invalidate_on: Any = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
-    """Build the decorator for region ``name`` of ``source``."""
+    """Build the decorator for region ``name`` of ``source`` (``tags``: :mod:`regions.tags`)."""
     if key is not None and not callable(key):
         raise ConfigurationError(
             f"region {name!r}: key={key!r} is not callable; pass a function taking the decorated "
@@ -127,8 +134,11 @@ def decorate(
         binding: Binding[P, R] = Binding(source, name, qualname, timeout, KeyBuilder(func, qualname, key))
         if not source.binds_late:
             binding.current()  # a manager's regions are fixed: unknown names fail at decoration time
-        make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
-        wrapper = make(func, binding)
+        is_async = inspect.iscoroutinefunction(func)
+        wrapper = (_async_wrapper if is_async else _sync_wrapper)(func, binding)
+        if tags is not None or invalidate_on is not None:
+            spec = TagSpec(qualname, tags, invalidate_on)  # fixed tags are checked now
+            wrapper = tagged.wrap(func, binding, wrapper, spec, is_async)
         wrapper.uncached = func  # type: ignore[attr-defined]
         wrapper.region_name = name  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]

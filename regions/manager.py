@@ -14,6 +14,7 @@ from .errors import RegionError, UnknownRegion
 from .region import DEFAULT, Region
 from .region import identity as region_identity
 from .signing import Signer
+from .tags import tags_of
 
 log = logging.getLogger("regions")
 
@@ -112,11 +113,34 @@ class CacheManager:
         return list(self._regions.values())
 
     def region(
-        self, name: str, *, timeout: float | None = DEFAULT, key: Callable[..., Any] | None = None
+        self,
+        name: str,
+        *,
+        timeout: float | None = DEFAULT,
+        key: Callable[..., Any] | None = None,
+        tags: Callable[..., Iterable[Any]] | Iterable[Any] | None = None,
+        invalidate_on: Iterable[Any] | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
-        """Decorator caching a function in region ``name`` (checked now: unknown names raise)."""
+        """Decorator caching a function in region ``name`` (checked now: unknown names raise).
+
+        ``tags``: the tags of each entry (a callable taking the function's parameters, or a fixed
+        list); ``invalidate_on``: objects whose tags every entry carries (:mod:`regions.tags`)."""
         self[name]
-        return decorate(self, name, timeout, key)
+        return decorate(self, name, timeout, key, tags, invalidate_on)
+
+    def invalidate_tags(self, *tags: Any) -> bool:
+        """Make every entry carrying one of ``tags`` a miss, in every region of this manager and
+        every process sharing their storage. ``False`` when some region's storage was not reached
+        (a memcached region replays the bump before it reads from that server again)."""
+        names = list(tags_of(tags, "invalidate_tags()"))
+        reached = True
+        for region in self._regions.values():
+            try:
+                region.store.bump_tags(names)
+            except Exception as exc:
+                region.failed("invalidate_tags", exc)
+                reached = False
+        return reached
 
     def deployment_stats(self, *, wait: bool = True) -> dict[str, dict[str, Any]]:
         """Per region, the figures of ``stats()`` summed over every process that shares its storage,
@@ -177,13 +201,24 @@ def get_manager() -> CacheManager:
     return manager
 
 
+def invalidate_tags(*tags: Any) -> bool:
+    """:meth:`CacheManager.invalidate_tags` of the default manager."""
+    return get_manager().invalidate_tags(*tags)
+
+
 def region(
-    name: str, *, timeout: float | None = DEFAULT, key: Callable[..., Any] | None = None
+    name: str,
+    *,
+    timeout: float | None = DEFAULT,
+    key: Callable[..., Any] | None = None,
+    tags: Callable[..., Iterable[Any]] | Iterable[Any] | None = None,
+    invalidate_on: Iterable[Any] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
-    """Decorator caching a function in region ``name`` of the default manager.
+    """Decorator caching a function in region ``name`` of the default manager (``tags`` and
+    ``invalidate_on``: see :meth:`CacheManager.region`).
 
     Usable before :func:`configure`: the region is looked up at the first call after each
     configure (settings may change, e.g. under Django's ``override_settings``), so an unknown name
     raises :class:`UnknownRegion` at that call; ``manage.py check`` lists the configured names.
     """
-    return decorate(_default, name, timeout, key)
+    return decorate(_default, name, timeout, key, tags, invalidate_on)

@@ -39,6 +39,7 @@ from . import file_format
 from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
 from .file_folders import folder_exposure, make_private_dirs
 from .file_locks import _KeyLock, _LockFile, open_lock_file
+from .file_tags import FileTagStore
 
 #: The culling constants stay importable from here, where they were defined before file_cull.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
@@ -59,7 +60,7 @@ def folder_name(namespace: str) -> str:
     return f"{stem}-{digest}" if stem else digest
 
 
-class FileStore(Culling):
+class FileStore(FileTagStore, Culling):
     signs = True
     """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from ``file_locks``."""
 

@@ -34,6 +34,7 @@ from ..errors import BackendUnavailable
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
+from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
@@ -55,7 +56,7 @@ def _checksum(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-class MemcachedStore(Store):
+class MemcachedStore(MemcachedTagStore, Store):
     name = "memcached"
     needs_location = True
     signs = True
@@ -181,7 +182,7 @@ class _AddLock:
         self.node.call("delete", self.name, noreply=False)
 
 
-class MemcachedNamespaceManager(Backend):
+class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
     store_class = MemcachedStore
     store: MemcachedStore
 

@@ -1,0 +1,157 @@
+"""Tag versions of a memcached region (:mod:`regions.tags`): one counter per tag on every server.
+
+* A hit reads the entry and the counters of its tags from the entry's server in one ``get_many``:
+  no extra round trip. Each server's counters only ever judge the entries on that server, so
+  servers need not agree on the values: a version is compared for equality, never ordered.
+* ``invalidate_tags`` increments the counters on every server (``incr``: atomic across processes
+  and hosts). A server that is down gets the increment when it answers again, before any read
+  reaches it (the breaker's replay, as for generation counters). A counter that is missing is not
+  created by a bump: entries carrying it miss anyway.
+* A missing counter (never made, evicted, a restarted server) is a miss; the miss creates it
+  (``add`` of the time in µs, new for every creation) before the value is computed.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from ..api import Entry
+from ..errors import BackendUnavailable
+from ..signing import RejectedEntry
+from . import keyguard
+from .memcached_nodes import NETWORK_ERRORS
+
+if TYPE_CHECKING:
+    from .memcached import MemcachedNamespaceManager, MemcachedStore
+    from .memcached_nodes import Node
+
+_KEY_LIMIT = 250
+_MEMO = 4096
+
+
+def _as_int(raw: Any) -> int | None:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _new_version() -> bytes:
+    return str(time.time_ns() // 1000).encode()
+
+
+class MemcachedTagStore:
+    """Mixed into :class:`~regions.backends.memcached.MemcachedStore`."""
+
+    def tag_keys(self: MemcachedStore, names: list[str]) -> list[str]:  # type: ignore[misc]
+        """The counter key of each tag: under the region's identity, so regions never share one."""
+        memo: dict[str, str] | None = self.__dict__.get("_tag_keys")
+        if memo is None:
+            memo = self.__dict__["_tag_keys"] = {}
+        prefix = keyguard.safe_namespace(self.identity, 150) + ":__tag__"
+        out = []
+        for name in names:
+            key = memo.get(name)
+            if key is None:
+                key = keyguard.guarded(prefix, name, _KEY_LIMIT)
+                if len(memo) >= _MEMO:
+                    memo.clear()
+                memo[name] = key
+            out.append(key)
+        return out
+
+    # store-level contract: each tag's own server (by its key) answers for it --------------------
+    def read_tags(self: MemcachedStore, names: list[str]) -> list[int | None]:  # type: ignore[misc]
+        keys = self.tag_keys(names)
+        found: dict[str, Any] = {}
+        for node, some in _by_node(self, keys).items():
+            found.update(node.call("get_many", some))
+        return [_as_int(found.get(key)) for key in keys]
+
+    def create_tags(self: MemcachedStore, names: list[str]) -> list[int]:  # type: ignore[misc]
+        keys = self.tag_keys(names)
+        found: dict[str, int] = {}
+        for node, some in _by_node(self, keys).items():
+            found.update(zip(some, create_on(node, some), strict=True))
+        return [found[key] for key in keys]
+
+    def bump_tags(self: MemcachedStore, names: list[str]) -> None:  # type: ignore[misc]
+        """``incr`` each counter on every server; a server not reached gets it when it answers
+        again. Raises :class:`BackendUnavailable` when some server was not reached."""
+        keys = self.tag_keys(names)
+        missed: list[str] = []
+        for node in self.nodes.all:
+            pending = list(keys)
+            if not node.breaker.down:
+                try:
+                    while pending:
+                        node.direct("incr", pending[0], 1, noreply=False)
+                        pending.pop(0)
+                except NETWORK_ERRORS:
+                    pass  # the node is marked down now: the rest is replayed when it answers
+            for key in pending:
+                node.defer(("tag", key), functools.partial(node.direct, "incr", key, 1, noreply=False))
+            if pending:
+                missed.append(node.label)
+        if missed:
+            raise BackendUnavailable(
+                f"cache region {self.region!r}: tag invalidation not delivered to memcached "
+                f"{', '.join(missed)} yet; it is replayed before that server serves reads again"
+            )
+
+
+def _by_node(store: MemcachedStore, keys: list[str]) -> dict[Node, list[str]]:
+    groups: dict[Node, list[str]] = {}
+    for key in keys:
+        groups.setdefault(store.node_for(key), []).append(key)
+    return groups
+
+
+def create_on(node: Node, keys: list[str]) -> list[int]:
+    """The counters ``keys`` on ``node``, created where missing (another process may win the add)."""
+    for key in keys:
+        node.call("add", key, _new_version(), noreply=False)
+    found = node.call("get_many", keys)
+    versions = [_as_int(found.get(key)) for key in keys]
+    if None in versions:  # evicted at once: a full server; the entry is computed but not stored
+        raise BackendUnavailable(f"{node.label}: tag counters are evicted as soon as they are made")
+    return versions  # type: ignore[return-value]
+
+
+class MemcachedTaggedEntries:
+    """Mixed into :class:`~regions.backends.memcached.MemcachedNamespaceManager`."""
+
+    def get_entry_tagged(  # type: ignore[misc]
+        self: MemcachedNamespaceManager, key: Hashable, names: list[str]
+    ) -> tuple[Entry | None, list[int | None]]:
+        """The entry and its tags' counters, read from the entry's server in one ``get_many``."""
+        from .memcached import _Chunked
+
+        wire = self.wire_key(key)
+        store = self.store
+        nodes = store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        tag_keys = store.tag_keys(names)
+        found = node.call("get_many", [wire, *tag_keys])
+        versions = [_as_int(found.get(k)) for k in tag_keys]
+        data = found.get(wire)
+        if data is None:
+            return None, versions
+        try:
+            entry = self._unseal(wire.encode(), data)
+        except RejectedEntry as exc:
+            exc.tag_versions = versions  # type: ignore[attr-defined]
+            raise
+        if isinstance(entry, _Chunked):
+            return self._get_chunks(node, wire, entry), versions
+        return entry, versions
+
+    def create_tags(self: MemcachedNamespaceManager, key: Hashable, names: list[str]) -> list[int]:  # type: ignore[misc]
+        """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
+        wire = self.wire_key(key)
+        return create_on(self.store.node_for(wire), self.store.tag_keys(names))

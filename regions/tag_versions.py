@@ -1,0 +1,47 @@
+"""In-process tag versions: the default of :meth:`regions.api.Store.read_tags` and friends.
+
+A tag's version is an integer that changes on every bump. Entries of tagged functions carry the
+versions read before they were computed and are served only while those are still current
+(:mod:`regions.tags`). Versions are compared for equality only; a bump of a tag that has no
+version does nothing (no entry can carry it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+#: Every version handed out by this process is new (starting from the time in µs: a store rebuilt
+#: in the same process never gives an old value back).
+_NEXT = itertools.count(time.time_ns() // 1000)
+#: Versions kept at most; past that they are all dropped (entries carrying them then miss, once).
+MAX_TAGS = 100_000
+
+
+class LocalVersions:
+    """Tag name -> version, in this process (memory and request regions)."""
+
+    __slots__ = ("versions", "lock")
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def read(self, names: list[str]) -> list[int | None]:
+        get = self.versions.get
+        return [get(name) for name in names]
+
+    def create(self, names: list[str]) -> list[int]:
+        with self.lock:
+            if len(self.versions) >= MAX_TAGS:
+                self.versions.clear()
+            setdefault = self.versions.setdefault
+            return [setdefault(name, next(_NEXT)) for name in names]
+
+    def bump(self, names: list[str]) -> None:
+        with self.lock:
+            versions = self.versions
+            for name in names:
+                if name in versions:
+                    versions[name] = next(_NEXT)

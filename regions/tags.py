@@ -1,0 +1,184 @@
+"""Tags: invalidate every entry that rests on one piece of data, whatever function and key it has.
+
+``@region("functions", tags=lambda post_id: [f"post:{post_id}"])`` gives each entry of the function
+the tags its arguments name (a callable taking the function's parameters, or a fixed list), and
+``invalidate_on=[...]`` fixed tags made from objects. ``manager.invalidate_tags("post:7")`` then
+makes every entry carrying ``post:7``, of every function of every region of that manager, a miss,
+in every process that shares the region's storage.
+
+How: each tag has a *version* in the region's store (memcached counters on every server, small
+files in a file region's folder, in-process integers for memory and request regions). An entry is
+stored with the versions read before its value was computed, and served only while they are still
+the current ones; ``invalidate_tags`` gives the tags new versions. A memcached hit reads the entry
+and its tags' counters in one ``get_many``; a missing version (never created, evicted, a restarted
+server) is a miss, and only a miss creates it.
+
+Tags are strings. Other objects become strings through adapters (:func:`register`): the Django app
+registers model classes (``"app_label.model"``) and model instances (``"app_label.model:pk"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .errors import ConfigurationError
+from .signing import RejectedEntry
+
+if TYPE_CHECKING:
+    from .api import Backend, Entry, SharedLock
+
+Adapter = Callable[[Any], str]
+_ADAPTERS: list[tuple[type, Adapter]] = []
+#: Set by integrations (the Django app): ``names -> True`` when this thread must not use cached
+#: entries carrying them now (it changed their data in a transaction not yet committed).
+_uncached: Callable[[tuple[str, ...]], bool] | None = None
+
+
+class TagError(ConfigurationError, TypeError):
+    """A tag that is not a string and that no adapter turns into one."""
+
+
+def register(kind: type, adapter: Adapter) -> None:
+    """Turn instances of ``kind`` (``isinstance``) into tags with ``adapter(obj) -> str``.
+
+    Adapters registered later are tried first. ``register(Model, lambda obj: ...)``
+    """
+    _ADAPTERS.insert(0, (kind, adapter))
+
+
+def unregister(kind: type) -> None:
+    """Forget the adapters of ``kind``."""
+    _ADAPTERS[:] = [(k, a) for k, a in _ADAPTERS if k is not kind]
+
+
+def set_uncached_check(check: Callable[[tuple[str, ...]], bool] | None) -> None:
+    """Install (or remove, with ``None``) the check that makes a call skip the cache (see ``_uncached``)."""
+    global _uncached
+    _uncached = check
+
+
+def uncached(names: tuple[str, ...]) -> bool:
+    check = _uncached
+    return check is not None and check(names)
+
+
+def tag_of(obj: Any, where: str) -> str:
+    """``obj`` as a tag; :class:`TagError` naming ``where`` (function and argument) otherwise."""
+    if type(obj) is str:
+        if obj:
+            return obj
+        raise TagError(f"{where}: the empty string is not a tag; name the data, e.g. 'post:7'")
+    for kind, adapter in _ADAPTERS:
+        if isinstance(obj, kind):
+            tag = adapter(obj)
+            if not isinstance(tag, str) or not tag:
+                raise TagError(f"{where}: the adapter for {kind.__name__} made {tag!r}, not a tag string")
+            return tag
+    if isinstance(obj, str):
+        return str(obj)
+    raise TagError(
+        f"{where}: {obj!r} ({type(obj).__name__}) is not a tag: tags are strings such as 'post:7'; "
+        "return strings, or turn such objects into tags with regions.tags.register(type, function) "
+        "(the Django app does it for model classes and instances)"
+    )
+
+
+def tags_of(objects: Iterable[Any], where: str) -> tuple[str, ...]:
+    """Distinct tags of ``objects``, in order."""
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
+        raise TagError(f"{where}: {objects!r} is not a list of tags; return a list, e.g. ['post:7']")
+    return tuple(dict.fromkeys(tag_of(obj, where) for obj in objects))
+
+
+class TagSpec:
+    """The tags of one decorated function: fixed ones, plus those its ``tags`` callable returns."""
+
+    __slots__ = ("qualname", "fixed", "func")
+
+    def __init__(self, qualname: str, tags: Any, invalidate_on: Iterable[Any] | None) -> None:
+        self.qualname = qualname
+        fixed: tuple[str, ...] = ()
+        if invalidate_on is not None:
+            fixed = tags_of(invalidate_on, f"{qualname}: invalidate_on")
+        self.func: Callable[..., Iterable[Any]] | None = None
+        if callable(tags):
+            self.func = tags
+        elif tags is not None:
+            fixed += tags_of(tags, f"{qualname}: tags")
+        self.fixed = tuple(dict.fromkeys(fixed))
+
+    def names(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        """The tags of one call."""
+        if self.func is None:
+            return self.fixed
+        found = tags_of(self.func(*args, **kwargs), f"{self.qualname}: the value returned by tags=")
+        return tuple(dict.fromkeys(self.fixed + found)) if self.fixed else found
+
+
+class Stamped(NamedTuple):
+    """What a tagged entry stores in the value slot: its tags, their versions, the value."""
+
+    names: tuple[str, ...]
+    versions: tuple[int, ...]
+    value: Any
+
+
+class TaggedView:
+    """One call's view of a function's namespace manager, for the engine: entries go in and out
+    :class:`Stamped` with the versions of ``names``, and a stamp that is not current is a miss.
+
+    ``versions`` are those read by the last :meth:`get_entry` (before the computation):
+    :meth:`set_entry` stores with them, so a bump made during the computation makes that entry
+    stale at once. Without them (the read failed) nothing is stored.
+    """
+
+    __slots__ = ("ns", "names", "versions", "namespace", "store")
+
+    def __init__(self, ns: Backend, names: tuple[str, ...]) -> None:
+        self.ns, self.names = ns, names
+        self.namespace, self.store = ns.namespace, ns.store
+        self.versions: tuple[int, ...] | None = None
+
+    def get_entry(self, key: Hashable) -> Entry | None:
+        names = list(self.names)
+        try:
+            entry, versions = self.ns.get_entry_tagged(key, names)
+        except RejectedEntry as exc:  # read as a miss, and rewritten with the versions read with it
+            found = getattr(exc, "tag_versions", None)
+            if found is not None and None not in found:
+                self.versions = tuple(found)
+            raise
+        if None in versions:  # a miss: create the missing versions before computing
+            self.versions = tuple(self.ns.create_tags(key, names))
+            return None
+        current = self.versions = tuple(versions)  # type: ignore[arg-type]
+        if entry is None:
+            return None
+        stamp = entry[2]
+        if type(stamp) is not Stamped or stamp.versions != current or stamp.names != self.names:
+            return None
+        return (entry[0], entry[1], stamp.value)
+
+    def prepare(self, key: Hashable) -> None:
+        """Read (or create) the versions now, as a read would: before a refresh computes."""
+        self.get_entry(key)
+
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        if self.versions is not None:
+            self.ns.set_entry(key, (entry[0], entry[1], Stamped(self.names, self.versions, entry[2])))
+
+    def delete_entry(self, key: Hashable) -> None:
+        self.ns.delete_entry(key)
+
+    def wire_key(self, key: Hashable) -> Hashable:
+        return self.ns.wire_key(key)
+
+    def storage_token(self) -> Hashable:
+        return self.ns.storage_token()
+
+    def shared_lock(self, key: Hashable) -> SharedLock | None:
+        return self.ns.shared_lock(key)
+
+    def do_remove(self) -> None:
+        self.ns.do_remove()
