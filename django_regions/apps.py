@@ -23,9 +23,10 @@ class DjangoRegionsConfig(AppConfig):
     verbose_name = "Cache regions"
 
     def ready(self) -> None:
-        from django_regions import checks, conf, keys
+        from django_regions import checks, conf, keys, signals
 
         keys.register()
+        signals.register()  # tags from models, invalidated when their rows change
         checks.register()
         conf.build()
         for notice in conf.get_notices():

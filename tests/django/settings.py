@@ -19,3 +19,4 @@ from config.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REGIONS_NOTICES: list[str] = []  # the import-time fallback notice is not about the test memcached
 REGIONS_DASHBOARD_PUBLIC = False  # the example opens it in DEBUG; the tests check the real default
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.django.tagapp"]  # noqa: F405 - models of the tag tests

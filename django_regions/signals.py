@@ -1,0 +1,128 @@
+"""Model-save invalidation: tags made from models, bumped when their rows change.
+
+* Tags: a model class is ``"app_label.model"``, an instance ``"app_label.model:pk"`` (of the
+  concrete model, so a proxy and its model share them). ``@region("functions",
+  invalidate_on=[BlogPost])`` and ``tags=lambda post: [post]`` use them (:mod:`regions.tags`).
+* Which models are watched: all of them. The process that saves a row is often not one that called
+  the cached function (an admin worker, a shell, a task queue), so it cannot know which tags are in
+  use; a bump of a tag nobody created costs one ``incr`` that finds nothing.
+* When: ``post_save``, ``post_delete`` and ``m2m_changed`` (both sides, and the through model)
+  bump the instance's tags and its model's, and those of its parent models, inside
+  ``transaction.on_commit``: a rolled-back transaction invalidates nothing, and a value another
+  process computed from the old rows during the transaction is invalidated once the new rows are
+  visible. Outside a transaction Django runs the callback at once.
+* Until it commits, the thread that wrote reads none of those tags' entries from the cache (its
+  transaction sees rows nobody else does): calls compute without reading or storing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Model
+from django.db.models.base import ModelBase
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+import regions
+from regions import tags
+
+logger = logging.getLogger("django_regions")
+_local = threading.local()
+
+
+def model_tag(model: type[Model]) -> str:
+    """``"app_label.model"`` of the concrete model."""
+    return model._meta.concrete_model._meta.label_lower  # type: ignore[union-attr]
+
+
+def instance_tag(obj: Model) -> str:
+    """``"app_label.model:pk"``; an unsaved instance has no tag."""
+    if obj.pk is None:
+        raise tags.TagError(
+            f"an unsaved {type(obj).__name__} has no primary key, so it is no tag; save it first, "
+            "or tag with its model class"
+        )
+    return f"{model_tag(type(obj))}:{obj.pk}"
+
+
+def tags_of_row(model: type[Model], pks: Iterable[Any] | None) -> set[str]:
+    """The tags a change of rows ``pks`` of ``model`` invalidates (``None``: unknown rows)."""
+    out: set[str] = set()
+    for cls in (model, *model._meta.get_parent_list()):
+        label = model_tag(cls)
+        out.add(label)
+        for pk in pks or ():
+            out.add(f"{label}:{pk}")
+    return out
+
+
+def invalidate(names: set[str], using: str) -> None:
+    """Bump ``names`` once the transaction of ``using`` commits; mark them dirty for this thread
+    until then."""
+    if not names:
+        return
+    if connections[using].in_atomic_block:
+        dirty = _dirty()
+        dirty.setdefault(using, set()).update(names)
+    transaction.on_commit(functools.partial(_bump, frozenset(names)), using=using)
+
+
+def _bump(names: frozenset[str]) -> None:
+    try:
+        manager = regions.get_manager()
+    except regions.RegionError:
+        return  # regions disabled (invalid settings): nothing is cached
+    if not manager.invalidate_tags(*sorted(names)):
+        logger.warning("tags %s not invalidated everywhere yet (a cache server is down)", sorted(names))
+
+
+def _dirty() -> dict[str, set[str]]:
+    dirty = getattr(_local, "dirty", None)
+    if dirty is None:
+        dirty = _local.dirty = {}
+    return dirty
+
+
+def _uncached(names: tuple[str, ...]) -> bool:
+    """Whether this thread changed rows behind ``names`` in a transaction still open."""
+    dirty = getattr(_local, "dirty", None)
+    if not dirty:
+        return False
+    for using in list(dirty):
+        if not connections[using].in_atomic_block:
+            del dirty[using]  # committed or rolled back: the cache is right again
+        elif not dirty[using].isdisjoint(names):
+            return True
+    return False
+
+
+def _saved(sender: type[Model], instance: Model, using: str, **_: Any) -> None:
+    invalidate(tags_of_row(sender, [instance.pk]), using)
+
+
+def _m2m_changed(
+    sender: type[Model], instance: Model, action: str, reverse: bool, model: type[Model],
+    pk_set: set[Any] | None, using: str, **_: Any,
+) -> None:
+    if not action.startswith("post_"):
+        return
+    names = tags_of_row(type(instance), [instance.pk]) | tags_of_row(model, pk_set)
+    names |= tags_of_row(sender, None)  # the through model
+    invalidate(names, using)
+
+
+def register() -> None:
+    """Tag adapters for models, and the receivers (idempotent). Called by the app's ``ready()``."""
+    tags.unregister(ModelBase)
+    tags.unregister(Model)
+    tags.register(ModelBase, model_tag)  # type: ignore[arg-type]
+    tags.register(Model, instance_tag)
+    tags.set_uncached_check(_uncached)
+    post_save.connect(_saved, dispatch_uid="django_regions.tags.post_save", weak=False)
+    post_delete.connect(_saved, dispatch_uid="django_regions.tags.post_delete", weak=False)
+    m2m_changed.connect(_m2m_changed, dispatch_uid="django_regions.tags.m2m_changed", weak=False)
