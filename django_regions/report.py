@@ -5,6 +5,10 @@ cheap whatever the size of the cache and however slow a server is, so it reads o
 already knows: a memcached region's health from its circuit breakers (no network call), and a file
 region's entries from a bounded sample of its folders (:func:`sample_entry_files`). Neither ever
 reads an entry, so no cached value can be shown.
+
+With ``deployment=True`` the hits, misses... are the totals of every process of the deployment
+(:meth:`regions.CacheManager.deployment_stats`); the dashboard takes what the manager's background
+thread read last, so its GET still never waits for a server.
 """
 
 from __future__ import annotations
@@ -70,6 +74,17 @@ class RegionReport:
     options: str = "-"
     entries_estimated: bool = False
     servers: tuple[ServerHealth, ...] = field(default_factory=tuple)
+    #: Processes whose figures are summed here; ``scope``: "deployment", or "process" (this
+    #: process's figures: the region has no shared storage, or ``scope_error`` says why).
+    processes: int = 1
+    scope: str = "process"
+    scope_error: str | None = None
+
+    @property
+    def scope_text(self) -> str:
+        if self.scope == "deployment":
+            return "deployment"
+        return "this-process" if self.scope_error else "per-process"
 
     @property
     def hit_rate_percent(self) -> str:
@@ -144,13 +159,15 @@ def format_timeout(timeout: Any) -> str:
     return f"{seconds:g} s"
 
 
-def report(region: Any, *, probe: bool = True) -> RegionReport:
+def report(region: Any, *, probe: bool = True, stats: dict[str, Any] | None = None) -> RegionReport:
     """Figures for one :class:`regions.Region`.
 
     ``probe``: ping the backend and count every entry (as ``manage.py regions`` does). Otherwise only
     cheap figures (see the module docstring): a GET of the dashboard never waits for a server.
+    ``stats``: the region's row of ``deployment_stats()`` (default: this process's ``stats()``).
     """
-    stats = region.stats()
+    if stats is None:
+        stats = region.stats()
     store = region.store
     servers: tuple[ServerHealth, ...] = ()
     estimated = False
@@ -189,9 +206,16 @@ def report(region: Any, *, probe: bool = True) -> RegionReport:
         options=", ".join(f"{k}={v!r}" for k, v in sorted((region.options or {}).items())) or "-",
         entries_estimated=estimated,
         servers=servers,
+        processes=int(stats.get("processes", 1)),
+        scope=str(stats.get("scope", "process")),
+        scope_error=stats.get("error"),
     )
 
 
-def reports(manager: regions.CacheManager, *, probe: bool = True) -> list[RegionReport]:
-    """Figures for every region of ``manager``, in configuration order (see :func:`report`)."""
-    return [report(manager[name], probe=probe) for name in manager]
+def reports(
+    manager: regions.CacheManager, *, probe: bool = True, deployment: bool = False
+) -> list[RegionReport]:
+    """Figures for every region of ``manager``, in configuration order (see :func:`report`);
+    ``deployment``: totals of every process (read now when ``probe``, else as last read)."""
+    totals = manager.deployment_stats(wait=probe) if deployment else {}
+    return [report(manager[name], probe=probe, stats=totals.get(name)) for name in manager]

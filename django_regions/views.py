@@ -1,4 +1,5 @@
-"""The /regions/ dashboard: each region's figures, health and entries, read from this process.
+"""The /regions/ dashboard: each region's figures (totals of every process of the deployment, as
+this process's background thread last read them), health and entries.
 
 Every view here is for operators (:func:`operators_only`): it shows server addresses, folders,
 options and the pid, though never a cached value or key. A GET is cheap whatever the cache's size
@@ -63,7 +64,7 @@ def operators_only(view: View) -> View:
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Render every configured region's hits, misses, hit rate, latency, health and entries."""
     manager = conf.manager()
-    rows = reports(manager, probe=False) if manager is not None else []
+    rows = reports(manager, probe=False, deployment=True) if manager is not None else []
     hits = sum(r.hits for r in rows)
     misses = sum(r.misses for r in rows)
     context = {

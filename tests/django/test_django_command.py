@@ -75,9 +75,13 @@ def test_stats_shows_hits_misses_hit_rate_errors_latency(settings: Any) -> None:
         "ERRORS",
         "MEAN",
         "LATENCY",
+        "PROCESSES",
+        "SCOPE",
     ]
-    name, hits, misses, rate, errors, latency, unit = rows(output)["functions"]
+    name, hits, misses, rate, errors, latency, unit, processes, scope = rows(output)["functions"]
     assert (hits, misses, rate, errors, unit) == ("3", "1", "75.0%", "0", "ms")
+    assert (processes, scope) == ("1", "deployment")  # this process alone made calls
+    assert rows(output)["request"][-2:] == ["1", "per-process"]
     assert float(latency) > 0
     assert rows(output)["files"][1:5] == ["0", "0", "-", "0"]
 

@@ -39,7 +39,7 @@ class Command(BaseCommand):
         elif action == "cull":
             self._cull(manager, names)
         elif action == "stats":
-            self._stats(reports(manager))
+            self._stats(reports(manager, deployment=True))
         else:
             self._list(reports(manager))
 
@@ -54,13 +54,27 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"notice: {notice}"))
 
     def _stats(self, rows: list[RegionReport]) -> None:
-        headers = ["REGION", "HITS", "MISSES", "HIT RATE", "ERRORS", "MEAN LATENCY"]
+        """Totals of every process of the deployment (this command counts itself only if it made
+        calls, which it does not: it reads what the others published)."""
+        headers = ["REGION", "HITS", "MISSES", "HIT RATE", "ERRORS", "MEAN LATENCY", "PROCESSES", "SCOPE"]
         body = [
-            [r.name, str(r.hits), str(r.misses), r.hit_rate_percent, str(r.errors), r.latency_ms]
+            [r.name, str(r.hits), str(r.misses), r.hit_rate_percent, str(r.errors), r.latency_ms,
+             str(r.processes), r.scope_text]
             for r in rows
         ]
         self.stdout.write(_table(headers, body))
-        self.stdout.write("(figures count the calls made by this process since it started)")
+        self.stdout.write("(deployment: totals of every live process that used the region, each publishing "
+                          "its figures every few seconds; this process counts only if it made calls)")
+        local = [repr(r.name) for r in rows if r.scope_text == "per-process"]
+        if local:
+            self.stdout.write(f"(per-process: no shared storage for {', '.join(local)}: "
+                              "the figures are this process's)")
+        for r in rows:
+            if r.scope_error:
+                self.stdout.write(self.style.WARNING(
+                    f"(this-process: region {r.name!r}: its shared storage failed ({r.scope_error}): "
+                    "the figures are this process's only)"
+                ))
 
     def _clear(self, manager: Any, names: list[str]) -> None:
         if not names:
