@@ -1,0 +1,128 @@
+"""Tags while memcached cannot be reached or is restarted: real servers, killed, or reached through
+a proxy that resets every connection (the server keeps its items, and no command gets through: a
+paused server would still run the commands waiting in its socket once resumed).
+
+* A tag invalidated while the server is unreachable: ``invalidate_tags`` says ``False``, the
+  ``incr`` is held, and replayed before the server serves reads again; neither this manager nor
+  another one reaching the server directly (another process) is served the old entry afterwards.
+* A restarted server has lost its counters: entries miss (never an old value), are stored again,
+  and tags work again.
+* Two servers, one unreachable during the invalidation: entries on the live one miss at once, those on
+  the paused one once it is back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from tests.faults.conftest import FaultyMemcached
+from tests.faults.proxy import Proxy
+
+TIMEOUT = 0.2
+RETRY = 0.1
+
+
+def config(*addresses: str) -> dict[str, Any]:
+    options = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY}
+    return {"r": {"BACKEND": "memcached", "LOCATION": list(addresses), "TIMEOUT": 300, "OPTIONS": options}}
+
+
+def tagged(manager: Any, data: dict[str, int], calls: Counter) -> Callable[[int], int]:
+    @manager.region("r", tags=lambda k: [f"item:{k}"])
+    def read(k: int) -> int:
+        calls[k] += 1
+        return data["version"]
+
+    return read
+
+
+def wait_up(manager: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(node.breaker.down for node in manager["r"].store.nodes.all):
+        assert time.monotonic() < deadline, "the server never came back"
+        time.sleep(0.02)
+
+
+def test_a_tag_invalidated_while_the_server_is_unreachable_is_replayed(
+    faulty_memcached: Callable[..., FaultyMemcached], make_manager
+) -> None:
+    srv = faulty_memcached()
+    link = Proxy(srv.address)
+    prefix = "to" + uuid.uuid4().hex[:8]
+    one = make_manager(config(link.address), key_prefix=prefix)
+    two = make_manager(config(srv.address), key_prefix=prefix)
+    data, calls = {"version": 1}, Counter()
+    read_one, read_two = tagged(one, data, calls), tagged(two, data, calls)
+    try:
+        assert read_one(1) == 1 and read_two(1) == 1 and calls[1] == 1  # two reads what one stored
+        link.mode = "reset"
+        data["version"] = 2
+        assert one.invalidate_tags("item:1") is False  # not delivered: held for the replay
+        assert read_one(1) == 2  # down: computed, not stored, never the old entry
+        assert read_two(1) == 1  # the other process could not see it yet: the server still says 1
+        link.mode = "pass"
+        wait_up(one)
+        assert read_one(1) == 2 and read_two(1) == 2  # the replayed incr made the old entry stale
+        settled = calls[1]
+        assert read_one(1) == 2 and read_two(1) == 2 and calls[1] == settled  # and cached again
+    finally:
+        link.close()
+
+
+def test_after_a_restart_entries_miss_and_tags_work_again(
+    faulty_memcached: Callable[..., FaultyMemcached], make_manager
+) -> None:
+    srv = faulty_memcached()
+    manager = make_manager(config(srv.address))
+    data, calls = {"version": 1}, Counter()
+    read = tagged(manager, data, calls)
+    assert read(1) == 1 == read(1) and calls[1] == 1
+
+    srv.kill()
+    data["version"] = 2
+    assert manager.invalidate_tags("item:1") is False
+    assert read(1) == 2
+    srv.start()  # empty: counters and entries are gone
+    wait_up(manager)
+    assert read(1) == 2 and read(1) == 2
+    before = calls[1]
+    data["version"] = 3
+    assert manager.invalidate_tags("item:1") is True
+    assert read(1) == 3 and read(1) == 3 and calls[1] == before + 1
+    assert manager["r"].stats()["rejected"] == 0
+
+
+def test_two_servers_one_unreachable_during_the_invalidation(
+    faulty_memcached: Callable[..., FaultyMemcached], make_manager
+) -> None:
+    a, b = faulty_memcached(), faulty_memcached()
+    link = Proxy(b.address)
+    manager = make_manager(config(a.address, link.address))
+    data, calls = {"version": 1}, Counter()
+
+    @manager.region("r", tags=["shared"])
+    def read(k: int) -> tuple[int, int]:
+        calls[k] += 1
+        return (k, data["version"])
+
+    store = manager["r"].store
+    ns = manager["r"].namespace(f"{read.__module__}.{read.__qualname__}")
+    on_a = next(k for k in range(100) if store.node_for(ns.wire_key(str(k))).label == a.address)
+    on_b = next(k for k in range(100) if store.node_for(ns.wire_key(str(k))).label == link.address)
+    try:
+        assert read(on_a) == (on_a, 1) and read(on_b) == (on_b, 1)
+        assert read(on_a) == (on_a, 1) and read(on_b) == (on_b, 1) and calls[on_a] == calls[on_b] == 1
+        link.mode = "reset"
+        data["version"] = 2
+        assert manager.invalidate_tags("shared") is False  # b did not get it yet
+        assert read(on_a) == (on_a, 2)  # a got it at once
+        link.mode = "pass"
+        wait_up(manager)
+        assert read(on_b) == (on_b, 2)  # b got it before serving any read
+        assert read(on_a) == (on_a, 2) and read(on_b) == (on_b, 2)
+    finally:
+        link.close()
