@@ -18,10 +18,12 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
 from ..api import Entry
 from ..errors import BackendUnavailable
 from ..signing import RejectedEntry
-from . import keyguard
+from . import keyguard, memcached_get
 from .memcached_nodes import NETWORK_ERRORS
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from .memcached_nodes import Node
 
 _KEY_LIMIT = 250
+_RECV = 65536
+_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
 _MEMO = 4096
 
 
@@ -62,6 +66,20 @@ class MemcachedTagStore:
                 memo[name] = key
             out.append(key)
         return out
+
+    def tag_raw_keys(self: MemcachedStore, names: list[str]) -> list[bytes]:  # type: ignore[misc]
+        """:meth:`tag_keys`, encoded (the hit path's form)."""
+        memo: dict[tuple[str, ...], list[bytes]] | None = self.__dict__.get("_tag_raw_keys")
+        if memo is None:
+            memo = self.__dict__["_tag_raw_keys"] = {}
+        names_key = tuple(names)
+        raw = memo.get(names_key)
+        if raw is None:
+            raw = [key.encode() for key in self.tag_keys(names)]
+            if len(memo) >= _MEMO:
+                memo.clear()
+            memo[names_key] = raw
+        return raw
 
     # store-level contract: each tag's own server (by its key) answers for it --------------------
     def read_tags(self: MemcachedStore, names: list[str]) -> list[int | None]:  # type: ignore[misc]
@@ -103,6 +121,51 @@ class MemcachedTagStore:
             )
 
 
+def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
+    """``get k1 k2 ...`` on a pooled client's socket, read in one piece when it fits (as
+    :func:`.memcached_get.get` does for one key): ``{key: value}`` of the keys found."""
+    sock = client.sock
+    if sock is None:  # connects (pymemcache owns the connection settings)
+        return {k.encode(): v for k, v in client.get_many([k.decode() for k in keys]).items()}
+    if sock.gettimeout() is not None and memcached_get.KERNEL_TIMEOUTS:
+        memcached_get.kernel_timeouts(sock)
+    try:
+        sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        buf = sock.recv(_RECV)
+        pos = 0
+        found: dict[bytes, bytes] = {}
+        while True:
+            end = buf.find(b"\r\n", pos)
+            while end < 0:
+                buf = buf[pos:] + _more(sock)
+                pos, end = 0, buf.find(b"\r\n")
+            if end - pos == 3 and buf[pos:end] == b"END":
+                if end + 2 != len(buf):
+                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+                return found
+            head = buf[pos:end].split(b" ")
+            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in keys:
+                memcached_get._refused(buf[pos:end])
+            start = end + 2
+            stop = start + int(head[3])
+            while len(buf) < stop + 2:
+                buf += _more(sock)
+            if buf[stop : stop + 2] != b"\r\n":
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+            found[head[1]] = buf[start:stop]
+            pos = stop + 2
+    except BaseException:
+        client.close()  # never leave unread bytes for the next command
+        raise
+
+
+def _more(sock: Any) -> bytes:
+    data = sock.recv(_RECV)
+    if not data:
+        raise MemcacheUnexpectedCloseError("the server closed the connection")
+    return data
+
+
 def _by_node(store: MemcachedStore, keys: list[str]) -> dict[Node, list[str]]:
     groups: dict[Node, list[str]] = {}
     for key in keys:
@@ -136,14 +199,23 @@ class MemcachedTaggedEntries:
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
-        tag_keys = store.tag_keys(names)
-        found = node.call("get_many", [wire, *tag_keys])
+        raw = wire.encode()
+        tag_keys = store.tag_raw_keys(names)
+        pool = node.pool
+        client = pool.acquire()
+        try:
+            found = get_many(client, [raw, *tag_keys])
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        finally:
+            pool.release(client)
         versions = [_as_int(found.get(k)) for k in tag_keys]
-        data = found.get(wire)
+        data = found.get(raw)
         if data is None:
             return None, versions
         try:
-            entry = self._unseal(wire.encode(), data)
+            entry = self._unseal(raw, data)
         except RejectedEntry as exc:
             exc.tag_versions = versions  # type: ignore[attr-defined]
             raise
