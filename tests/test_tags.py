@@ -243,3 +243,21 @@ def test_a_memcached_counter_that_disappears_is_a_miss(make_manager, region_conf
     manager.invalidate_tags("never-created")
     assert client.get(never) is None  # a bump creates no counter
     client.close()
+
+
+@pytest.mark.parametrize("size", [10, 300_000, 3_000_000])
+def test_memcached_tagged_values_of_any_size(make_manager, region_config, size: int) -> None:
+    """Read in several pieces (300 KB) or stored in parts (3 MB > item_size): same one get."""
+    manager = make_manager({"r": region_config("memcached", OPTIONS={"item_size": 1_000_000})})
+    calls: Counter = Counter()
+
+    @manager.region("r", tags=lambda k: [f"k:{k}", "all"])
+    def blob(k: int) -> bytes:
+        calls[k] += 1
+        return bytes([k % 251]) * size + os.urandom(8)
+
+    first = blob(1)
+    assert blob(1) == first and blob(1) == first and calls[1] == 1
+    manager.invalidate_tags("all")
+    assert blob(1) != first and calls[1] == 2
+    assert manager["r"].stats()["errors"] == 0
