@@ -190,7 +190,7 @@ class Fleet:
         if base is None:
             return now
         if any(now[name] < base[name] for name in COUNTERS):  # reset_stats() since the fork
-            del self.base[region.name]
+            self.base.pop(region.name, None)
             return now
         return {name: now[name] - base[name] for name in COUNTERS}
 
