@@ -196,7 +196,9 @@ def test_a_failing_store_never_raises_and_says_the_figures_are_this_processs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = memcached_factory()
-    manager = make_manager({"mc": {"BACKEND": "memcached", "LOCATION": server.address}}, publish_every=EVERY)
+    config = {"mc": {"BACKEND": "memcached", "LOCATION": server.address}}
+    manager = make_manager(config, publish_every=EVERY, key_prefix="failing")
+    reader = make_manager(config, publish_every=EVERY, key_prefix="failing")
     make_calls(manager, {"mc": (3, 1)})
     assert manager.deployment_stats()["mc"]["scope"] == "deployment"
     server.stop()
@@ -209,6 +211,10 @@ def test_a_failing_store_never_raises_and_says_the_figures_are_this_processs(
         assert (row["hits"], row["misses"], row["processes"], row["scope"]) == (3, 1, 1, "process"), row
         assert row["error"], row
     assert len(caplog.records) <= 3, [r.getMessage() for r in caplog.records]  # never one per call
+
+    memcached_factory(port=server.port)  # back, empty: the thread publishes again once it answers
+    stats = settle(reader, lambda s: figures(s, "mc")[1::2] == (1, 1), SETTLE)
+    assert figures(stats, "mc") == (3, 1, 1, 1, "deployment"), stats["mc"]
 
 
 def test_a_membership_lost_to_a_race_comes_back_at_the_next_publish(
