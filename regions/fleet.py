@@ -309,7 +309,7 @@ class Fleet:
             if reporters is None:  # no shared storage, or it failed: this process's figures
                 result[region.name] = {**summary(own), "processes": 1, "scope": "process", "error": error}
                 continue
-            totals = dict.fromkeys(COUNTERS, 0)
+            totals: Figures = dict.fromkeys(COUNTERS, 0)
             processes = 0
             for figures in reporters.values():
                 mine = figures.get(region.name)
