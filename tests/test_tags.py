@@ -261,3 +261,32 @@ def test_memcached_tagged_values_of_any_size(make_manager, region_config, size: 
     manager.invalidate_tags("all")
     assert blob(1) != first and calls[1] == 2
     assert manager["r"].stats()["errors"] == 0
+
+
+def test_memcached_bumps_many_tags_and_survives_a_damaged_counter(make_manager, region_config) -> None:
+    from pymemcache.client.base import Client
+
+    manager = build(make_manager, region_config, "memcached")
+    calls: Counter = Counter()
+
+    @manager.region("r", tags=lambda k: [f"k:{k}"])
+    def value(k: int) -> int:
+        calls[k] += 1
+        return calls[k]
+
+    keys = range(1200)  # several batches of pipelined incr commands
+    assert [value(k) for k in keys] == [1] * 1200
+    host, port = region_config("memcached")["LOCATION"].rsplit(":", 1)
+    client = Client((host, int(port)))
+    [damaged] = manager["r"].store.tag_keys(["k:5"])
+    assert client.set(damaged, b"not a number", noreply=False)  # written by something else
+    assert value(5) == 2 and value(5) == 2  # holds no number: a miss, then replaced by a counter
+    [damaged] = manager["r"].store.tag_keys(["k:700"])
+    assert client.set(damaged, b"not a number either", noreply=False)
+    assert manager.invalidate_tags(*(f"k:{k}" for k in keys)) is True  # the others still bumped
+    assert client.get(damaged) is None  # removed: k:700's entries miss
+    client.close()
+    want = [3 if k == 5 else 2 for k in keys]
+    assert [value(k) for k in keys] == want
+    assert [value(k) for k in keys] == want
+    assert manager["r"].stats()["errors"] == 0

@@ -18,12 +18,11 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from pymemcache.exceptions import MemcacheUnexpectedCloseError
-
 from ..api import Entry
 from ..errors import BackendUnavailable
 from ..signing import RejectedEntry
-from . import keyguard, memcached_get
+from . import keyguard
+from .memcached_multi import get_many, incr_many
 from .memcached_nodes import NETWORK_ERRORS
 
 if TYPE_CHECKING:
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from .memcached_nodes import Node
 
 _KEY_LIMIT = 250
-_RECV = 65536
-_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
 _MEMO = 4096
 
 
@@ -100,20 +97,18 @@ class MemcachedTagStore:
         """``incr`` each counter on every server; a server not reached gets it when it answers
         again. Raises :class:`BackendUnavailable` when some server was not reached."""
         keys = self.tag_keys(names)
+        raw = [key.encode() for key in keys]
         missed: list[str] = []
         for node in self.nodes.all:
-            pending = list(keys)
             if not node.breaker.down:
                 try:
-                    while pending:
-                        node.direct("incr", pending[0], 1, noreply=False)
-                        pending.pop(0)
+                    _incr_on(node, raw)
+                    continue
                 except NETWORK_ERRORS:
-                    pass  # the node is marked down now: the rest is replayed when it answers
-            for key in pending:
-                node.defer(("tag", key), functools.partial(node.direct, "incr", key, 1, noreply=False))
-            if pending:
-                missed.append(node.label)
+                    pass  # the node is marked down now: replayed (all of them) when it answers
+            for key in raw:
+                node.defer(("tag", key), functools.partial(_incr_on, node, [key]))
+            missed.append(node.label)
         if missed:
             raise BackendUnavailable(
                 f"cache region {self.region!r}: tag invalidation not delivered to memcached "
@@ -121,49 +116,19 @@ class MemcachedTagStore:
             )
 
 
-def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
-    """``get k1 k2 ...`` on a pooled client's socket, read in one piece when it fits (as
-    :func:`.memcached_get.get` does for one key): ``{key: value}`` of the keys found."""
-    sock = client.sock
-    if sock is None:  # connects (pymemcache owns the connection settings)
-        return {k.encode(): v for k, v in client.get_many([k.decode() for k in keys]).items()}
-    if sock.gettimeout() is not None and memcached_get.KERNEL_TIMEOUTS:
-        memcached_get.kernel_timeouts(sock)
+def _incr_on(node: Node, keys: list[bytes]) -> None:
+    """``incr`` of every key on ``node``, pipelined (one round trip per few hundred keys)."""
+    pool = node.pool
+    client = pool.acquire()
     try:
-        sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
-        buf = sock.recv(_RECV)
-        pos = 0
-        found: dict[bytes, bytes] = {}
-        while True:
-            end = buf.find(b"\r\n", pos)
-            while end < 0:
-                buf = buf[pos:] + _more(sock)
-                pos, end = 0, buf.find(b"\r\n")
-            if end - pos == 3 and buf[pos:end] == b"END":
-                if end + 2 != len(buf):
-                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-                return found
-            head = buf[pos:end].split(b" ")
-            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in keys:
-                memcached_get._refused(buf[pos:end])
-            start = end + 2
-            stop = start + int(head[3])
-            while len(buf) < stop + 2:
-                buf += _more(sock)
-            if buf[stop : stop + 2] != b"\r\n":
-                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-            found[head[1]] = buf[start:stop]
-            pos = stop + 2
-    except BaseException:
-        client.close()  # never leave unread bytes for the next command
+        damaged = incr_many(client, keys)
+    except NETWORK_ERRORS as exc:
+        node.breaker.trip(exc)
         raise
-
-
-def _more(sock: Any) -> bytes:
-    data = sock.recv(_RECV)
-    if not data:
-        raise MemcacheUnexpectedCloseError("the server closed the connection")
-    return data
+    finally:
+        pool.release(client)
+    for key in damaged:  # no number: removed, so entries carrying it miss (and a miss makes it anew)
+        node.direct("delete", key.decode(), noreply=False)
 
 
 def _by_node(store: MemcachedStore, keys: list[str]) -> dict[Node, list[str]]:
@@ -179,6 +144,10 @@ def create_on(node: Node, keys: list[str]) -> list[int]:
         node.call("add", key, _new_version(), noreply=False)
     found = node.call("get_many", keys)
     versions = [_as_int(found.get(key)) for key in keys]
+    for i, key in enumerate(keys):
+        if versions[i] is None and key in found:  # holds no number (written by something else)
+            node.call("set", key, _new_version(), noreply=False)
+            versions[i] = _as_int(node.call("get", key))
     if None in versions:  # evicted at once: a full server; the entry is computed but not stored
         raise BackendUnavailable(f"{node.label}: tag counters are evicted as soon as they are made")
     return versions  # type: ignore[return-value]

@@ -143,6 +143,22 @@ def test_tags_reach_every_region_and_work_by_hand() -> None:
     assert CALLS[f"card:{post.pk}"] == 2
 
 
+def test_many_rows_changed_in_one_transaction() -> None:
+    posts = [BlogPost.objects.create(title=f"p{i:02}") for i in range(40)]
+    assert len(post_titles()) == 40 and all(post_card(p)["title"] == p.title for p in posts)
+    with transaction.atomic():
+        for post in posts[:20]:
+            post.title += "!"
+            post.save()
+        BlogPost.objects.filter(pk__in=[p.pk for p in posts[30:]]).delete()
+    assert len(post_titles()) == 30 and CALLS["titles"] == 2
+    assert [post_card(p)["title"] for p in posts[:30]] == [f"p{i:02}!" for i in range(20)] + [
+        f"p{i:02}" for i in range(20, 30)
+    ]
+    assert all(CALLS[f"card:{p.pk}"] == 2 for p in posts[:20])
+    assert all(CALLS[f"card:{p.pk}"] == 1 for p in posts[20:30])
+
+
 def test_a_tag_that_is_no_string_says_what_to_do() -> None:
     with pytest.raises(TagError, match=r"badly_tagged: the value returned by tags=.*regions.tags.register"):
         badly_tagged(1)
