@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from config.shop import views
+from config.shop import product_views, views
 
 app_name = "shop"
 urlpatterns = [
@@ -11,4 +11,6 @@ urlpatterns = [
     path("aecho/", views.aecho, name="aecho"),
     path("api/price/<int:pk>/", views.price, name="price"),
     path("api/aprice/<int:pk>/", views.aprice, name="aprice"),
+    path("products/", product_views.product_list, name="products"),
+    path("products/<str:sku>/", product_views.product_detail, name="product"),
 ]
