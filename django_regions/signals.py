@@ -145,7 +145,7 @@ def register() -> None:
     """Tag adapters for models, and the receivers (idempotent). Called by the app's ``ready()``."""
     tags.unregister(ModelBase)
     tags.unregister(Model)
-    tags.register(ModelBase, model_tag)  # type: ignore[arg-type]
+    tags.register(ModelBase, model_tag)
     tags.register(Model, instance_tag)
     tags.set_uncached_check(_uncached)
     post_save.connect(_saved, dispatch_uid="django_regions.tags.post_save", weak=False)
