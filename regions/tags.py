@@ -86,6 +86,12 @@ def tag_of(obj: Any, where: str) -> str:
 
 def tags_of(objects: Iterable[Any], where: str) -> tuple[str, ...]:
     """Distinct tags of ``objects``, in order."""
+    if type(objects) is list or type(objects) is tuple:  # the common case: non-empty strings
+        for obj in objects:
+            if type(obj) is not str or not obj:
+                break
+        else:
+            return tuple(dict.fromkeys(objects)) if len(objects) > 1 else tuple(objects)
     if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
         raise TagError(f"{where}: {objects!r} is not a list of tags; return a list, e.g. ['post:7']")
     return tuple(dict.fromkeys(tag_of(obj, where) for obj in objects))
