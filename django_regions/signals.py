@@ -134,11 +134,29 @@ def _m2m_changed(
     sender: type[Model], instance: Model, action: str, reverse: bool, model: type[Model],
     pk_set: set[Any] | None, using: str, **_: Any,
 ) -> None:
+    if action == "pre_clear":  # the rows about to be unlinked are known only now
+        invalidate(tags_of_row(model, _linked(sender, instance, model, using)), using)
+        return
     if not action.startswith("post_"):
         return
     names = tags_of_row(type(instance), [instance.pk]) | tags_of_row(model, pk_set)
     names |= tags_of_row(sender, None)  # the through model
     invalidate(names, using)
+
+
+def _linked(through: type[Model], instance: Model, model: type[Model], using: str) -> list[Any] | None:
+    """Primary keys of the ``model`` rows linked to ``instance`` through ``through`` (``None``
+    when the through model does not say which side is which: a relation of a model to itself)."""
+
+    def side(cls: type[Model]) -> list[Any]:
+        concrete = cls._meta.concrete_model
+        return [f for f in through._meta.fields if f.is_relation and f.related_model is concrete]
+
+    own, other = side(type(instance)), side(model)
+    if len(own) != 1 or len(other) != 1 or own[0] is other[0]:
+        return None
+    rows = through._default_manager.using(using).filter(**{own[0].attname: instance.pk})
+    return list(rows.values_list(other[0].attname, flat=True))
 
 
 def register() -> None:

@@ -133,14 +133,15 @@ class CacheManager:
         every process sharing their storage. ``False`` when some region's storage was not reached
         (a memcached region replays the bump before it reads from that server again)."""
         names = list(tags_of(tags, "invalidate_tags()"))
-        reached = True
+        failures = []
         for region in self._regions.values():
             try:
                 region.store.bump_tags(names)
             except Exception as exc:
-                region.failed("invalidate_tags", exc)
-                reached = False
-        return reached
+                failures.append((region, exc))
+        for region, exc in failures:  # every region had its bump first (raise_errors raises here)
+            region.failed("invalidate_tags", exc)
+        return not failures
 
     def deployment_stats(self, *, wait: bool = True) -> dict[str, dict[str, Any]]:
         """Per region, the figures of ``stats()`` summed over every process that shares its storage,

@@ -290,3 +290,26 @@ def test_memcached_bumps_many_tags_and_survives_a_damaged_counter(make_manager, 
     assert [value(k) for k in keys] == want
     assert [value(k) for k in keys] == want
     assert manager["r"].stats()["errors"] == 0
+
+
+def test_an_unreachable_region_does_not_keep_the_others_from_their_bump(make_manager, dead_address) -> None:
+    options = {"timeout": 0.2, "connect_timeout": 0.2, "raise_errors": True}
+    manager = make_manager({
+        "down": {"BACKEND": "memcached", "LOCATION": dead_address, "OPTIONS": options},
+        "local": {"BACKEND": "memory"},
+        "quiet": {"BACKEND": "memcached", "LOCATION": dead_address, "OPTIONS": {"timeout": 0.2}},
+    })
+    calls: Counter = Counter()
+
+    @manager.region("local", tags=["t"])
+    def f() -> int:
+        calls["f"] += 1
+        return calls["f"]
+
+    assert f() == 1 == f()
+    with pytest.raises(regions.RegionError):  # raise_errors: the failure reaches the caller ...
+        manager.invalidate_tags("t")
+    assert f() == 2  # ... after every region had its bump
+    manager["down"].raise_errors = False
+    assert manager.invalidate_tags("t") is False  # otherwise: False, logged once per region
+    assert f() == 3
