@@ -132,6 +132,29 @@ class Store:
         the linked store for synced and tiered regions, ``None`` for a region of this process only."""
         return self if self.location is not None else None
 
+    @classmethod
+    def for_options(cls, options: Mapping[str, Any]) -> type[Store]:
+        """The class that builds a region with these (valid) options: a variant may take over
+        (``memory`` with ``sync_with`` is :class:`~regions.backends.synced.SyncedMemoryStore`)."""
+        return cls
+
+    def sync_storage(self, name: str) -> Any:
+        """Where an invalidation log named ``name`` can live on this store
+        (a :class:`regions.sync_log.LogStorage`), or ``None`` when it cannot hold one."""
+        return None
+
+    def derive(self, region: str, identity: str) -> Store | None:
+        """A store on the same servers or folder for region ``region`` (a tiered region's shared
+        tier), whose ``clear()`` touches only its own entries; ``None`` when it cannot be shared."""
+        return None
+
+    def reread(self) -> None:
+        """Another process cleared: drop what this process keeps of the storage's counters."""
+
+    def extra_stats(self) -> dict[str, Any]:
+        """Backend-specific figures added to the region's ``stats()``."""
+        return {}
+
     def link(self, stores: Mapping[str, Store]) -> None:
         """Called once every region of the configuration is built (``stores`` by region name): a
         store that works through another region's store (``sync_with``, ``over``) finds it here."""

@@ -333,11 +333,46 @@ def _validate(config: Any) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
         problems.extend(_check_options(name, cls, options))
         regions[name] = {
             "BACKEND": cls.name,
-            "STORE": cls,
+            "STORE": cls.for_options(options) if isinstance(options, Mapping) else cls,
             "LOCATION": location,
             "TIMEOUT": timeout,
             "KEY_PREFIX": prefix,
             "VERSION": version,
             "OPTIONS": dict(options) if isinstance(options, Mapping) else {},
         }
+    problems.extend(_check_references(regions))
     return regions, problems
+
+
+#: Options naming another region of the configuration, whose storage the region works through.
+_REFERENCES = {"sync_with": "keeps its invalidation log", "over": "is its shared tier"}
+
+
+def _check_references(regions: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """E008: ``sync_with`` / ``over`` must name a memcached or file region of the same settings."""
+    problems = []
+    for name, settings in regions.items():
+        for option, role in _REFERENCES.items():
+            if option not in settings["STORE"].options_schema:
+                continue
+            target = settings["OPTIONS"].get(option)
+            if target is None:
+                if settings["BACKEND"] == "tiered":
+                    problems.append(Problem(
+                        "E008", name, f"OPTIONS.{option}",
+                        f"region {name!r}: a tiered region needs OPTIONS {option!r}",
+                        f"name the memcached or file region that {role}, e.g. 'over': 'functions'",
+                    ))
+                continue
+            other = regions.get(target)
+            if other is None or other["BACKEND"] not in ("memcached", "file"):
+                what = "no region of these settings" if other is None else f"a {other['BACKEND']!r} region"
+                shared = [n for n, r in regions.items() if r["BACKEND"] in ("memcached", "file")]
+                problems.append(Problem(
+                    "E008", name, f"OPTIONS.{option}",
+                    f"region {name!r}: {option}={target!r} names {what}; the region it names {role} "
+                    "and must be shared by every process",
+                    "name a memcached or file region" + (f": one of {', '.join(map(repr, shared))}"
+                                                         if shared else " (add one)"),
+                ))
+    return problems

@@ -109,6 +109,11 @@ class Region:
         #: Invalidations made in this process: a computation that saw it change does not store.
         self.invalidations = 0
         self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
+        if hasattr(store, "on_remote"):  # invalidations from other processes count as ours
+            store.on_remote = self._invalidated
+
+    def _invalidated(self) -> None:
+        self.invalidations += 1
 
     def __repr__(self) -> str:
         return f"<Region {self.name!r} backend={self.backend!r} timeout={self.timeout!r}>"
@@ -282,7 +287,7 @@ class Region:
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses, errors, sets, hit rate, time spent in the backend and mean latency."""
-        return self.stats_.as_dict()
+        return {**self.stats_.as_dict(), **self.store.extra_stats()}
 
     def reset_stats(self) -> None:
         Stats.__init__(self.stats_)  # in place: decorated functions hold this object

@@ -67,3 +67,37 @@ def test_request_regions_do_not_cache_outside_a_scope(make_manager: Any) -> None
         assert f(1) == f(1) == 1
     assert calls == [1, 1, 1]
 
+
+
+class TestSyncedMemory(BackendContract):
+    """``memory`` with ``sync_with``: the contract holds with the invalidation log in the way."""
+
+    beaker_type = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached_server: str) -> None:
+        self.address = memcached_server
+
+    def linked_regions(self, tmp_path: Path) -> dict[str, Any]:
+        return {"shared": {"BACKEND": "memcached", "LOCATION": self.address}}
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"sync_with": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "memory", "OPTIONS": options, **settings}
+
+
+class TestTieredOverMemcached(TestSyncedMemory):
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"over": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "tiered", "OPTIONS": options, **settings}
+
+
+class TestTieredOverFile(BackendContract):
+    beaker_type = ""
+
+    def linked_regions(self, tmp_path: Path) -> dict[str, Any]:
+        return {"shared": {"BACKEND": "file", "LOCATION": str(tmp_path / "shared")}}
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"over": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "tiered", "OPTIONS": options, **settings}

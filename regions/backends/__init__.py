@@ -16,6 +16,7 @@ BUILTIN = {
     "file": "regions.backends.file:FileNamespaceManager",
     "request": "regions.backends.request:RequestNamespaceManager",
     "memory": "regions.backends.memory:MemoryNamespaceManager",
+    "tiered": "regions.backends.tiered:TieredNamespaceManager",
 }
 
 #: Beaker's own type names as written in a Beaker ``cache_opts`` dict.

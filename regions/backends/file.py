@@ -39,6 +39,7 @@ from . import file_format
 from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
 from .file_folders import folder_exposure, make_private_dirs
 from .file_locks import _KeyLock, _LockFile, open_lock_file
+from .file_log import FileLog
 from .file_tags import FileTagStore
 
 #: The culling constants stay importable from here, where they were defined before file_cull.
@@ -99,11 +100,13 @@ class FileStore(FileTagStore, Culling):
         return FileNamespaceManager(namespace, self)
 
     def _walk(self, folder: Path | None = None) -> Iterator[tuple[str, list[str]]]:
-        """``(folder, file names)`` of every folder but the lock folder."""
+        """``(folder, file names)`` of every entry folder: not the lock folder, nor any other
+        top-level folder whose name starts with ``.`` (namespace folders never do: the sync log,
+        tiered regions' folders and tag counters live there)."""
         top = str(folder or self.root)
         for dirpath, dirnames, filenames in os.walk(top):
             if dirpath == top:
-                dirnames[:] = [d for d in dirnames if d != _LOCKS]
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             yield dirpath, filenames
 
     def entry_files(self, folder: Path | None = None) -> Iterator[Path]:
@@ -133,6 +136,14 @@ class FileStore(FileTagStore, Culling):
             if header is not None and is_servable((header[2], header[3], None), now, self.stale):
                 live += 1
         return live
+
+    def sync_storage(self, name: str) -> FileLog:
+        return FileLog(self.root, name)
+
+    def derive(self, region: str, identity: str) -> FileStore:
+        """A folder of its own inside this one (``.tiered/``: never walked by this store)."""
+        root = self.root / ".tiered" / folder_name(identity)
+        return FileStore(region, root, self.options, identity=identity, signer=self.signer)
 
     def ping(self) -> bool:
         try:

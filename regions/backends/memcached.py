@@ -33,6 +33,7 @@ from ..api import Backend, Entry, Store, poll
 from ..errors import BackendUnavailable
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
+from .memcached_log import MemcachedLog
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore
 
@@ -119,6 +120,15 @@ class MemcachedStore(MemcachedTagStore, Store):
 
     def clear(self) -> None:
         self.bump(self.generation_key)
+
+    def reread(self) -> None:
+        self.cleared_at = time.monotonic()  # generation counters are read again at the next call
+
+    def sync_storage(self, name: str) -> MemcachedLog:
+        return MemcachedLog(self, name)
+
+    def derive(self, region: str, identity: str) -> MemcachedStore:
+        return MemcachedStore(region, self.location, self.options, identity=identity, signer=self.signer)
 
     def ping(self) -> bool:
         for server in self.servers:

@@ -16,7 +16,21 @@ class MemoryStore(Store):
     native_keys = True
     timed = False
     io = False
-    options_schema = {"max_entries": ((int,), 10_000, "entries kept before the least recently used go")}
+    options_schema = {
+        "max_entries": ((int,), 10_000, "entries kept before the least recently used go"),
+        "sync_with": ((str,), None, "memcached or file region whose storage carries this region's "
+                      "invalidations to every process (regions.backends.synced)"),
+        "sync_interval": ((int, float), 1.0, "with sync_with: seconds between looks at other processes' "
+                          "invalidations"),
+    }
+
+    @classmethod
+    def for_options(cls, options: Any) -> type[Store]:
+        if options.get("sync_with") is not None:
+            from .synced import SyncedMemoryStore
+
+            return SyncedMemoryStore
+        return cls
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
         super().__init__(region, location, options, **kwargs)

@@ -129,7 +129,8 @@ class ContractBase:
     """
 
     #: Name of the backend for Beaker (``beaker.cache.clsmap``, its ``beaker.backends`` entry point).
-    #: ``None``: ``regions.<name>`` for built-in backends; Beaker tests are skipped for others.
+    #: ``None``: ``regions.<name>`` for built-in backends; Beaker tests are skipped for others and
+    #: for ``""`` (backends that name another region of their configuration).
     beaker_type: ClassVar[str | None] = None
     #: Entries outlive a request (``False`` for the request backend): Beaker sessions can live there.
     persistent: ClassVar[bool] = True
@@ -141,6 +142,11 @@ class ContractBase:
         """One region's settings for the backend under test, with ``settings`` (TIMEOUT, OPTIONS...)
         merged in. Every call must give a region storage of its own (file backends: a new folder)."""
         raise NotImplementedError(f"{type(self).__name__} must define config(tmp_path, **settings)")
+
+    def linked_regions(self, tmp_path: Path) -> dict[str, dict[str, Any]]:
+        """Regions the backend under test works through (``sync_with``, ``over``), added to the
+        manager's settings under their own names."""
+        return {}
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
         """Context every test runs in (the request backend: ``regions.request_scope()``)."""
@@ -170,6 +176,7 @@ class ContractBase:
             "other": self.config(tmp_path, TIMEOUT=300),
             "short": self.config(tmp_path, TIMEOUT=1),
             "forever": self.config(tmp_path, TIMEOUT=None),
+            **self.linked_regions(tmp_path),
         }
         manager = regions.CacheManager(config, key_prefix="t" + uuid.uuid4().hex[:10])
         try:
@@ -191,6 +198,8 @@ class ContractBase:
     def beaker_name(self, tmp_path: Path) -> str:
         """The Beaker type under test; skips the test when Beaker cannot find the backend."""
         name = self.beaker_type
+        if name == "":
+            pytest.skip("this backend is built from a configuration only (it names another region)")
         if name is None:
             backend = str(self.config(tmp_path)["BACKEND"]).removeprefix("regions.")
             if backend not in BUILTIN:

@@ -275,11 +275,13 @@ class DecoratorContract(ContractBase):
             return x
 
         try:
-            regions.configure({"late": self.config(tmp_path)}, key_prefix="late-a" + uuid.uuid4().hex)
+            linked = self.linked_regions(tmp_path)
+            late = {"late": self.config(tmp_path), **linked}
+            regions.configure(late, key_prefix="late-a" + uuid.uuid4().hex)
             assert f(1) == f(1) == 1
             assert calls == [1]
             assert regions.get_manager()["late"].backend == self.backend_name(tmp_path)
-            regions.configure({"late": self.config(tmp_path)}, key_prefix="late-b" + uuid.uuid4().hex)
+            regions.configure({**late, "late": self.config(tmp_path)}, key_prefix="late-b" + uuid.uuid4().hex)
             assert f(1) == 1  # the new manager (new prefix / new location) is used
             assert calls == [1, 1]
         finally:

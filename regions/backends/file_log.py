@@ -1,0 +1,105 @@
+"""An invalidation log (:mod:`regions.sync_log`) in a folder: ``LOCATION/.sync/<digest>/``.
+
+``seq`` holds the counter as text; record ``n`` is the file ``n``. An append holds an exclusive
+lock on the folder's ``lock`` file, writes the record, then the counter (both by rename), so a
+reader never sees a counter without its record. Records older than :data:`KEEP` are removed by
+the append that passes them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .file_folders import make_private_dirs
+
+#: Records kept in the folder (a process further behind resets).
+KEEP = 1000
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, _READ)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+
+
+class FileLog:
+    """The log named ``name`` (the synced region's identity) under folder ``root``."""
+
+    def __init__(self, root: str | Path, name: str) -> None:
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        self.folder = os.path.join(str(root), ".sync", digest)
+        self.seq_path = os.path.join(self.folder, "seq")
+
+    def head(self) -> int:
+        raw = _read(self.seq_path)
+        if raw is None:
+            with self._locked():
+                raw = _read(self.seq_path)
+                if raw is None:
+                    start = time.time_ns() // 1_000_000  # above any value used before
+                    self._write("seq", str(start).encode())
+                    return start
+        return int(raw)
+
+    def append(self, record: bytes) -> int:
+        with self._locked():
+            raw = _read(self.seq_path)
+            n = (int(raw) if raw is not None else time.time_ns() // 1_000_000) + 1
+            self._write(str(n), record)
+            self._write("seq", str(n).encode())
+            try:
+                os.unlink(os.path.join(self.folder, str(n - KEEP)))
+            except FileNotFoundError:
+                pass
+        return n
+
+    def records(self, first: int, last: int) -> dict[int, bytes]:
+        found = {}
+        for n in range(first, last + 1):
+            raw = _read(os.path.join(self.folder, str(n)))
+            if raw is not None:
+                found[n] = raw
+        return found
+
+    def _write(self, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+        try:
+            os.write(fd, data)
+            os.close(fd)
+            os.replace(tmp, os.path.join(self.folder, name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def _locked(self) -> _Lock:
+        return _Lock(self.folder)
+
+
+class _Lock:
+    """An exclusive ``flock`` on the folder's ``lock`` file, for one append (all processes)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        make_private_dirs(self.folder)
+        self.fd = os.open(os.path.join(self.folder, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # drops the flock

@@ -1,0 +1,73 @@
+"""An invalidation log (:mod:`regions.sync_log`) on memcached: ``<name>:__sync__`` and its records.
+
+The counter and its records live on one node (the counter key's), so one ``get`` tells a process
+whether anything happened and one ``get_many`` fetches what did. An append made while that node
+is down is queued on its breaker and replayed before the node serves reads again.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import BackendUnavailable
+from ..sync_log import RECORD_TTL
+from . import keyguard
+
+if TYPE_CHECKING:
+    from .memcached import MemcachedStore
+    from .memcached_nodes import Node
+
+_appends = itertools.count()
+
+
+class MemcachedLog:
+    """The log named ``name`` (the synced region's identity) on ``store``'s servers."""
+
+    def __init__(self, store: MemcachedStore, name: str) -> None:
+        self.store = store
+        self.seq_key = keyguard.safe_namespace(name, 200) + ":__sync__"
+
+    @property
+    def node(self) -> Node:
+        return self.store.nodes.node_for(self.seq_key)  # looked up each time: rebuilt after a fork
+
+    def _record_key(self, n: int) -> str:
+        return f"{self.seq_key}:{n}"
+
+    def head(self) -> int:
+        node = self.node
+        raw = node.call("get", self.seq_key)
+        if raw is None:  # new, evicted or restarted: start above any value used before
+            node.call("add", self.seq_key, str(time.time_ns() // 1_000_000).encode(), noreply=False)
+            raw = node.call("get", self.seq_key)
+        return int(raw)
+
+    def append(self, record: bytes) -> int:
+        node = self.node
+        action = functools.partial(self._append_on, node, record)
+        if node.breaker.down:
+            node.defer(("sync", next(_appends)), action)
+            raise BackendUnavailable(node.unavailable)
+        try:
+            return action()
+        except Exception:
+            node.defer(("sync", next(_appends)), action)
+            raise
+
+    def _append_on(self, node: Node, record: bytes) -> int:
+        n = node.direct("incr", self.seq_key, 1, noreply=False)
+        if n is None:
+            start = time.time_ns() // 1_000_000
+            node.direct("add", self.seq_key, str(start).encode(), noreply=False)
+            n = node.direct("incr", self.seq_key, 1, noreply=False)
+        n = int(n)
+        node.direct("set", self._record_key(n), record, expire=RECORD_TTL, noreply=False)
+        return n
+
+    def records(self, first: int, last: int) -> dict[int, bytes]:
+        names = {self._record_key(n): n for n in range(first, last + 1)}
+        found = self.node.call("get_many", list(names))
+        return {names[k]: v for k, v in found.items() if k in names}

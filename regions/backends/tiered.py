@@ -1,0 +1,165 @@
+"""``tiered``: a process-local LRU in front of a shared tier on the ``over`` region's storage.
+
+A read tries this process's entries first (a dict lookup), then the shared tier (the ``over``
+region's memcached servers or folder, under this region's own keys), and keeps what it found. A
+value computed in one process is stored in both tiers, so the other processes read it from the
+shared tier instead of computing it again (and the shared tier's creation lock makes one process
+compute). Invalidations delete from both tiers and travel to every process's local tier through
+the invalidation log (:mod:`regions.sync_log`) within ``sync_interval``. While the log cannot be
+read, local entries older than ``sync_interval`` are not served (the shared tier still is).
+
+The shared tier is a store of its own (:meth:`~regions.api.Store.derive`): ``clear()`` of this
+region never clears the ``over`` region's entries, nor the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from .. import keys
+from ..api import Backend, Entry, SharedLock, Store
+from ..sync_log import Record
+from .memory import MemoryNamespaceManager, MemoryStore
+from .synced import LocalSync, _monotonic, apply_changes
+
+
+def shared_key(key: Hashable) -> str:
+    """The shared tier's key for a local key: the text the decorator builds for other stores."""
+    if isinstance(key, str):
+        return key
+    return ",".join(map(keys.encode, key))  # type: ignore[arg-type]
+
+
+def _all(*steps: Callable[[], Any]) -> None:
+    """Run every step even when one fails; then raise the first failure."""
+    failure: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+class TieredStore(Store):
+    name = "tiered"
+    native_keys = True
+    timed = False
+    options_schema = {
+        "over": ((str,), None, "memcached or file region whose storage holds the shared tier"),
+        "max_entries": ((int,), 10_000, "entries kept in each process before the least recently used go"),
+        "sync_interval": ((int, float), 1.0, "seconds between looks at other processes' invalidations"),
+    }
+
+    def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
+        super().__init__(region, location, options, **kwargs)
+        self.over = str(self.options["over"])
+        self.local = MemoryStore(region, None, {"max_entries": int(self.options.get("max_entries", 10_000))})
+        self.sync = LocalSync(region, float(self.options.get("sync_interval", 1.0)), self._apply)
+        self.sync.region_identity = self.identity
+        self.far: Store = self.local  # the shared tier, from link()
+        self.on_remote: Callable[[], None] | None = None
+
+    def link(self, stores: Mapping[str, Store]) -> None:
+        over = stores[self.over]
+        far = over.derive(self.region, self.identity)
+        if far is None:
+            raise ValueError(f"region {self.region!r}: region {self.over!r} cannot hold a shared tier")
+        self.far = far
+        self.sync.attach(far)
+
+    @property
+    def shared(self) -> Store | None:
+        return self.sync.shared
+
+    def storage_id(self) -> Hashable:
+        return (self.name, self.identity, self.far.storage_id())
+
+    def namespace(self, namespace: str) -> TieredNamespaceManager:
+        return TieredNamespaceManager(namespace, self)
+
+    def clear(self) -> None:
+        self.local.clear()
+        self.sync.counts["own_clears"] += 1
+        _all(self.far.clear, lambda: self.sync.publish("clear"))
+
+    def _apply(self, changes: list[Record] | None) -> None:
+        if changes is None or any(rec.op in ("clear", "namespace") for rec in changes):
+            self.far.reread()  # the shared tier's own counters changed too
+        apply_changes(self.local, self.sync, changes)
+        if self.on_remote is not None:
+            self.on_remote()
+
+    def ping(self) -> bool:
+        return self.far.ping()
+
+    def count(self) -> int:
+        """Entries in this process's tier."""
+        return self.local.count()
+
+    def extra_stats(self) -> dict[str, Any]:
+        return {**self.sync.stats(), "local_entries": len(self.local.data)}
+
+    def after_fork(self) -> None:
+        super().after_fork()
+        self.sync.after_fork()
+
+    def close(self) -> None:
+        super().close()
+        if self.far is not self.local:
+            self.far.close()
+
+
+class TieredNamespaceManager(Backend):
+    store_class = TieredStore
+    store: TieredStore
+
+    def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
+        super().__init__(namespace, store, **beaker_options)
+        self.local: MemoryNamespaceManager = self.store.local.namespace(namespace)
+        self.far = self.store.far.namespace(namespace)
+        self._local_get = self.local.get_entry
+
+    def get_entry(self, key: Hashable) -> Entry | None:
+        sync = self.store.sync
+        if _monotonic() >= sync.due:
+            sync.check()
+        entry = self._local_get(key)
+        if entry is not None and (not sync.degraded or sync.trusted(entry)):
+            return entry
+        applied = sync.applied
+        entry = self.far.get_entry(shared_key(key))
+        if entry is not None and sync.applied == applied:  # else an invalidation came meanwhile
+            self.local.set_entry(key, entry)
+        return entry
+
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        sync = self.store.sync
+        if _monotonic() >= sync.due:  # the first look comes before anything is stored
+            sync.check()
+        self.local.set_entry(key, entry)
+        self.far.set_entry(shared_key(key), entry)
+
+    def delete_entry(self, key: Hashable) -> None:
+        self.local.delete_entry(key)
+        text = shared_key(key)
+        sync = self.store.sync
+        _all(lambda: self.far.delete_entry(text), lambda: sync.publish("key", self.namespace, key))
+
+    def do_remove(self) -> None:
+        self.local.do_remove()
+        _all(self.far.do_remove, lambda: self.store.sync.publish("namespace", self.namespace))
+
+    def wire_key(self, key: Hashable) -> Hashable:
+        return self.far.wire_key(shared_key(key))
+
+    def storage_token(self) -> Hashable:
+        return self.far.storage_token()
+
+    def shared_lock(self, key: Hashable) -> SharedLock | None:
+        return self.far.shared_lock(shared_key(key))
+
+    def keys(self) -> list[Any]:
+        return self.local.keys()
