@@ -72,9 +72,15 @@ def invalidate(names: set[str], using: str) -> None:
     """
     if not names:
         return
-    in_transaction = connections[using].in_atomic_block
+    connection = connections[using]
+    in_transaction = connection.in_atomic_block
     if in_transaction:
-        _dirty().setdefault(using, set()).update(names)
+        dirty = _dirty()
+        marked = dirty.get(using)
+        transaction_now = _outermost(connection)
+        if marked is None or marked[0] is not transaction_now:
+            marked = dirty[using] = (transaction_now, set())
+        marked[1].update(names)
     batches = _batches()
     batch = batches.get(using)
     if batch is None or not in_transaction:
@@ -106,11 +112,19 @@ def _batches() -> dict[str, set[str]]:
     return batches
 
 
-def _dirty() -> dict[str, set[str]]:
+def _dirty() -> dict[str, tuple[object, set[str]]]:
+    """Per database: (the transaction, the tags whose rows this thread changed in it)."""
     dirty = getattr(_local, "dirty", None)
     if dirty is None:
         dirty = _local.dirty = {}
     return dirty
+
+
+def _outermost(connection: Any) -> object:
+    """What tells this transaction apart from the next one on the connection: its outermost
+    ``atomic`` block (``None`` where Django does not keep them)."""
+    blocks = getattr(connection, "atomic_blocks", None)
+    return blocks[0] if blocks else None
 
 
 def _uncached(names: tuple[str, ...]) -> bool:
@@ -119,9 +133,11 @@ def _uncached(names: tuple[str, ...]) -> bool:
     if not dirty:
         return False
     for using in list(dirty):
-        if not connections[using].in_atomic_block:
-            del dirty[using]  # committed or rolled back: the cache is right again
-        elif not dirty[using].isdisjoint(names):
+        connection = connections[using]
+        marker, tags_changed = dirty[using]
+        if not connection.in_atomic_block or _outermost(connection) is not marker:
+            del dirty[using]  # committed or rolled back (another transaction now): the cache is right
+        elif not tags_changed.isdisjoint(names):
             return True
     return False
 

@@ -133,14 +133,14 @@ class CacheManager:
         every process sharing their storage. ``False`` when some region's storage was not reached
         (a memcached region replays the bump before it reads from that server again)."""
         names = list(tags_of(tags, "invalidate_tags()"))
-        failures = []
+        failures: list[tuple[Region, Exception]] = []
         for region in self._regions.values():
             try:
                 region.store.bump_tags(names)
             except Exception as exc:
                 failures.append((region, exc))
-        for region, exc in failures:  # every region had its bump first (raise_errors raises here)
-            region.failed("invalidate_tags", exc)
+        for region, failure in failures:  # every region had its bump first (raise_errors raises here)
+            region.failed("invalidate_tags", failure)
         return not failures
 
     def deployment_stats(self, *, wait: bool = True) -> dict[str, dict[str, Any]]:

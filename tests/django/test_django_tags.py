@@ -119,6 +119,17 @@ def test_a_rolled_back_transaction_invalidates_nothing() -> None:
     assert post_titles() == ["before"] and CALLS["titles"] == calls["titles"] + 1
 
 
+def test_the_next_transaction_of_the_thread_uses_the_cache_again() -> None:
+    post = BlogPost.objects.create(title="t")
+    with transaction.atomic():  # as with ATOMIC_REQUESTS: one transaction per request
+        post.save()
+        post_card(post)  # computed, not cached: this transaction changed the post
+    with transaction.atomic():  # the next request, same thread: its cache is right again
+        assert post_card(post)["title"] == "t"
+        calls = CALLS[f"card:{post.pk}"]
+        assert post_card(post)["title"] == "t" and CALLS[f"card:{post.pk}"] == calls
+
+
 def test_a_committed_transaction_invalidates_at_commit() -> None:
     post = BlogPost.objects.create(title="old")
     assert post_card(post)["title"] == "old"
