@@ -50,10 +50,13 @@ def write_version(data: str, version: int) -> None:
     os.replace(tmp, data)
 
 
-def make_reader(manager: regions.CacheManager, region: str, data: str, log: str) -> Callable[[int], Any]:
-    """``value(x) -> (x, version)``, cached in ``region``; each computation appends ``x`` to ``log``."""
+def make_reader(
+    manager: regions.CacheManager, region: str, data: str, log: str, tagged: bool = False
+) -> Callable[[int], Any]:
+    """``value(x) -> (x, version)``, cached in ``region`` (``tagged``: with tag ``item:<x>``); each
+    computation appends ``x`` to ``log``."""
 
-    @manager.region(region)
+    @manager.region(region, tags=(lambda x: [f"item:{x}"]) if tagged else None)
     def value(x: int) -> tuple[int, int]:
         with open(log, "a") as f:
             f.write(f"{x}\n")
@@ -77,7 +80,7 @@ def watch(
     version the test sets after ``go``, then once more; report ``{key: monotonic time the new
     version was first seen}`` (absent: never seen)."""
     manager = build(settings)
-    value = make_reader(manager, region, data, log)
+    value = make_reader(manager, region, data, log, settings.get("tagged", False))
     for x in keys:
         value(x)
     ready.put(os.getpid())
@@ -101,6 +104,6 @@ def watch(
 def read_once(settings: dict[str, Any], region: str, data: str, log: str, keys: list[int], out: Any) -> None:
     """Read ``keys`` once and report what was read."""
     manager = build(settings)
-    value = make_reader(manager, region, data, log)
+    value = make_reader(manager, region, data, log, settings.get("tagged", False))
     out.put((os.getpid(), [value(x) for x in keys]))
     manager.close()

@@ -31,7 +31,7 @@ REGIONS = ("local", "flocal", "hot", "fhot")
 class Deployment:
     """The settings every process uses, the test's own manager, the data file and the logs."""
 
-    def __init__(self, memcached: str, tmp_path: Path, region: str) -> None:
+    def __init__(self, memcached: str, tmp_path: Path, region: str, tagged: bool = False) -> None:
         self.region = region
         self.tmp = tmp_path
         self.data = str(tmp_path / "data.txt")
@@ -41,11 +41,12 @@ class Deployment:
             "prefix": "s" + uuid.uuid4().hex[:10],
             "secret": "sync-secret-" + uuid.uuid4().hex,
             "target": 2,
+            "tagged": tagged,
         }
         self.manager = regions.CacheManager(
             self.settings["config"], key_prefix=self.settings["prefix"], secret=self.settings["secret"]
         )
-        self.value = w.make_reader(self.manager, region, self.data, self.log("test"))
+        self.value = w.make_reader(self.manager, region, self.data, self.log("test"), tagged)
 
     def log(self, who: str | int) -> str:
         return str(self.tmp / f"computed-{who}.log")
@@ -93,8 +94,8 @@ def record_delays(label: str, delays: list[float]) -> None:
 def deployment(memcached_server: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     made: list[Deployment] = []
 
-    def make(region: str) -> Deployment:
-        made.append(Deployment(memcached_server, tmp_path, region))
+    def make(region: str, tagged: bool = False) -> Deployment:
+        made.append(Deployment(memcached_server, tmp_path, region, tagged))
         return made[-1]
 
     yield make
@@ -105,16 +106,16 @@ def deployment(memcached_server: str, tmp_path: Path, request: pytest.FixtureReq
 @pytest.mark.parametrize("region", REGIONS)
 @pytest.mark.parametrize(
     ("op", "processes"),
-    [("invalidate", 2), ("invalidate", 4), ("invalidate_all", 4), ("clear", 4)],
+    [("invalidate", 2), ("invalidate", 4), ("invalidate_all", 4), ("clear", 4), ("tags", 4)],
 )
 def test_an_invalidation_in_one_process_reaches_every_other(
     deployment: Any, region: str, op: str, processes: int
 ) -> None:
-    d = deployment(region)
+    d = deployment(region, tagged=op == "tags")
     keys = [1, 2, 3]
     for x in keys:
         assert d.value(x) == (x, 1)
-    changed = [2] if op == "invalidate" else keys  # the entries the operation invalidates
+    changed = [2] if op in ("invalidate", "tags") else keys  # the entries the operation invalidates
     d.settings["changed"] = changed
     start = 0.0
 
@@ -124,6 +125,8 @@ def test_an_invalidation_in_one_process_reaches_every_other(
         start = time.monotonic()
         if op == "invalidate":
             assert d.value.invalidate(2) is True
+        elif op == "tags":
+            assert d.manager.invalidate_tags("item:2") is True
         elif op == "invalidate_all":
             assert d.value.invalidate_all() is True
         else:
@@ -150,9 +153,13 @@ def test_an_invalidation_in_one_process_reaches_every_other(
             assert sorted(set(rest)) == sorted(changed), f"process {i} recomputed {rest}"
 
 
+@pytest.mark.parametrize("tagged", [False, True])
 @pytest.mark.parametrize("region", ["hot", "fhot"])
-def test_a_tiered_value_computed_once_is_read_by_every_process(deployment: Any, region: str) -> None:
-    d = deployment(region)
+def test_a_tiered_value_computed_once_is_read_by_every_process(
+    deployment: Any, region: str, tagged: bool
+) -> None:
+    """Tagged too: every process compares the shared tier's tag versions, not versions of its own."""
+    d = deployment(region, tagged)
     keys = list(range(10))
     assert [d.value(x) for x in keys] == [(x, 1) for x in keys]
     ctx = multiprocessing.get_context("spawn")

@@ -112,8 +112,11 @@ class LocalSync:
         return {**self.counts, "synced_ago": _monotonic() - self.synced_at if self.synced_at > 0 else None}
 
 
-def apply_changes(local: MemoryStore, sync: LocalSync, changes: list[Record] | None) -> None:
-    """Apply what :meth:`SyncLog.changes` found to the process-local entries of ``local``."""
+def apply_changes(
+    local: MemoryStore, sync: LocalSync, changes: list[Record] | None, tags: Callable[[list[str]], None]
+) -> None:
+    """Apply what :meth:`SyncLog.changes` found to the process-local entries of ``local``;
+    ``tags(names)`` makes this process's versions of those tags new."""
     data = local.data
     with local.lock:
         if changes is None:
@@ -130,6 +133,8 @@ def apply_changes(local: MemoryStore, sync: LocalSync, changes: list[Record] | N
             elif rec.op == "namespace":
                 for full in [k for k in data if k[0] == rec.namespace]:
                     del data[full]
+            elif rec.op == "tags":
+                tags(rec.tags)
     sync.applied += 1
 
 
@@ -160,8 +165,13 @@ class SyncedMemoryStore(MemoryStore):
         self.sync.counts["own_clears"] += 1
         self.sync.publish("clear")
 
+    def bump_tags(self, names: list[str]) -> None:
+        """New versions here (kept per process), then the same in every other process."""
+        super().bump_tags(names)
+        self.sync.publish("tags", tags=names)
+
     def _apply(self, changes: list[Record] | None) -> None:
-        apply_changes(self, self.sync, changes)
+        apply_changes(self, self.sync, changes, self.tag_versions.bump)
         if self.on_remote is not None:
             self.on_remote()
 

@@ -60,6 +60,10 @@ class TieredStore(Store):
         self.sync = LocalSync(region, float(self.options.get("sync_interval", 1.0)), self._apply)
         self.sync.region_identity = self.identity
         self.far: Store = self.local  # the shared tier, from link()
+        #: Versions of the shared tier's tag counters read by this process (dropped when a record
+        #: of the log names the tag, or on a reset).
+        self.tag_cache: dict[str, int] = {}
+        self.tag_epoch = 0
         self.on_remote: Callable[[], None] | None = None
 
     def link(self, stores: Mapping[str, Store]) -> None:
@@ -85,10 +89,47 @@ class TieredStore(Store):
         self.sync.counts["own_clears"] += 1
         _all(self.far.clear, lambda: self.sync.publish("clear"))
 
+    # tag versions: the shared tier's counters, kept here until a record says one changed ------
+    def read_tags(self, names: list[str]) -> list[int | None]:
+        known = self.tag_cache
+        missing = [name for name in names if name not in known]
+        if not missing:
+            return [known[name] for name in names]
+        epoch = self.tag_epoch
+        found = dict(zip(missing, self.far.read_tags(missing), strict=True))
+        if epoch == self.tag_epoch:  # else a bump came meanwhile: what was read may be older
+            known.update((name, v) for name, v in found.items() if v is not None)
+        return [known[name] if name in known else found.get(name) for name in names]
+
+    def create_tags(self, names: list[str]) -> list[int]:
+        epoch = self.tag_epoch
+        versions = self.far.create_tags(names)
+        if epoch == self.tag_epoch:
+            self.tag_cache.update(zip(names, versions, strict=True))
+        return versions
+
+    def bump_tags(self, names: list[str]) -> None:
+        def bump() -> None:
+            try:
+                self.far.bump_tags(names)
+            finally:
+                self._forget_tags(names)
+
+        _all(bump, lambda: self.sync.publish("tags", tags=names))
+
+    def _forget_tags(self, names: list[str] | None) -> None:
+        self.tag_epoch += 1
+        if names is None:
+            self.tag_cache.clear()
+        for name in names or ():
+            self.tag_cache.pop(name, None)
+
     def _apply(self, changes: list[Record] | None) -> None:
         if changes is None or any(rec.op in ("clear", "namespace") for rec in changes):
             self.far.reread()  # the shared tier's own counters changed too
-        apply_changes(self.local, self.sync, changes)
+        if changes is None:
+            self._forget_tags(None)
+        apply_changes(self.local, self.sync, changes, self._forget_tags)
         if self.on_remote is not None:
             self.on_remote()
 
