@@ -1,0 +1,135 @@
+"""Synced and tiered regions when the memcached server holding their log hangs, dies or restarts.
+
+What they promise: while the log cannot be read, a process serves only local entries stored less
+than ``sync_interval`` ago (an invalidation made elsewhere meanwhile could not be seen), never an
+exception; once it can be read again, nothing invalidated meanwhile is served (an invalidation made
+during the outage is replayed; a restart, which loses the log, makes every process drop its local
+entries). The other process is a real one (``multiprocessing`` spawn).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import sync_workers as w
+from tests.faults.conftest import FaultyMemcached
+from tests.faults.proxy import Proxy
+
+INTERVAL = 0.3
+BOUND = INTERVAL + 0.5
+OPTIONS = {"timeout": 0.3, "connect_timeout": 0.3, "retry_interval": 0.2}
+
+
+def settings(address: str, tmp_path: Path) -> dict[str, Any]:
+    config = w.config(address, str(tmp_path / "files"), INTERVAL)
+    config["functions"]["OPTIONS"] = OPTIONS
+    return {"config": config, "prefix": "f" + uuid.uuid4().hex[:10], "secret": "s" * 20 + uuid.uuid4().hex,
+            "target": 2, "changed": [2], "tagged": False}
+
+
+@pytest.fixture
+def server(faulty_memcached: Callable[..., FaultyMemcached]) -> Any:
+    srv = faulty_memcached()
+    yield srv
+    srv.kill()
+
+
+@pytest.mark.parametrize("region", ["local", "hot"])
+@pytest.mark.parametrize("fault", ["pause", "kill"])
+def test_while_the_log_is_unreadable_only_young_entries_are_served(
+    server: FaultyMemcached, tmp_path: Path, region: str, fault: str
+) -> None:
+    s = settings(server.address, tmp_path)
+    data = str(tmp_path / "data.txt")
+    w.write_version(data, 1)
+    manager = w.build(s)
+    try:
+        value = w.make_reader(manager, region, data, str(tmp_path / "log"))
+        assert value(1) == (1, 1)
+        time.sleep(INTERVAL + 0.05)  # the entry is now older than sync_interval
+        getattr(server, fault)()
+        w.write_version(data, 2)  # changed elsewhere, by a process whose invalidation cannot travel
+        start = time.monotonic()
+        first = value(1)
+        took = time.monotonic() - start
+        assert first == (1, 2), "an entry older than sync_interval was served while the log was unreadable"
+        assert took < 1.5, f"the first call took {took:.2f} s"
+        served = [value(1) for _ in range(50)]  # young entries (stored just now) are served again
+        assert served == [(1, 2)] * 50
+        assert w.computed(str(tmp_path / "log")).count(1) <= 3
+        stats = manager[region].stats()
+        assert stats["sync_failures"] >= 1
+    finally:
+        if fault == "pause":
+            server.resume()
+        manager.close()
+
+
+@pytest.mark.parametrize("region", ["local", "hot"])
+@pytest.mark.parametrize("when", ["dropped", "paused", "killed", "after_restart"])
+def test_an_invalidation_around_an_outage_reaches_the_other_process(
+    server: FaultyMemcached, tmp_path: Path, region: str, when: str
+) -> None:
+    """The test process invalidates key 2 while its link to memcached drops every byte (the record
+    is queued and replayed when the link heals: the log is intact, so the other process drops key 2
+    only), while memcached hangs (its queued ``incr`` may run when it resumes, leaving a number
+    without a record: the other process then drops everything), while it is dead, or after it
+    restarted empty (the log is lost: a reset too). A spawned process watching the keys sees the
+    new value of key 2 soon after the server is back."""
+    s = settings(server.address, tmp_path)
+    data = str(tmp_path / "data.txt")
+    w.write_version(data, 1)
+    link = Proxy(server.address)
+    mine = {**s, "config": w.config(link.address, str(tmp_path / "files"), INTERVAL)}
+    mine["config"]["functions"]["OPTIONS"] = OPTIONS
+    manager = w.build(mine)  # through the proxy; the other process reaches memcached directly
+    value = w.make_reader(manager, region, data, str(tmp_path / "log-test"))
+    ctx = multiprocessing.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    keys = [1, 2, 3]
+    proc = ctx.Process(
+        target=w.watch,
+        args=(s, region, data, str(tmp_path / "log-0"), keys, ready, go, out, time.monotonic() + 60),
+    )
+    try:
+        assert [value(x) for x in keys] == [(x, 1) for x in keys]
+        proc.start()
+        ready.get(timeout=60)
+        if when == "dropped":
+            link.mode = "drop"
+        else:
+            server.pause() if when == "paused" else server.kill()
+        w.write_version(data, 2)
+        if when == "dropped":
+            assert value.invalidate(2) is False  # did not reach the server: queued, replayed
+            link.mode = "pass"
+        elif when == "paused":
+            assert value.invalidate(2) is False  # did not reach the server: queued, replayed
+            server.resume()
+        elif when == "killed":
+            assert value.invalidate(2) is False
+            server.start()
+        else:
+            server.start()
+            time.sleep(0.5)  # the breaker's probe finds it
+            assert value.invalidate(2) in (True, False)
+        back = time.monotonic()
+        go.set()
+        _pid, seen, stats = out.get(timeout=90)
+        assert 2 in seen, "the other process kept serving the invalidated value"
+        assert seen[2] - back < BOUND + 1.0, f"seen {seen[2] - back:.2f} s after the server was back"
+        if when == "dropped":  # the replayed record, not a reset: the other keys stayed cached
+            assert sorted(seen) == [2] and stats["resets"] == 0, repr((seen, stats))
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+        manager.close()
+        link.close()
