@@ -76,6 +76,15 @@ CACHE_REGIONS = {
     "files": {"BACKEND": "file", "LOCATION": VAR_DIR / "cache" / "files", "TIMEOUT": 5 * 24 * 60 * 60},
     # lives for one request (RequestRegionMiddleware)
     "request": {"BACKEND": "request"},
+    # in each process, a dict lookup per hit; `manage.py regions clear local` (or a clear() in any
+    # worker) reaches every worker within sync_interval through the shared region's storage
+    "local": {
+        "BACKEND": "memory",
+        "OPTIONS": {
+            "sync_with": "functions" if _functions["BACKEND"] == "memcached" else "files",
+            "sync_interval": 1.0,
+        },
+    },
 }
 REGIONS_KEY_PREFIX = "example"
 REGIONS_NOTICES = [_notice] if _notice else []

@@ -3,6 +3,7 @@
 * ``profile_card(user)``   -- "functions" region (memcached): per user, keyed by the User's pk.
 * ``readfile(path)``       -- "files" region (on disk): an import file's contents, as in Beaker's blog post.
 * ``category_label(code)`` -- "request" region: looked up for every row of a page, computed once per request.
+* ``shop_menu()``         -- "local" region: in each process, cleared in every process at once.
 * ``product_price(pk)`` / ``aproduct_price(pk)`` -- "functions" region: a product's price, sync and async
   (served by ``/api/price/<pk>/`` and ``/api/aprice/<pk>/``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -51,6 +53,13 @@ def readfile(filepath: str) -> str:
         FILE_READS[filepath] = FILE_READS.get(filepath, 0) + 1
     with open(filepath, encoding="utf-8") as f:
         return f.read()
+
+
+@region("local")
+def shop_menu() -> dict[str, object]:
+    """The category menu, built once per process ("local" region: a synced memory region), with
+    the process and the time it was built, so a clear can be watched reaching every worker."""
+    return {"categories": sorted(CATEGORIES.values()), "built_by": os.getpid(), "built_at": time.time()}
 
 
 def catalog() -> list[Product]:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("echo/", views.echo, name="echo"),
     path("aecho/", views.aecho, name="aecho"),
+    path("api/menu/", views.menu, name="menu"),
     path("api/price/<int:pk>/", views.price, name="price"),
     path("api/aprice/<int:pk>/", views.aprice, name="aprice"),
     path("products/", product_views.product_list, name="products"),

@@ -3,6 +3,7 @@
 ``/``        one page using all three regions; POST edits the profile and refreshes its cache entry.
 ``/echo/``   (sync) and ``/aecho/`` (async): fill the request region with request-specific values
              and return what was read back; used to show (and test) that requests never share it.
+``/api/menu/`` the category menu, cached per process in the synced "local" region.
 ``/api/price/<pk>/`` (sync) and ``/api/aprice/<pk>/`` (async): a product's price, cached in the memcached
              "functions" region, with that region's figures in the answering process.
 """
@@ -133,6 +134,11 @@ def _functions_region_figures() -> dict[str, object]:
     stats = functions.stats()
     names = ("hits", "misses", "errors", "unavailable", "hit_rate")
     return {"backend": functions.backend, **{name: stats.get(name) for name in names}}
+
+
+def menu(request: HttpRequest) -> JsonResponse:
+    """The category menu from :func:`services.shop_menu` ("local" region), with who built it when."""
+    return JsonResponse(services.shop_menu())
 
 
 def price(request: HttpRequest, pk: int) -> JsonResponse:
