@@ -31,6 +31,10 @@ from .tag_versions import LocalVersions
 
 Entry = tuple[float, float | None, Any]
 
+#: The last part of the namespace of a region's own bookkeeping (:mod:`regions.fleet`'s figures):
+#: stored like entries, never counted, culled or cleared as entries.
+BOOKKEEPING = "~fleet"
+
 
 def poll(attempt: Callable[[], bool], timeout: float, first: float, most: float) -> bool:
     """Call ``attempt()`` until it returns ``True`` or ``timeout`` seconds pass (0: once), sleeping

@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .api import Backend, Store, is_fresh, make_entry
+from .api import BOOKKEEPING, Backend, Store, is_fresh, make_entry
 from .errors import BackendUnavailable, ConfigurationError
 from .health import LOG_EVERY, Throttle
 from .region import Region, Stats
@@ -42,7 +42,7 @@ PUBLISH_EVERY = 5.0
 #: A process's figures count for this many of its publish intervals after its last publish.
 EXPIRE_AFTER = 3
 #: Namespace (after the store's identity) of the figures: no function's module starts with ``~``.
-NAMESPACE = "~fleet"
+NAMESPACE = BOOKKEEPING
 MEMBERS = "members"
 #: Lifetime of the membership entry (rewritten while any process publishes).
 MEMBERS_TTL = 24 * 3600.0
@@ -226,6 +226,11 @@ class Fleet:
         if seen is None or now - seen[0] > ttl / 2 or len(live) < len(members):
             live[self.id] = (now, ttl)
             ns.set_entry(MEMBERS, make_entry(live, MEMBERS_TTL))
+            for pid in set(members) - set(live):  # ended processes: their figures go too
+                try:
+                    ns.delete_entry(f"p:{pid}")
+                except Exception:
+                    pass  # expired anyway; removed by a later prune or a cull
 
     @staticmethod
     def _members(ns: Backend) -> dict[str, tuple[float, float]]:

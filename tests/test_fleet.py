@@ -278,3 +278,19 @@ def test_a_bad_publish_every_names_the_option_and_the_remedy(every: Any) -> None
     with pytest.raises(ConfigurationError) as info:
         regions.CacheManager({"m": {"BACKEND": "memory"}}, publish_every=every)
     assert info.value.option == "publish_every" and "seconds >= 0" in str(info.value)
+
+
+def test_figures_in_a_file_region_are_no_entries(make_manager: Any, tmp_path: Path) -> None:
+    """The figures live in a dot folder of the region's folder: never counted, culled or cleared
+    as entries; an ended process's figures go when the next publish prunes it."""
+    config = {"files": {"BACKEND": "file", "LOCATION": str(tmp_path / "files")}}
+    managers = [make_manager(config, publish_every=3600, key_prefix="figs") for _ in range(2)]
+    for i, manager in enumerate(managers):
+        manager["files"].set(f"k{i}", i)
+        manager._fleet.publish()
+    region = managers[0]["files"]
+    assert region.count() == 2
+    assert region.clear() is True
+    assert region.count() == 0
+    figures = list((tmp_path / "files" / ".bookkeeping").rglob("*.entry"))
+    assert len(figures) == 3, figures  # the members entry and one per process

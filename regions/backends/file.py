@@ -33,7 +33,7 @@ from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..api import Backend, Entry, is_servable
+from ..api import BOOKKEEPING, Backend, Entry, is_servable
 from ..signing import RejectedEntry
 from . import file_format
 from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
@@ -170,7 +170,10 @@ class FileNamespaceManager(Backend):
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self.folder = self.store.root / folder_name(namespace)
+        top = self.store.root
+        if namespace.endswith(":" + BOOKKEEPING):  # in a dot folder: never counted or cleared
+            top = top / ".bookkeeping"
+        self.folder = top / folder_name(namespace)
         self._prefix = f"{self.folder}{os.sep}"
         self._lock_key = hashlib.blake2b(namespace.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
