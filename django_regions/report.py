@@ -141,6 +141,16 @@ def _sample(folder: str, levels: int, budget: int, suffix: str) -> tuple[float, 
     return here + below * len(subdirs) / take, listed, exact
 
 
+def _linked(region: regions.Region) -> str | None:
+    """Where a synced or tiered region keeps what it shares: ``in-process, synced via 'functions'``."""
+    options = region.options
+    if options.get("sync_with"):
+        return f"in-process, synced via {options['sync_with']!r}"
+    if region.backend == "tiered":
+        return f"in-process over {options.get('over')!r}"
+    return None
+
+
 def format_location(location: Any, backend: str = "") -> str:
     if location is None or location == "":
         return "in-process" if backend in ("memory", "request") else "-"
@@ -191,7 +201,7 @@ def report(region: Any, *, probe: bool = True, stats: dict[str, Any] | None = No
     return RegionReport(
         name=region.name,
         backend=region.backend,
-        location=format_location(region.location, region.backend),
+        location=_linked(region) or format_location(region.location, region.backend),
         timeout="end of request" if region.backend == "request" else format_timeout(region.timeout),
         reachable=reachable,
         entries=entries,
