@@ -29,6 +29,28 @@ def write_truth(path: str, value: int) -> None:
     os.replace(tmp, path)  # the "commit": readers see the old number or the new one
 
 
+def wait_ready(workers: list, ready, reports) -> set[int]:
+    """The watchers' pids once each has cached its value; fails with what a dead one said."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(pids) < len(workers):
+        try:
+            pids.add(ready.get(timeout=0.5))
+            continue
+        except queue.Empty:
+            pass
+        dead = [w.exitcode for w in workers if not w.is_alive()]
+        if dead or time.monotonic() > deadline:
+            said = []
+            while True:
+                try:
+                    said.append(reports.get(timeout=0.5))
+                except queue.Empty:
+                    break
+            pytest.fail(f"{len(pids)} of {len(workers)} watchers ready; exit codes {dead}; reports {said}")
+    return pids
+
+
 @pytest.mark.parametrize("processes", [2, 4])
 @pytest.mark.parametrize("backend", ["memcached", "file"])
 def test_a_tag_invalidated_in_one_process_reaches_every_other(
@@ -50,7 +72,7 @@ def test_a_tag_invalidated_in_one_process_reaches_every_other(
     delays: list[float] = []
     problems: list[tuple] = []
     try:
-        pids = {ready.get(timeout=60) for _ in workers}
+        pids = wait_ready(workers, ready, reports)
         for value in range(1, ROUNDS + 1):
             time.sleep(0.05)
             write_truth(truth, value)
