@@ -10,6 +10,7 @@ when nothing changed). While the log cannot be read, only entries stored in the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -46,6 +47,7 @@ class LocalSync:
         #: Times changes were applied: a reader of the shared tier compares it before and after.
         self.applied = 0
         self._lock = threading.Lock()
+        self._looking = threading.Lock()
         self._throttle = Throttle(f"cache region {region!r}: ", LOG_EVERY)
 
     def attach(self, shared: Store) -> None:
@@ -62,14 +64,30 @@ class LocalSync:
     region_identity = ""
 
     def check(self) -> None:
-        """Look at the log if it is time (one caller at a time; the others go on meanwhile)."""
-        if not self._lock.acquire(blocking=False):
+        """Look at the log if it is time (one caller at a time; the others go on meanwhile).
+
+        On an event loop's thread the look runs on a thread of its own: the loop never waits for
+        the network (a hung server would stall every coroutine for ``timeout``)."""
+        if self.log is None or not self._lock.acquire(blocking=False):
             return
         try:
             now = _monotonic()
-            if now < self.due or self.log is None:
+            if now < self.due:
                 return
             self.due = now + self.interval
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._look(now)
+            else:
+                threading.Thread(target=self._look, args=(now,), name=f"regions-sync {self.region}",
+                                 daemon=True).start()
+        finally:
+            self._lock.release()
+
+    def _look(self, now: float) -> None:
+        assert self.log is not None
+        with self._looking:  # one look at a time (a thread's may still run when the next is due)
             first = self.log.seen is None
             try:
                 changes = self.log.changes()
@@ -88,8 +106,6 @@ class LocalSync:
                 self.counts["resets"] += 1
             if changes != []:
                 self.apply(changes)
-        finally:
-            self._lock.release()
 
     def publish(
         self, op: str, namespace: str | None = None, key: Hashable = None, tags: list[str] | None = None
@@ -105,6 +121,7 @@ class LocalSync:
     def after_fork(self) -> None:
         """A forked child may have copied the lock held by a parent's thread: a new one."""
         self._lock = threading.Lock()
+        self._looking = threading.Lock()
         if self.log is not None:
             self.log.origin = new_origin()
 

@@ -9,6 +9,7 @@ entries). The other process is a real one (``multiprocessing`` spawn).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import time
 import uuid
@@ -133,3 +134,37 @@ def test_an_invalidation_around_an_outage_reaches_the_other_process(
             proc.kill()
         manager.close()
         link.close()
+
+
+def test_a_hung_log_never_stalls_an_event_loop(server: FaultyMemcached, tmp_path: Path) -> None:
+    """Coroutines cached in a synced region: the look at the log, due while memcached hangs (its
+    timeout is 1 s here), runs on a thread; the loop's longest pause stays far below the timeout."""
+    s = settings(server.address, tmp_path)
+    s["config"]["functions"]["OPTIONS"] = {**OPTIONS, "timeout": 1.0, "connect_timeout": 1.0}
+    manager = w.build(s)
+    calls = []
+
+    @manager.region("local")
+    async def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    async def run() -> float:
+        assert await double(1) == 2
+        server.pause()
+        longest, last = 0.0, time.monotonic()
+        stop = last + 3 * INTERVAL + 1.0
+        while time.monotonic() < stop:
+            assert await double(1) == 2
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+        return longest
+
+    try:
+        longest = asyncio.run(run())
+        assert longest < 0.5, f"the event loop stalled {longest:.2f} s on the hung log"
+        assert manager["local"].stats()["sync_failures"] >= 1, "the log was never looked at"
+    finally:
+        server.resume()
+        manager.close()
