@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import keys
 from ..api import Backend, Entry, SharedLock, Store
+from ..errors import ConfigurationError
 from ..sync_log import Record
 from .memory import MemoryNamespaceManager, MemoryStore
 from .synced import LocalSync, _monotonic, apply_changes
@@ -55,6 +56,12 @@ class TieredStore(Store):
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
         super().__init__(region, location, options, **kwargs)
+        if not self.options.get("over"):  # settings are checked first (E008): Beaker's own Cache
+            raise ConfigurationError(
+                f"region {region!r}: a tiered region needs OPTIONS 'over' naming a memcached or file "
+                "region; build it from region settings (CacheManager / CACHE_REGIONS), not Beaker's Cache",
+                region=region, option="over",
+            )
         self.over = str(self.options["over"])
         self.local = MemoryStore(region, None, {"max_entries": int(self.options.get("max_entries", 10_000))})
         self.sync = LocalSync(region, float(self.options.get("sync_interval", 1.0)), self._apply)
