@@ -103,11 +103,11 @@ def proxy(memcached_factory):
     counting.close()
 
 
-def record(lines: list[str]) -> None:
+def record(lines: list[str], source: str = __name__) -> None:
     print("\n".join(lines))
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     with FIGURES.open("a") as f:
-        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {__name__}\n" + "\n".join(lines) + "\n")
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {source}\n" + "\n".join(lines) + "\n")
 
 
 def test_a_tagged_hit_is_one_get_on_the_wire(make_manager, proxy) -> None:

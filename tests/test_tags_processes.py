@@ -113,4 +113,4 @@ def test_a_tag_invalidated_in_one_process_reaches_every_other(
         f"{backend}, {processes} processes + the invalidating one, {ROUNDS} rounds: tag propagation "
         f"median {statistics.median(delays) * 1000:.1f} ms, max {max(delays) * 1000:.1f} ms "
         f"(watchers call every {tags_workers.PAUSE * 1000:g} ms)"
-    ])
+    ], __name__)
