@@ -210,3 +210,21 @@ def test_settings_that_name_no_shared_region_are_refused() -> None:
     with pytest.raises(regions.ConfigurationError, match=r"'hot': a tiered region needs OPTIONS 'over'"):
         regions.CacheManager({"hot": {"BACKEND": "tiered"}})
     assert os.environ.get("REGIONS_NEVER_SET") is None
+
+
+@pytest.mark.parametrize("region", ["local", "hot"])
+def test_hits_read_the_shared_storage_once_per_interval_not_per_call(
+    deployment: Any, memcached_stats: Any, region: str
+) -> None:
+    d = deployment(region)
+    assert d.value(1) == (1, 1)
+    before = memcached_stats()["cmd_get"]
+    start = time.monotonic()
+    hits = 0
+    while time.monotonic() - start < 3 * INTERVAL:
+        assert d.value(1) == (1, 1)
+        hits += 1
+    gets = memcached_stats()["cmd_get"] - before
+    looks = 3 + 1  # one per interval (and one more where the window straddles a boundary)
+    assert hits > 1000
+    assert gets <= looks, f"{gets} memcached gets for {hits} hits in {3 * INTERVAL} s"
