@@ -146,7 +146,7 @@ def apply_changes(
                 continue
             sync.counts["received_invalidations"] += 1
             if rec.op == "key":
-                data.pop((rec.namespace, rec.key), None)
+                data.pop((str(rec.namespace), rec.key), None)
             elif rec.op == "namespace":
                 for full in [k for k in data if k[0] == rec.namespace]:
                     del data[full]

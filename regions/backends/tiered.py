@@ -15,7 +15,7 @@ region never clears the ``over`` region's entries, nor the other way round.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .. import keys
 from ..api import Backend, Entry, SharedLock, Store
@@ -29,7 +29,7 @@ def shared_key(key: Hashable) -> str:
     """The shared tier's key for a local key: the text the decorator builds for other stores."""
     if isinstance(key, str):
         return key
-    return ",".join(map(keys.encode, key))  # type: ignore[arg-type]
+    return ",".join(keys.encode(part) for part in cast(tuple[Any, ...], key))
 
 
 def _all(*steps: Callable[[], Any]) -> None:
