@@ -19,15 +19,19 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
+from .locks import BeakerLock, SharedLock, poll
 from .signing import RejectedEntry, Signer
 from .tag_versions import LocalVersions
+
+__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entry", "SharedLock", "Store",
+           "is_fresh", "is_servable", "make_entry", "poll"]
 
 Entry = tuple[float, float | None, Any]
 
@@ -35,31 +39,6 @@ Entry = tuple[float, float | None, Any]
 #: stored like entries, never counted, culled or cleared as entries.
 BOOKKEEPING = "~fleet"
 
-
-def poll(attempt: Callable[[], bool], timeout: float, first: float, most: float) -> bool:
-    """Call ``attempt()`` until it returns ``True`` or ``timeout`` seconds pass (0: once), sleeping
-    ``first`` seconds after the first failure and twice as long after each next one, up to ``most``.
-    The wait of every :class:`SharedLock` that polls."""
-    deadline = time.monotonic() + timeout
-    pause = first
-    while not attempt():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, most)
-    return True
-
-
-class SharedLock(Protocol):
-    """A creation lock held across processes (and hosts, for memcached).
-
-    The engine takes it only after winning the in-process lock for the same key, so one thread per
-    process at most waits for it. ``acquire(0)`` tries once; every wait ends by ``timeout``.
-    """
-
-    def acquire(self, timeout: float) -> bool: ...
-    def release(self) -> None: ...
 
 #: Options every region accepts, name -> (accepted types, default, description).
 COMMON_OPTIONS: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -341,29 +320,3 @@ class Backend(NamespaceManager):
 
     def keys(self) -> list[Any]:
         raise NotImplementedError(f"{type(self).__name__} cannot list its keys")
-
-
-class BeakerLock:
-    """``acquire(wait=True)`` / ``release()`` as Beaker's ``Value`` expects, over the two locks."""
-
-    def __init__(self, local: NameLock, shared: SharedLock | None, timeout: float) -> None:
-        self.local, self.shared, self.timeout = local, shared, timeout
-        self.held_shared = False
-
-    def acquire(self, wait: bool = True) -> bool:
-        if not self.local.acquire(wait):
-            return False
-        if self.shared is not None:
-            self.held_shared = self.shared.acquire(self.timeout if wait else 0)
-            if not self.held_shared and not wait:
-                self.local.release()
-                return False
-        return True
-
-    def release(self) -> None:
-        try:
-            if self.held_shared and self.shared is not None:
-                self.shared.release()
-        finally:
-            self.held_shared = False
-            self.local.release()
