@@ -14,89 +14,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .api import COMMON_OPTIONS, Store
-from .backends import BEAKER_ALIASES, BUILTIN, store_class
+from .backends import BUILTIN, store_class
 from .backends.file_folders import unwritable
+from .config_beaker import from_beaker, is_beaker
 from .errors import ConfigurationError
+from .problems import Problem
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")
 DEFAULT_TIMEOUT = 300
-_BEAKER_IGNORED = {"lock_dir", "key_length", "enabled", "cookie_expires", "namespace_class"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the settings: ``id`` is ``E001`` ... ``E007``."""
-
-    id: str
-    region: str | None
-    option: str | None
-    message: str
-    hint: str
-
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})"
-
-
-def is_beaker(config: Mapping[str, Any]) -> bool:
-    return any(isinstance(k, str) and k.startswith("cache.") for k in config)
-
-
-def from_beaker(opts: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
-    """Translate a Beaker ``cache_opts`` dict into region settings."""
-    problems: list[Problem] = []
-    names = [n.strip() for n in str(opts.get("cache.regions", "")).split(",") if n.strip()]
-    if not names:
-        problems.append(
-            Problem(
-                "E001",
-                None,
-                "cache.regions",
-                "the Beaker settings name no region in 'cache.regions'",
-                "list them: 'cache.regions': 'functions, files'",
-            )
-        )
-    regions: dict[str, dict[str, Any]] = {}
-    for name in names:
-
-        def opt(field: str, name: str = name) -> Any:
-            return opts.get(f"cache.{name}.{field}", opts.get(f"cache.{field}"))
-
-        btype = opt("type")
-        backend = BEAKER_ALIASES.get(str(btype), btype)
-        region: dict[str, Any] = {"BACKEND": backend}
-        if backend == "memcached":
-            region["LOCATION"] = opt("url")
-        elif backend == "file":
-            data_dir = opt("data_dir")
-            region["LOCATION"] = str(Path(data_dir) / name) if data_dir else None
-        expire = opt("expire")
-        region["TIMEOUT"] = None if expire in (None, "") else _number(expire)
-        for key in opts:
-            field = key[len(f"cache.{name}.") :] if key.startswith(f"cache.{name}.") else None
-            if field and field not in {"type", "url", "data_dir", "expire"} | _BEAKER_IGNORED:
-                problems.append(
-                    Problem(
-                        "E001",
-                        name,
-                        key,
-                        f"Beaker setting {key!r} is not supported",
-                        "remove it, or move the region to CACHE_REGIONS form with OPTIONS",
-                    )
-                )
-        regions[name] = region
-    return regions, problems
-
-
-def _number(value: Any) -> Any:
-    try:
-        return float(value) if "." in str(value) else int(value)
-    except (TypeError, ValueError):
-        return value  # reported by the TIMEOUT check
 
 
 def _check_timeout(name: str, timeout: Any) -> Problem | None:
