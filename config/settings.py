@@ -85,6 +85,12 @@ CACHE_REGIONS = {
             "sync_interval": 1.0,
         },
     },
+    # a per-process LRU in front of the shared region: a value computed by one worker is read by
+    # the others from the shared tier, then served from their own memory
+    "hot": {
+        "BACKEND": "tiered",
+        "OPTIONS": {"over": "functions" if _functions["BACKEND"] == "memcached" else "files"},
+    },
 }
 REGIONS_KEY_PREFIX = "example"
 REGIONS_NOTICES = [_notice] if _notice else []

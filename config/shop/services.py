@@ -4,6 +4,7 @@
 * ``readfile(path)``       -- "files" region (on disk): an import file's contents, as in Beaker's blog post.
 * ``category_label(code)`` -- "request" region: looked up for every row of a page, computed once per request.
 * ``shop_menu()``         -- "local" region: in each process, cleared in every process at once.
+* ``catalog_summary()``   -- "hot" region: tiered, computed by one process, read by all.
 * ``product_price(pk)`` / ``aproduct_price(pk)`` -- "functions" region: a product's price, sync and async
   (served by ``/api/price/<pk>/`` and ``/api/aprice/<pk>/``).
 """
@@ -60,6 +61,15 @@ def shop_menu() -> dict[str, object]:
     """The category menu, built once per process ("local" region: a synced memory region), with
     the process and the time it was built, so a clear can be watched reaching every worker."""
     return {"categories": sorted(CATEGORIES.values()), "built_by": os.getpid(), "built_at": time.time()}
+
+
+@region("hot")
+def catalog_summary() -> dict[str, object]:
+    """Products per category ("hot" region: tiered), with the process that computed it and when."""
+    per_category: dict[str, int] = {}
+    for product in catalog():
+        per_category[product.category] = per_category.get(product.category, 0) + 1
+    return {"per_category": per_category, "built_by": os.getpid(), "built_at": time.time()}
 
 
 def catalog() -> list[Product]:

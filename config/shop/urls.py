@@ -10,6 +10,7 @@ urlpatterns = [
     path("echo/", views.echo, name="echo"),
     path("aecho/", views.aecho, name="aecho"),
     path("api/menu/", views.menu, name="menu"),
+    path("api/summary/", views.summary, name="summary"),
     path("api/price/<int:pk>/", views.price, name="price"),
     path("api/aprice/<int:pk>/", views.aprice, name="aprice"),
     path("products/", product_views.product_list, name="products"),

@@ -4,6 +4,7 @@
 ``/echo/``   (sync) and ``/aecho/`` (async): fill the request region with request-specific values
              and return what was read back; used to show (and test) that requests never share it.
 ``/api/menu/`` the category menu, cached per process in the synced "local" region.
+``/api/summary/`` products per category, in the tiered "hot" region.
 ``/api/price/<pk>/`` (sync) and ``/api/aprice/<pk>/`` (async): a product's price, cached in the memcached
              "functions" region, with that region's figures in the answering process.
 """
@@ -139,6 +140,11 @@ def _functions_region_figures() -> dict[str, object]:
 def menu(request: HttpRequest) -> JsonResponse:
     """The category menu from :func:`services.shop_menu` ("local" region), with who built it when."""
     return JsonResponse(services.shop_menu())
+
+
+def summary(request: HttpRequest) -> JsonResponse:
+    """Products per category from :func:`services.catalog_summary` ("hot" region, tiered)."""
+    return JsonResponse(services.catalog_summary())
 
 
 def price(request: HttpRequest, pk: int) -> JsonResponse:
