@@ -4,6 +4,7 @@ write is logged when the region is built. Real folders; as root (containers ofte
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import stat
 from pathlib import Path
@@ -107,3 +108,31 @@ def test_folders_the_store_makes_are_private_whatever_the_umask(tmp_path: Path, 
     assert set(modes.values()) == {"0o700"}, modes
     for lock in location.rglob("*.lock"):
         assert stat.S_IMODE(lock.stat().st_mode) & 0o077 == 0, lock
+
+
+def check_in_step(base: str, rounds: int, barrier: Any, out: Any) -> None:
+    """Spawned: check ``base/d<i>/cache`` for each round, all processes at once (a barrier)."""
+    found = []
+    for i in range(rounds):
+        barrier.wait(30)
+        why = file_folders.unwritable(os.path.join(base, f"d{i}", "cache"))
+        if why is not None:
+            found.append(why)
+    out.put(found)
+
+
+def test_processes_checking_one_new_folder_at_once_all_pass(tmp_path: Path) -> None:
+    """gunicorn workers build their regions at the same moment: each checks the folder by making it
+    and removing it again, so one may remove it between another's steps. None may fail for that
+    (it did: 'No such file or directory', 'File exists')."""
+    ctx = multiprocessing.get_context("spawn")
+    processes, rounds = 4, 40
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    args = (str(tmp_path), rounds, barrier, out)
+    procs = [ctx.Process(target=check_in_step, args=args) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    found = [why for _ in procs for why in out.get(timeout=120)]
+    for p in procs:
+        p.join(30)
+    assert found == []

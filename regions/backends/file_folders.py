@@ -20,7 +20,14 @@ def unwritable(location: Any) -> str | None:
     missing folders and a probe file in the last one. Whatever it made is removed again, whether it
     passes or fails half-way: the region's store makes the folder on its first write.
     """
-    path = Path(location)
+    for _ in range(5):  # another process may remove a folder it made between our steps: again
+        why = _try_writing(Path(location))
+        if why is None or "No such file or directory" not in why:
+            return why
+    return why
+
+
+def _try_writing(path: Path) -> str | None:
     missing: list[Path] = []
     folder = path
     while not os.path.lexists(folder) and folder.parent != folder:
@@ -32,7 +39,7 @@ def unwritable(location: Any) -> str | None:
             try:
                 folder.mkdir()
             except FileExistsError:  # made meanwhile by another process: fine if it is a folder
-                if not folder.is_dir():
+                if not folder.is_dir() and os.path.lexists(folder):  # gone again: tried again
                     raise
                 continue
             made.append(folder)
