@@ -107,7 +107,7 @@ class Case:
     name: str
     call: Callable[[], object]
     target: float | None = None  # max ratio to the floor, when the case has a target
-    note: str = ""
+    note: str = ""  # the target column of a case without a target ("reference" when empty)
     per_call_ns: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     batch: int = 0
@@ -123,6 +123,8 @@ class Group:
     notes: list[str] = field(default_factory=list)
     #: (region, case name): the region's stats must show hits only (see check_hits)
     checks: list[tuple[Any, str]] = field(default_factory=list)
+    #: more JSON rows (figures that are not timings)
+    data: list[dict] = field(default_factory=list)
 
     @property
     def all(self) -> list[Case]:
@@ -472,6 +474,31 @@ def file_group(workdir: Path, big: int) -> Group:
     return group
 
 
+def tiers_group(server: Memcached, workdir: Path) -> Group:
+    """(e) process-local tiers: built in benchmarks/tiers.py, timed and reported like (a)-(c)."""
+    import tiers
+
+    built = tiers.build(server.address, server.server, workdir, make_manager, PAYLOAD)
+    floor, *cases = (Case(name, call, note=note) for name, call, note in built.cases)
+    group = Group("(e) process-local tiers (targets: ratio to the memory region hit, below)", floor, cases,
+                  checks=list(built.checks))
+    group.tiers = built  # type: ignore[attr-defined]
+    return group
+
+
+def finish_tiers(group: Group) -> None:
+    """Ratios to the memory region hit (paired per round), then the memcached commands per hit."""
+    built = group.tiers  # type: ignore[attr-defined]
+    for label, case, reference, target in built.versus:
+        group.extra.append((label, case, reference, paired_ratio(group, case, reference), target))
+    try:
+        notes, rows = built.count()
+    finally:
+        built.close()
+    group.notes.extend(notes)
+    group.data.extend({"group": group.title, **row} for row in rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # concurrency
 
@@ -694,18 +721,22 @@ def report_group(group: Group, lines: list[str], rows: list[dict]) -> None:
             target = f"<= {case.target:.2f}x"
             verdict = "OK" if ratio <= case.target else "MISSED"
         else:
-            target, verdict = "reference", ""
+            target, verdict = case.note or "reference", ""
         lines.append(f"  {case.name:<{width - 2}} {fmt_us(us)} {fmt_us(best)} {ratio:8.2f}x "
                      f"{best / floor_best:8.2f}x   {target:<9} {verdict}")
         rows.append({"group": group.title, "case": case.name, "median_ns": us, "best_ns": best,
                      "ratio": ratio, "best_ratio": best / floor_best, "target": case.target,
                      "rounds": len(case.per_call_ns), "batch": case.batch})
-    for label, _a, _b, ratio, target in group.extra:
+    best_of = {case.name: min(case.per_call_ns) for case in group.all}
+    for label, a, b, ratio, target in group.extra:
         verdict = "" if target is None else ("OK" if ratio <= target else "MISSED")
-        tgt = "" if target is None else f"<= {target:.2f}x"
-        blank = ""
-        lines.append(f"  {label:<{width - 2}} {blank:>21} {ratio:8.2f}x {blank:>9}   {tgt:<9} {verdict}")
-        rows.append({"group": group.title, "case": label, "ratio": ratio, "target": target})
+        tgt = "reference" if target is None else f"<= {target:.2f}x"
+        best_ratio, blank = best_of[a] / best_of[b], ""
+        lines.append(f"  {label:<{width - 2}} {blank:>21} {ratio:8.2f}x {best_ratio:8.2f}x   "
+                     f"{tgt:<9} {verdict}")
+        rows.append({"group": group.title, "case": label, "ratio": ratio, "best_ratio": best_ratio,
+                     "target": target})
+    rows.extend(group.data)
     for note in group.skipped:
         lines.append(f"  (skipped: {note})")
     for note in group.notes:
@@ -779,8 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--threads", default="1,2,8",
                         help="thread counts of the concurrency group (default 1,2,8; 1 is a reference)")
-    parser.add_argument("--groups", default="abcd",
-                        help="groups to run, e.g. 'ad' (default abcd: all)")
+    parser.add_argument("--groups", default="abcde",
+                        help="groups to run, e.g. 'ad' (default abcde: all)")
     args = parser.parse_args(argv)
     try:
         threads = sorted({int(n) for n in args.threads.split(",") if n.strip()})
@@ -789,8 +820,8 @@ def main(argv: list[str] | None = None) -> int:
     if not threads or min(threads) < 1:
         parser.error("--threads: counts must be >= 1")
     wanted = set(args.groups.lower())
-    if not wanted or wanted - set("abcd"):
-        parser.error("--groups takes letters among a, b, c, d")
+    if not wanted or wanted - set("abcde"):
+        parser.error("--groups takes letters among a, b, c, d, e")
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import regions
@@ -806,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     groups: list[Group | Concurrency] = []
     fill = ""
     try:
-        if wanted & {"a", "d"}:
+        if wanted & {"a", "d", "e"}:
             # One worker thread: every connection is served by the same thread (see memcached_group).
             servers.append(Memcached(threads=1))
         if "a" in wanted:
@@ -837,6 +868,12 @@ def main(argv: list[str] | None = None) -> int:
         if "d" in wanted:
             # twice the rounds, of shorter slices: the machine's state changes within tens of ms
             groups.append(concurrency_group(servers[0], threads, 2 * rounds, slice_seconds))
+
+        if "e" in wanted:
+            e = tiers_group(servers[0], workdir)
+            run_group(e, rounds, batch_seconds)
+            finish_tiers(e)
+            groups.append(e)
     finally:
         for server in servers:
             server.stop()
