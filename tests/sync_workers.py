@@ -9,6 +9,7 @@ process, so the test sees which process computed what.
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,3 +108,17 @@ def read_once(settings: dict[str, Any], region: str, data: str, log: str, keys: 
     value = make_reader(manager, region, data, log, settings.get("tagged", False))
     out.put((os.getpid(), [value(x) for x in keys]))
     manager.close()
+
+
+def wait_ready(ready: Any, procs: list[Any], timeout: float = 120) -> None:
+    """Wait for each process to say it is ready; fail at once, saying so, if one died first."""
+    deadline, count = time.monotonic() + timeout, 0
+    while count < len(procs):
+        try:
+            ready.get(timeout=0.5)
+            count += 1
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode is not None]
+            assert not dead, f"a process exited with {dead} before it was ready (its error is above)"
+            left = len(procs) - count
+            assert time.monotonic() < deadline, f"{left} process(es) not ready after {timeout} s"

@@ -69,8 +69,7 @@ def run_watchers(d: Deployment, processes: int, keys: list[int], act: Any) -> li
     for p in procs:
         p.start()
     try:
-        for _ in procs:
-            ready.get(timeout=60)
+        w.wait_ready(ready, procs)
         act()
         go.set()
         return [out.get(timeout=90) for _ in procs]

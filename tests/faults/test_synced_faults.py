@@ -102,7 +102,7 @@ def test_an_invalidation_around_an_outage_reaches_the_other_process(
     try:
         assert [value(x) for x in keys] == [(x, 1) for x in keys]
         proc.start()
-        ready.get(timeout=60)
+        w.wait_ready(ready, [proc])
         if when == "dropped":
             link.mode = "drop"
         else:
