@@ -168,14 +168,19 @@ class TieredNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         self.local: MemoryNamespaceManager = self.store.local.namespace(namespace)
         self.far = self.store.far.namespace(namespace)
-        self._local_get = self.local.get_entry
+        self._local_data = self.store.local.data
 
     def get_entry(self, key: Hashable) -> Entry | None:
         sync = self.store.sync
         if _monotonic() >= sync.due:
             sync.check()
-        entry = self._local_get(key)
+        full = (self.namespace, key)  # the local lookup written out: every hit's path
+        entry = self._local_data.get(full)
         if entry is not None and (not sync.degraded or sync.trusted(entry)):
+            try:
+                self._local_data.move_to_end(full)
+            except KeyError:  # evicted meanwhile
+                pass
             return entry
         applied = sync.applied
         entry = self.far.get_entry(shared_key(key))
