@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 #: More unseen records than this: reset instead of fetching them all.
 MAX_GAP = 500
-#: Seconds a record is kept (a process that did not look for longer resets).
-RECORD_TTL = 24 * 3600
+#: Seconds a record is kept on memcached: a process that did not look for longer (no reads for
+#: 5 minutes) resets at its next look, and a busy log holds at most this many seconds of records.
+RECORD_TTL = 300
 
 def new_origin() -> str:
     """An id for the records of one store in one process (a forked child takes a new one)."""
