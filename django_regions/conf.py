@@ -14,6 +14,9 @@
     staff or not (superusers hold every permission).
 ``REGIONS_DASHBOARD_PUBLIC``
     ``True`` opens those views to everyone, anonymous visitors included (default ``False``).
+``REGIONS_STATS_EVERY``
+    seconds between two publications of this process's figures for the deployment-wide stats
+    (default 5, :mod:`regions.fleet`; ``0``: never publish).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from regions.config import Problem, check, normalize
 logger = logging.getLogger("django_regions")
 
 #: Settings whose change (override_settings, pytest-django's ``settings`` fixture) rebuilds the manager.
-WATCHED_SETTINGS = frozenset({"CACHE_REGIONS", "REGIONS_KEY_PREFIX", "SECRET_KEY", "SECRET_KEY_FALLBACKS"})
+WATCHED_SETTINGS = frozenset(
+    {"CACHE_REGIONS", "REGIONS_KEY_PREFIX", "REGIONS_STATS_EVERY", "SECRET_KEY", "SECRET_KEY_FALLBACKS"}
+)
 MIDDLEWARE_PATH = "django_regions.middleware.RequestRegionMiddleware"
 
 
@@ -81,7 +86,8 @@ def build() -> regions.CacheManager | None:
     secret, fallbacks = signing_secrets()
     try:
         return regions.configure(
-            get_config(), key_prefix=get_key_prefix(), secret=secret, secret_fallbacks=fallbacks
+            get_config(), key_prefix=get_key_prefix(), secret=secret, secret_fallbacks=fallbacks,
+            publish_every=getattr(settings, "REGIONS_STATS_EVERY", None),
         )
     except regions.ConfigurationError as exc:
         logger.error("CACHE_REGIONS is invalid, regions are disabled: %s (run manage.py check)", exc)

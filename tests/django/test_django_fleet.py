@@ -154,3 +154,10 @@ def test_stats_command_says_when_the_shared_storage_failed(settings: Any) -> Non
     row = stats_rows(out.getvalue())["gone"]
     assert (row[1], row[2], row[-2], row[-1]) == ("0", "1", "1", "this-process"), out.getvalue()
     assert "(this-process: region 'gone': its shared storage failed (" in out.getvalue()
+
+
+def test_the_publishing_interval_is_a_setting(settings: Any) -> None:
+    settings.REGIONS_STATS_EVERY = 0.25
+    assert regions.get_manager()._fleet.every == 0.25
+    settings.REGIONS_STATS_EVERY = 0
+    assert regions.get_manager()._fleet.every == 0
