@@ -31,8 +31,12 @@ _monotonic = time.monotonic
 class LocalSync:
     """One store's link to its log: when to look, what was found, the counters for ``stats()``."""
 
-    def __init__(self, region: str, interval: float, apply: Callable[[list[Record] | None], None]) -> None:
+    def __init__(
+        self, region: str, identity: str, interval: float, apply: Callable[[list[Record] | None], None]
+    ) -> None:
         self.region = region
+        #: Names the log on the shared storage: the same in every process with these settings.
+        self.identity = identity
         self.interval = interval
         self.apply = apply
         self.log: SyncLog | None = None
@@ -51,7 +55,7 @@ class LocalSync:
         self._throttle = Throttle(f"cache region {region!r}: ", LOG_EVERY)
 
     def attach(self, shared: Store) -> None:
-        storage = shared.sync_storage(self.region_identity)
+        storage = shared.sync_storage(self.identity)
         if storage is None:
             raise ConfigurationError(
                 f"region {self.region!r}: {shared.region!r} ({shared.name}) cannot hold an invalidation "
@@ -60,8 +64,6 @@ class LocalSync:
             )
         self.shared = shared
         self.log = SyncLog(storage)
-
-    region_identity = ""
 
     def check(self) -> None:
         """Look at the log if it is time (one caller at a time; the others go on meanwhile).
@@ -161,8 +163,8 @@ class SyncedMemoryStore(MemoryStore):
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
         super().__init__(region, location, options, **kwargs)
         self.sync_with = str(self.options["sync_with"])
-        self.sync = LocalSync(region, float(self.options.get("sync_interval", 1.0)), self._apply)
-        self.sync.region_identity = self.identity
+        interval = float(self.options.get("sync_interval", 1.0))
+        self.sync = LocalSync(region, self.identity, interval, self._apply)
         #: Called with no argument after invalidations from other processes were applied (the
         #: region bumps its count so that a computation under way does not store its result).
         self.on_remote: Callable[[], None] | None = None

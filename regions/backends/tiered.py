@@ -64,8 +64,8 @@ class TieredStore(Store):
             )
         self.over = str(self.options["over"])
         self.local = MemoryStore(region, None, {"max_entries": int(self.options.get("max_entries", 10_000))})
-        self.sync = LocalSync(region, float(self.options.get("sync_interval", 1.0)), self._apply)
-        self.sync.region_identity = self.identity
+        interval = float(self.options.get("sync_interval", 1.0))
+        self.sync = LocalSync(region, self.identity, interval, self._apply)
         self.far: Store = self.local  # the shared tier, from link()
         #: Versions of the shared tier's tag counters read by this process (dropped when a record
         #: of the log names the tag, or on a reset).
