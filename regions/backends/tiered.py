@@ -21,6 +21,7 @@ from .. import keys
 from ..api import Backend, Entry, SharedLock, Store
 from ..errors import ConfigurationError
 from ..sync_log import Record
+from ..tag_versions import MAX_TAGS
 from .memory import MemoryNamespaceManager, MemoryStore
 from .synced import LocalSync, _monotonic, apply_changes
 
@@ -105,6 +106,8 @@ class TieredStore(Store):
         epoch = self.tag_epoch
         found = dict(zip(missing, self.far.read_tags(missing), strict=True))
         if epoch == self.tag_epoch:  # else a bump came meanwhile: what was read may be older
+            if len(known) >= MAX_TAGS:  # bounded, like in-process versions: read again when needed
+                known.clear()
             known.update((name, v) for name, v in found.items() if v is not None)
         return [known[name] if name in known else found.get(name) for name in names]
 
