@@ -81,6 +81,9 @@ class Stats:
 class Region:
     """One named cache: a backend store, a default lifetime and the get-or-create protocol."""
 
+    #: Called with the seconds of each timed backend call (``None``: nothing; django_regions.metrics).
+    on_timing: Callable[[float], None] | None = None
+
     def __init__(
         self,
         name: str,
@@ -176,8 +179,11 @@ class Region:
         try:
             return call(*args)
         finally:
-            stats.timed_time += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            stats.timed_time += elapsed
             stats.timed += 1
+            if self.on_timing is not None:
+                self.on_timing(elapsed)
 
     def read(self, ns: Backend, key: Hashable) -> tuple[Entry | None, bool]:
         """The stored entry (``None`` on a miss, a failure or a malformed entry) and whether it is fresh.
@@ -193,8 +199,11 @@ class Region:
             else:
                 start = time.perf_counter()
                 entry = ns.get_entry(key)
-                stats.timed_time += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                stats.timed_time += elapsed
                 stats.timed += 1
+                if self.on_timing is not None:
+                    self.on_timing(elapsed)
         except RejectedEntry as exc:
             self.reject(key, str(exc))
             return None, False
