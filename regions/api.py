@@ -283,6 +283,12 @@ class Backend(NamespaceManager):
         """
         return None
 
+    def update_lock(self, key: Hashable) -> SharedLock | None:
+        """The cross-process lock of a read-modify-write of ``key`` (Django's ``add``, ``incr``,
+        ``touch``): :meth:`shared_lock`, or a lock the backend takes even where creation is not
+        locked across processes (memcached without ``distributed_lock``)."""
+        return self.shared_lock(key)
+
     # Beaker's NamespaceManager interface ---------------------------------------------------
     # ``ns[key] = value`` / ``ns.set_value(key, value, expiretime)`` store ``value`` as it is, and
     # ``ns[key]`` returns it (Beaker's ``Value`` stores its own ``(storedtime, expire, value)``

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from typing import Any
+
 
 class RegionError(Exception):
     """Base class of every error regions raises on purpose."""
@@ -43,3 +46,18 @@ class BackendUnavailable(RegionError, ConnectionError):
 
 class PoolExhausted(RegionError, ConnectionError):
     """Every connection of a region's pool stayed busy for longer than its ``timeout``."""
+
+
+class UnstorableValue(RegionError, pickle.PicklingError):
+    """A value that cannot be pickled for a region that stores entries outside the process.
+
+    A programming error, not a cache failure: decorated calls log it and return the function's
+    result; Django's cache API (``django_regions.cache.RegionCache``) raises it, as Django's own
+    backends raise :class:`pickle.PickleError`.
+    """
+
+    def __init__(self, region: str, value: Any, exc: BaseException) -> None:
+        super().__init__(
+            f"region {region!r} cannot store a value of type {type(value).__name__}: "
+            f"{type(exc).__name__}: {exc}; cache a picklable value (or use a memory region)"
+        )

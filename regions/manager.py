@@ -191,6 +191,11 @@ def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager 
     return manager
 
 
+def epoch() -> int:
+    """A number that changes each time :func:`configure` replaces the default manager."""
+    return _default.epoch
+
+
 def get_manager() -> CacheManager:
     """The default manager; :class:`RegionError` when :func:`configure` has not run."""
     manager = _default.manager

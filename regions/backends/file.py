@@ -219,7 +219,9 @@ class FileNamespaceManager(Backend):
         store = self.store
         try:
             with os.fdopen(fd, "wb") as f:
-                size = file_format.write(f, store.signer, self.namespace, text, entry[0], entry[1], entry[2])
+                size = file_format.write(
+                    f, store.signer, self.namespace, text, entry[0], entry[1], entry[2], store.region
+                )
                 if store.fsync:
                     f.flush()
                     os.fsync(f.fileno())

@@ -19,6 +19,7 @@ import os
 import pickle
 from typing import IO, Any
 
+from ..errors import UnstorableValue
 from ..signing import TAG_SIZE, RejectedEntry, Signer
 
 MAGIC = b"RF1"
@@ -45,11 +46,17 @@ class _TaggingWriter:
 
 
 def write(f: IO[bytes], signer: Signer, namespace: str, key: str, stored_at: float, ttl: float | None,
-          value: Any) -> int:
-    """Write one entry to ``f``; returns its size in bytes."""
+          value: Any, region: str = "") -> int:
+    """Write one entry to ``f``; returns its size in bytes (:class:`UnstorableValue` when ``value``
+    cannot be pickled)."""
     f.write(MAGIC)
     out = _TaggingWriter(f, signer)
-    pickle.dump(value, out, protocol=5)
+    try:
+        pickle.dump(value, out, protocol=5)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise UnstorableValue(region, value, exc) from exc
     header = pickle.dumps((namespace, key, stored_at, ttl, out.size, out.running.digest()), protocol=5)
     f.write(header)
     f.write(len(header).to_bytes(4, "big"))

@@ -30,7 +30,7 @@ from pymemcache.exceptions import MemcacheServerError
 
 from .. import binding
 from ..api import Backend, Entry, Store, poll
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, UnstorableValue
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
 from .memcached_log import MemcachedLog
@@ -273,7 +273,10 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
         wire, store = self.wire_key(key), self.store
         node = store.node_for(wire)
         expire = store.expire_arg(entry[1])
-        data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise UnstorableValue(store.region, entry[2], exc) from exc
         if len(data) + _HEAD > store.item_size:
             head = self._set_chunks(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
@@ -342,8 +345,9 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
         self.store.bump(self._ns_generation_key)
 
     def shared_lock(self, key: Hashable) -> _AddLock | None:
-        if not self.store.distributed_lock:
-            return None
+        return self.update_lock(key) if self.store.distributed_lock else None
+
+    def update_lock(self, key: Hashable) -> _AddLock | None:
         wire = self.wire_key(key)
         node = self.store.node_for(wire)
         if node.breaker.down:

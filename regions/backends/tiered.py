@@ -217,5 +217,8 @@ class TieredNamespaceManager(Backend):
     def shared_lock(self, key: Hashable) -> SharedLock | None:
         return self.far.shared_lock(shared_key(key))
 
+    def update_lock(self, key: Hashable) -> SharedLock | None:
+        return self.far.update_lock(shared_key(key))
+
     def keys(self) -> list[Any]:
         return self.local.keys()

@@ -1,0 +1,275 @@
+"""Django's cache framework over a region: ``CACHES = {"default": {"BACKEND":
+"django_regions.cache.RegionCache", "LOCATION": "functions"}}``.
+
+``LOCATION`` names a region of the process default manager (the one the app builds from
+``CACHE_REGIONS``, or ``regions.configure(...)``); the region is looked up again after each
+configure. Every entry goes through the region: its key guard, failure policy, signing and stats.
+
+* Keys are Django's (``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION``), in a namespace of the region
+  per ``KEY_PREFIX``: aliases over one region with one prefix share entries, as on Django's own
+  backends; ``clear()`` drops that namespace only (never a ``flush_all``, never the region's
+  function entries).
+* ``TIMEOUT`` defaults to the region's ``TIMEOUT`` (Django's 300 s only when the alias sets it).
+* ``add``, ``incr``, ``decr`` and ``touch`` read and write under the key's lock: the in-process lock
+  and the backend's cross-process one (a memcached ``add`` lock, a file lock).
+* In-process regions (memory, request, synced, tiered) keep each value pickled, as Django's
+  ``locmem`` does: a value mutated after ``set`` is not changed in the cache, and an unpicklable
+  one raises :class:`pickle.PickleError` on every region type.
+* Failures follow the region's policy: a read is a miss, a write is dropped (``set_many`` lists
+  its key), ``add``/``touch``/``delete`` return ``False``, ``incr`` on a key it cannot read raises
+  ``ValueError`` as for a missing key; with ``OPTIONS raise_errors`` they raise instead.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from beaker.synchronization import NameLock
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
+
+import regions
+from regions import manager as _manager
+from regions.api import Backend, BeakerLock, is_fresh, make_entry
+from regions.errors import UnknownRegion, UnstorableValue
+from regions.region import Region
+from regions.signing import RejectedEntry
+
+__all__ = ["RegionCache"]
+
+_MISSING = object()
+
+
+class RegionCache(BaseCache):
+    """A Django cache backend whose ``LOCATION`` names a region."""
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        if not isinstance(location, str) or not location:
+            raise InvalidCacheBackendError(
+                "django_regions.cache.RegionCache: LOCATION must name a region of CACHE_REGIONS, "
+                f"got {location!r}"
+            )
+        self.region_name = location
+        self._own_timeout = "TIMEOUT" in params
+        prefix = self.key_prefix
+        self._qualname = f"~django:{len(prefix)}:{prefix}"
+        self._bound: tuple[int, Region, Backend, bool] | None = None
+        self._bind_lock = threading.Lock()
+        try:
+            self._binding()  # a name that is not configured fails here, not at the first get
+        except regions.RegionError as exc:
+            if isinstance(exc, UnknownRegion):
+                raise InvalidCacheBackendError(
+                    f"cache LOCATION {location!r}: {exc}; name one of them in CACHES' LOCATION"
+                ) from exc
+            # regions not configured yet: looked up at the first call
+
+    # the region ---------------------------------------------------------------------------------
+    def _binding(self) -> tuple[int, Region, Backend, bool]:
+        bound, epoch = self._bound, _manager.epoch()
+        if bound is None or bound[0] != epoch:
+            with self._bind_lock:
+                region = regions.get_manager()[self.region_name]
+                copies = not type(region.store).signs  # in-process: values kept pickled
+                bound = self._bound = (epoch, region, region.namespace(self._qualname), copies)
+        return bound
+
+    @property
+    def region(self) -> Region:
+        """The region this alias stores in (the current one after a configure)."""
+        return self._binding()[1]
+
+    def _ttl(self, timeout: Any) -> float | None:
+        """Seconds to keep an entry; ``None``: forever; ``<= 0``: not kept."""
+        if timeout is DEFAULT_TIMEOUT:
+            return self.default_timeout if self._own_timeout else self.region.timeout
+        return None if timeout is None else float(timeout)
+
+    def _read(self, region: Region, ns: Backend, key: str) -> Any:
+        """The fresh stored value (still pickled for in-process regions), else ``_MISSING``;
+        uncounted: ``get`` counts hits and misses, the other operations only read to decide."""
+        try:
+            entry = ns.get_entry(key)
+        except RejectedEntry as exc:
+            region.reject(key, str(exc))
+            return _MISSING
+        except Exception as exc:
+            region.failed("get", exc)
+            return _MISSING
+        if entry is None or not _fresh(entry):
+            return _MISSING
+        return entry[2]
+
+    def _write(self, region: Region, ns: Backend, key: str, value: Any, ttl: float | None) -> bool:
+        """Store an already encoded value; ``False`` when that failed (logged, or raised)."""
+        try:
+            region._timed(ns.set_entry, key, make_entry(value, ttl))
+        except UnstorableValue:
+            raise
+        except Exception as exc:
+            region.failed("set", exc)
+            return False
+        region.stats_.sets += 1
+        return True
+
+    @contextmanager
+    def _locked(self, ns: Backend, key: str) -> Iterator[None]:
+        """The key's in-process lock, then its cross-process one (waited for ``lock_timeout`` at most:
+        a holder that died frees it when it expires)."""
+        try:
+            shared = ns.update_lock(key)
+        except Exception:
+            shared = None  # the backend is down: whatever this process does is not stored anyway
+        local = NameLock(identifier=("django_regions.cache", id(ns), key), reentrant=False)
+        lock = BeakerLock(local, shared, ns.store.lock_timeout)
+        lock.acquire(True)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception as exc:  # an unreachable server: its lock key expires by itself
+                self.region.failed("unlock", exc, reraise=False)
+
+    # values ------------------------------------------------------------------------------------
+    def _encode(self, copies: bool, value: Any) -> Any:
+        if not copies:
+            return value
+        try:
+            return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise UnstorableValue(self.region_name, value, exc) from exc
+
+    @staticmethod
+    def _decode(copies: bool, stored: Any) -> Any:
+        return pickle.loads(stored) if copies else stored
+
+    # Django's API -----------------------------------------------------------------------------
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        _, region, ns, copies = self._binding()
+        entry, fresh = region.read(ns, self.make_and_validate_key(key, version=version))
+        if not fresh:
+            region.stats_.misses += 1
+            return default
+        return self._decode(copies, entry[2])  # type: ignore[index]
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        self._set(self.make_and_validate_key(key, version=version), value, timeout)
+
+    def _set(self, key: str, value: Any, timeout: Any) -> bool:
+        _, region, ns, copies = self._binding()
+        ttl = self._ttl(timeout)
+        stored = self._encode(copies, value)  # before anything: an unpicklable value always raises
+        if ttl is not None and ttl <= 0:
+            return region.remove(ns, key)
+        return self._write(region, ns, key, stored, ttl)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        _, region, ns, copies = self._binding()
+        ttl = self._ttl(timeout)
+        stored = self._encode(copies, value)
+        with self._locked(ns, key):
+            try:
+                present = ns.get_entry(key)
+            except RejectedEntry as exc:
+                region.reject(key, str(exc))
+                present = None  # not ours: replaced
+            except Exception as exc:
+                region.failed("add", exc)
+                return False  # unknown: never overwrite what may be there
+            if present is not None and _fresh(present):
+                return False
+            if ttl is not None and ttl <= 0:
+                return True  # added, and expired at once (Django's backends do the same)
+            return self._write(region, ns, key, stored, ttl)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        _, region, ns, _copies = self._binding()
+        ttl = self._ttl(timeout)
+        with self._locked(ns, key):
+            stored = self._read(region, ns, key)
+            if stored is _MISSING:
+                return False
+            if ttl is not None and ttl <= 0:
+                return region.remove(ns, key)
+            return self._write(region, ns, key, stored, ttl)
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        _, region, ns, _copies = self._binding()
+        existed = self._read(region, ns, key) is not _MISSING
+        return region.remove(ns, key) and existed
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        _, region, ns, _copies = self._binding()
+        return self._read(region, ns, key) is not _MISSING
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        key = self.make_and_validate_key(key, version=version)
+        _, region, ns, copies = self._binding()
+        with self._locked(ns, key):
+            try:
+                entry = ns.get_entry(key)
+            except RejectedEntry as exc:
+                region.reject(key, str(exc))
+                entry = None
+            except Exception as exc:
+                region.failed("incr", exc)
+                entry = None
+            if entry is None or not _fresh(entry):
+                raise ValueError(f"Key '{key}' not found")
+            value = self._decode(copies, entry[2]) + delta
+            try:
+                region._timed(ns.set_entry, key, (entry[0], entry[1], self._encode(copies, value)))
+            except UnstorableValue:
+                raise
+            except Exception as exc:
+                region.failed("incr", exc)
+                region.remove(ns, key, reraise=False)  # never leave the old count to be read again
+        return value
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        found = {}
+        for key in keys:
+            value = self.get(key, _MISSING, version=version)
+            if value is not _MISSING:
+                found[key] = value
+        return found
+
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
+        return [
+            key for key, value in data.items()
+            if not self._set(self.make_and_validate_key(key, version=version), value, timeout)
+        ]
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        _, region, ns, _copies = self._binding()
+        for key in keys:
+            region.remove(ns, self.make_and_validate_key(key, version=version))
+
+    def clear(self) -> None:
+        """Drop the entries of this alias's ``KEY_PREFIX`` in the region (other prefixes, the
+        region's function entries and anything else on the server stay)."""
+        _, region, ns, _copies = self._binding()
+        region.invalidations += 1
+        try:
+            region._timed(ns.do_remove)
+        except Exception as exc:
+            region.failed("clear", exc)
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to do: the region's connections are pooled and outlive requests."""
+
+
+def _fresh(entry: Any) -> bool:
+    return is_fresh(entry, time.time())
