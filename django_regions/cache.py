@@ -60,21 +60,20 @@ class RegionCache(BaseCache):
         self._qualname = f"~django:{len(prefix)}:{prefix}"
         self._bound: tuple[int, Region, Backend, bool] | None = None
         self._bind_lock = threading.Lock()
-        try:
-            self._binding()  # a name that is not configured fails here, not at the first get
-        except regions.RegionError as exc:
-            if isinstance(exc, UnknownRegion):
-                raise InvalidCacheBackendError(
-                    f"cache LOCATION {location!r}: {exc}; name one of them in CACHES' LOCATION"
-                ) from exc
-            # regions not configured yet: looked up at the first call
+        # An unknown LOCATION is reported by `manage.py check` (E020) and raised at first use: Django's
+        # own checks build every cache, so raising here would hide the report behind a traceback.
 
     # the region ---------------------------------------------------------------------------------
     def _binding(self) -> tuple[int, Region, Backend, bool]:
         bound, epoch = self._bound, _manager.epoch()
         if bound is None or bound[0] != epoch:
             with self._bind_lock:
-                region = regions.get_manager()[self.region_name]
+                try:
+                    region = regions.get_manager()[self.region_name]
+                except UnknownRegion as exc:
+                    raise InvalidCacheBackendError(
+                        f"cache LOCATION {self.region_name!r}: {exc}; set LOCATION to one of them"
+                    ) from exc
                 copies = not type(region.store).signs  # in-process: values kept pickled
                 bound = self._bound = (epoch, region, region.namespace(self._qualname), copies)
         return bound

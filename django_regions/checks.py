@@ -78,9 +78,40 @@ def check_file_folders(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
     return messages
 
 
+REGION_CACHE = "django_regions.cache.RegionCache"
+
+
+def check_region_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E020: a ``CACHES`` alias on :class:`~django_regions.cache.RegionCache` whose ``LOCATION`` names
+    no region of ``CACHE_REGIONS`` (Django-only checks number from E020; the core's from E001)."""
+    from django.conf import settings
+
+    if conf.problems():
+        return []  # E001-E008 say what is wrong with CACHE_REGIONS first
+    names = set(conf.normalized())
+    messages: list[checks.CheckMessage] = []
+    for alias, params in (getattr(settings, "CACHES", None) or {}).items():
+        if params.get("BACKEND") != REGION_CACHE:
+            continue
+        location = params.get("LOCATION")
+        if isinstance(location, str) and location in names:
+            continue
+        listed = ", ".join(repr(n) for n in sorted(names)) or "none"
+        messages.append(
+            checks.Error(
+                f"cache {alias!r} uses RegionCache with LOCATION {location!r}, which names no region",
+                hint=f"Set CACHES[{alias!r}]['LOCATION'] to one of CACHE_REGIONS: {listed}.",
+                obj=f"CACHES[{alias!r}]",
+                id="django_regions.E020",
+            )
+        )
+    return messages
+
+
 def register() -> None:
     """Register the checks (called from the app config's ready())."""
     checks.register(check_config, checks.Tags.caches)
     checks.register(check_middleware, checks.Tags.caches)
     checks.register(check_memcached, checks.Tags.caches)
     checks.register(check_file_folders, checks.Tags.caches, checks.Tags.security)
+    checks.register(check_region_caches, checks.Tags.caches)

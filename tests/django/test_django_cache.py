@@ -1,0 +1,222 @@
+"""``django_regions.cache.RegionCache`` where Django's own suite does not look: what ``clear()``
+leaves, request regions, copies, planted entries, a hung server, ``incr`` from several processes,
+sessions, and the E020 check. Django's suite itself: test_django_conformance.py."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.cache import caches
+from django.core.cache.backends.base import InvalidCacheBackendError
+from django.test import override_settings
+from pymemcache.client.base import Client
+
+import regions
+from django_regions.cache import RegionCache
+from tests.conftest import MemcachedServer
+
+BACKEND = "django_regions.cache.RegionCache"
+
+
+def aliases(**locations: str) -> dict[str, dict[str, Any]]:
+    return {alias: {"BACKEND": BACKEND, "LOCATION": where} for alias, where in locations.items()}
+
+
+def raw_client(address: str) -> Client:
+    host, port = address.rsplit(":", 1)
+    return Client((host, int(port)), connect_timeout=2, timeout=2)
+
+
+def test_clear_drops_its_own_prefix_only(memcached_server: str) -> None:
+    """``clear()`` never flushes the server: another prefix, the region's function entries and a
+    foreign key on the same memcached all stay."""
+    caches_setting = aliases(default="functions", other="functions")
+    caches_setting["other"]["KEY_PREFIX"] = "other"
+    foreign = f"foreign-{os.getpid()}"
+    raw_client(memcached_server).set(foreign, b"kept")
+    calls: list[int] = []
+
+    @regions.region("functions")
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    with override_settings(CACHES=caches_setting):
+        default, other = caches["default"], caches["other"]
+        default.set("k", "mine")
+        other.set("k", "theirs")
+        assert square(3) == 9
+        default.clear()
+        assert default.get("k") is None
+        assert other.get("k") == "theirs"
+        assert square(3) == 9 and calls == [3], "clear() dropped the region's function entries"
+        assert raw_client(memcached_server).get(foreign) == b"kept"
+
+
+@pytest.mark.parametrize("region", ["functions", "files", "request"])
+def test_values_are_copies_and_stats_count(region: str) -> None:
+    """A value mutated after ``set`` is not changed in the cache (as Django's locmem), on
+    in-process regions too; ``get`` counts hits and misses in the region's stats."""
+    with override_settings(CACHES=aliases(default=region)), regions.request_scope():
+        cache = caches["default"]
+        stats = regions.get_manager()[region].stats_
+        hits, misses = stats.hits, stats.misses
+        value = {"items": [1, 2]}
+        cache.set("v", value)
+        value["items"].append(3)
+        assert cache.get("v") == {"items": [1, 2]}
+        assert cache.get("absent") is None
+        assert (stats.hits - hits, stats.misses - misses) == (1, 1)
+
+
+def test_request_region_lives_one_scope() -> None:
+    """Over a request region: entries live in their request scope; outside one nothing is kept."""
+    with override_settings(CACHES=aliases(default="request")):
+        cache = caches["default"]
+        with regions.request_scope():
+            cache.set("k", 1)
+            assert cache.get("k") == 1
+            assert cache.incr("k") == 2
+        with regions.request_scope():
+            assert cache.get("k") is None
+        cache.set("k", 1)
+        assert cache.get("k") is None
+        assert cache.add("k", 1) is True  # added, and gone with the (absent) scope
+
+
+@pytest.mark.parametrize("region", ["functions", "files"])
+def test_planted_entry_is_a_miss_and_runs_no_code(region: str, memcached_server: str, tmp_path: Path) -> None:
+    """A pickle planted under a Django key (memcached: the wire key; files: the entry file) is a
+    miss counted as rejected, never unpickled, and replaced by the next ``set``."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    with override_settings(CACHES=aliases(default=region)):
+        cache = caches["default"]
+        assert isinstance(cache, RegionCache)
+        cache.set("planted", "genuine")
+        ns = cache._binding()[2]
+        key = cache.make_and_validate_key("planted")
+        forged = pickle.dumps((time.time(), None, Exploit()))
+        if region == "functions":
+            raw_client(memcached_server).set(str(ns.wire_key(key)), forged)
+        else:
+            path = Path(ns._path(key))  # type: ignore[attr-defined]
+            path.write_bytes(b"RF1" + forged)
+        rejected = cache.region.stats_.rejected
+        assert cache.get("planted", "missed") == "missed"
+        assert not marker.exists(), "a planted entry ran code"
+        assert cache.region.stats_.rejected == rejected + 1
+        assert cache.add("planted", "again") is True
+        assert cache.get("planted") == "again"
+
+
+def test_hung_server_costs_one_timeout(memcached_factory: Any) -> None:
+    """memcached stopped (SIGSTOP): the first call waits one timeout; then every operation answers
+    at once with the failure policy (default, False, ValueError as for a missing key), no exception
+    of the backend reaches the caller; hits resume once the server answers."""
+    server: MemcachedServer = memcached_factory()
+    config = {"hung": {"BACKEND": "memcached", "LOCATION": server.address,
+                       "OPTIONS": {"timeout": 0.5, "retry_interval": 0.2}}}
+    with override_settings(CACHE_REGIONS=config, CACHES=aliases(default="hung")):
+        cache = caches["default"]
+        cache.set("n", 1)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            assert cache.get("n", "default") == "default"
+            first = time.monotonic() - start
+            start = time.monotonic()
+            assert cache.get("n", "default") == "default"
+            cache.set("n", 5)
+            assert cache.add("m", 1) is False
+            assert cache.delete("n") is False
+            assert cache.touch("n") is False
+            assert cache.has_key("n") is False
+            assert cache.get_many(["n", "m"]) == {}
+            assert cache.set_many({"a": 1}) == ["a"]
+            with pytest.raises(ValueError):
+                cache.incr("n")
+            cache.clear()
+            rest = time.monotonic() - start
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert first < 1.5 and rest < 1.0, (first, rest)
+        deadline = time.monotonic() + 5
+        while cache.get("fresh") is None and time.monotonic() < deadline:
+            cache.set("fresh", 1)
+            time.sleep(0.05)
+        assert cache.get("fresh") == 1, "hits did not resume within 5 s"
+        assert cache.get("n") is None, "the delete made during the outage did not hold"
+
+
+def _incr_many(address: str, prefix: str, times: int, ready: Any) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        CACHES={"default": {"BACKEND": BACKEND, "LOCATION": "counters"}}, USE_TZ=True
+    )
+    django.setup()
+    regions.configure({"counters": {"BACKEND": "memcached", "LOCATION": address}}, key_prefix=prefix)
+    from django.core.cache import cache
+
+    ready.wait()
+    for _ in range(times):
+        cache.incr("hits")
+
+
+def test_incr_is_atomic_across_processes(memcached_server: str, region_prefix: str) -> None:
+    """Three spawned processes increment one counter 150 times each, on a memcached region without
+    ``distributed_lock``: no increment is lost (each runs under the key's memcached add lock)."""
+    regions.configure({"counters": {"BACKEND": "memcached", "LOCATION": memcached_server}},
+                      key_prefix=region_prefix)
+    cache = RegionCache("counters", {})
+    cache.set("hits", 0)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    procs = [ctx.Process(target=_incr_many, args=(memcached_server, region_prefix, 150, ready))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    time.sleep(1.5)  # let them all import Django first: the increments then overlap
+    ready.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert cache.get("hits") == 450
+
+
+def test_sessions_over_a_region(client: Any, django_user_model: Any) -> None:
+    """``django.contrib.sessions.backends.cache`` on RegionCache: a login holds across requests."""
+    user = django_user_model.objects.create_user("ann", password="pw")
+    with override_settings(
+        CACHES=aliases(default="functions"), SESSION_ENGINE="django.contrib.sessions.backends.cache"
+    ):
+        client.force_login(user)
+        key = client.session.session_key
+        assert caches["default"].get(f"django.contrib.sessions.cache{key}")["_auth_user_id"] == str(user.pk)
+        response = client.get("/regions/")  # staff only: a logged-in non-staff user is refused
+        assert response.status_code in (302, 403)
+        assert client.session.session_key == key
+
+
+def test_unknown_location_is_reported() -> None:
+    """E020 names the alias and lists the regions; the first use fails with the same names."""
+    with override_settings(CACHES={**aliases(default="functions", pages="nowhere")}):
+        found = [m for m in checks.run_checks() if m.id == "django_regions.E020"]
+        assert len(found) == 1 and "'pages'" in found[0].msg and "'nowhere'" in found[0].msg
+        assert "'functions'" in str(found[0].hint)
+        with pytest.raises(InvalidCacheBackendError, match="nowhere.*functions"):
+            caches["pages"].get("k")
