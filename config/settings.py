@@ -64,7 +64,13 @@ DATABASES = {
     }
 }
 
-# Django's own CACHES stay untouched: regions never read or change them.
+# Django's cache framework on regions (django_regions.cache.RegionCache): cache_page, {% cache %},
+# CacheMiddleware and third-party apps store in a region, with its key guard, failure policy,
+# signing and stats. LOCATION names a region of CACHE_REGIONS.
+CACHES = {
+    "default": {"BACKEND": "django_regions.cache.RegionCache", "LOCATION": "functions"},
+    "pages": {"BACKEND": "django_regions.cache.RegionCache", "LOCATION": "files", "TIMEOUT": 600},
+}
 
 # --- cache regions -------------------------------------------------------------------------------
 _functions, _notice = memcached_or_memory(os.environ.get("REGIONS_MEMCACHED"), timeout=60 * 60)

@@ -8,6 +8,7 @@ app_name = "shop"
 urlpatterns = [
     path("", views.index, name="index"),
     path("echo/", views.echo, name="echo"),
+    path("delivery/", views.delivery, name="delivery"),
     path("aecho/", views.aecho, name="aecho"),
     path("api/menu/", views.menu, name="menu"),
     path("api/summary/", views.summary, name="summary"),

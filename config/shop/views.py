@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import cache_page
 
 import regions
 from config.shop import services
@@ -83,6 +84,15 @@ def index(request: HttpRequest) -> HttpResponse:
         "file_reads": services.FILE_READS.get(str(services.CATALOG), 0),
     }
     return render(request, "shop/index.html", context)
+
+
+@cache_page(60, cache="pages")
+def delivery(request: HttpRequest) -> HttpResponse:
+    """A whole page cached by Django's ``cache_page`` in the ``files`` region (``CACHES["pages"]``):
+    rendered once a minute, whichever worker answers; the region's stats count its hits."""
+    slots = [(day, 9 + (i * 3) % 8) for i, day in enumerate(("Mon", "Tue", "Wed", "Thu", "Fri"))]
+    time.sleep(0.05)  # stands for the slow queries a real delivery page makes
+    return render(request, "shop/delivery.html", {"slots": slots, "rendered_at": f"{time.time():.6f}"})
 
 
 def echo(request: HttpRequest) -> JsonResponse:

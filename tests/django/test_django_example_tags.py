@@ -95,3 +95,29 @@ def test_an_edit_reaches_every_gunicorn_worker(memcached_server: str, tmp_path: 
     finally:
         output = stop(proc)
     assert "Traceback" not in str(output), output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cache_page_and_fragment_run_on_regions() -> None:
+    """``/delivery/`` is cached whole by ``cache_page`` in the files region, and the product table of
+    ``/products/`` is a ``{% cache %}`` fragment in the functions region (Django's cache framework over
+    RegionCache): both are served from their region, and the fragment is rendered anew after an edit."""
+    import regions
+
+    client = Client()
+    files, functions = regions.get_manager()["files"], regions.get_manager()["functions"]
+    sets = files.stats_.sets
+    first = element(client.get("/delivery/").content.decode(), "rendered-at")
+    assert files.stats_.sets > sets, "cache_page stored nothing in the files region"
+    hits = files.stats_.hits
+    assert element(client.get("/delivery/").content.decode(), "rendered-at") == first
+    assert files.stats_.hits > hits
+
+    rows = element(client.get("/products/").content.decode(), "rows-rendered")
+    hits = functions.stats_.hits
+    assert element(client.get("/products/").content.decode(), "rows-rendered") == rows
+    assert functions.stats_.hits > hits
+    edit = {"name": "Assam breakfast tea", "price_cents": 990, "stock": 7}
+    assert client.post("/products/TEA-001/", edit).status_code == 302
+    page = client.get("/products/").content.decode()
+    assert element(page, "rows-rendered") != rows and element(page, "price-TEA-001") == "$9.90"
