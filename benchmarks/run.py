@@ -486,6 +486,27 @@ def tiers_group(server: Memcached, workdir: Path) -> Group:
     return group
 
 
+def django_group(server: Memcached) -> Group:
+    """(f) Django's ``cache.get`` hit: built in benchmarks/django_cache.py, timed like (a)-(c)."""
+    import django_cache
+
+    built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
+    floor, *cases = (Case(name, call, note=note) for name, call, note in built.cases)
+    group = Group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", floor, cases,
+                  checks=list(built.checks))
+    group.django = built  # type: ignore[attr-defined]
+    return group
+
+
+def finish_django(group: Group) -> None:
+    built = group.django  # type: ignore[attr-defined]
+    try:
+        for label, case, reference, target in built.versus:
+            group.extra.append((label, case, reference, paired_ratio(group, case, reference), target))
+    finally:
+        built.close()
+
+
 def finish_tiers(group: Group) -> None:
     """Ratios to the memory region hit (paired per round), then the memcached commands per hit."""
     built = group.tiers  # type: ignore[attr-defined]
@@ -810,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--threads", default="1,2,8",
                         help="thread counts of the concurrency group (default 1,2,8; 1 is a reference)")
-    parser.add_argument("--groups", default="abcde",
-                        help="groups to run, e.g. 'ad' (default abcde: all)")
+    parser.add_argument("--groups", default="abcdef",
+                        help="groups to run, e.g. 'ad' (default abcdef: all)")
     args = parser.parse_args(argv)
     try:
         threads = sorted({int(n) for n in args.threads.split(",") if n.strip()})
@@ -820,8 +841,8 @@ def main(argv: list[str] | None = None) -> int:
     if not threads or min(threads) < 1:
         parser.error("--threads: counts must be >= 1")
     wanted = set(args.groups.lower())
-    if not wanted or wanted - set("abcde"):
-        parser.error("--groups takes letters among a, b, c, d, e")
+    if not wanted or wanted - set("abcdef"):
+        parser.error("--groups takes letters among a, b, c, d, e, f")
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import regions
@@ -837,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     groups: list[Group | Concurrency] = []
     fill = ""
     try:
-        if wanted & {"a", "d", "e"}:
+        if wanted & {"a", "d", "e", "f"}:
             # One worker thread: every connection is served by the same thread (see memcached_group).
             servers.append(Memcached(threads=1))
         if "a" in wanted:
@@ -874,6 +895,13 @@ def main(argv: list[str] | None = None) -> int:
             run_group(e, rounds, batch_seconds)
             finish_tiers(e)
             groups.append(e)
+
+        if "f" in wanted:
+            f = django_group(servers[0])
+            # short interleaved batches, as (a): network hits on both sides
+            run_group(f, rounds * 4, batch_seconds / 10)
+            finish_django(f)
+            groups.append(f)
     finally:
         for server in servers:
             server.stop()
