@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import tagged
+from . import trace as _trace
 from .binding import KeyBuilder, _BindError
 from .errors import ConfigurationError
 from .flights import FLIGHTS
@@ -91,8 +92,8 @@ class Binding(Generic[P, R]):
             self.ttl = region.ttl(self.timeout)
             self.get_entry = self.ns.get_entry
             self.stats = region.stats_
-            # the decorator's inline fast path is for in-process stores only
-            self.fast_epoch = epoch if region.store.native_keys else -1
+            # the decorator's inline fast path is for in-process stores only, and off while tracing
+            self.fast_epoch = epoch if region.store.native_keys and not _trace.ON else -1
             self.epoch = epoch
         return self
 
@@ -160,6 +161,8 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         except _BindError:
             return func(*args, **kwargs)  # the call does not fit the signature: let Python say why
         region = b.region
+        if _trace.ON:
+            return _trace.traced(b, b.ns, key, functools.partial(func, *args, **kwargs))
         seq = FLIGHTS.completed
         entry, fresh = region.read(b.ns, key)
         if fresh:
@@ -248,6 +251,8 @@ def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Call
             key = b.make_key(args, kwargs)
         except _BindError:
             return await func(*args, **kwargs)
+        if _trace.ON:
+            return await _trace.atraced(b, b.ns, key, functools.partial(func, *args, **kwargs))
         return await b.region.engine.aget_or_create(
             b.ns, key, functools.partial(func, *args, **kwargs), b.ttl
         )

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import trace as _trace
 from .api import Entry, SharedLock, is_servable
 from .flights import FLIGHTS, Flight
 
@@ -78,6 +79,8 @@ class Engine:
         stats = self.region.stats_
         stats.hits += 1
         stats.stale += 1
+        if _trace.ON:
+            _trace.stale()
         return entry[2]
 
     # threads -----------------------------------------------------------------------------------
@@ -187,6 +190,8 @@ class Engine:
         store = self.region.store
         if not store.io:
             return call(*args)
+        if _trace.ON:  # the I/O thread's failures belong to the traced call
+            call = _trace.carry(call)
         return await asyncio.get_running_loop().run_in_executor(store.executor, call, *args)
 
     async def aget_or_create(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from . import keys
+from . import trace as _trace
 from .api import Backend, Entry, Store, make_entry
 from .engine import Engine
 from .errors import BackendUnavailable
@@ -157,6 +158,7 @@ class Region:
             self.stats_.unavailable += 1
         else:
             self.stats_.errors += 1
+        _trace.failed()  # the traced call in progress, if any, had a backend error
         if self.raise_errors and reraise:
             raise exc
         if not isinstance(exc, BackendUnavailable) and not getattr(exc, "regions_logged", False):

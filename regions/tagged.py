@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import trace as _trace
 from .binding import _BindError
 from .flights import FLIGHTS
 from .tags import TaggedView, TagSpec, uncached
@@ -50,6 +51,8 @@ def _sync(func: Callable[..., Any], binding: Binding[Any, Any], spec: TagSpec) -
             return func(*args, **kwargs)
         region = b.region
         view = TaggedView(b.ns, names)
+        if _trace.ON:
+            return _trace.traced(b, view, key, functools.partial(func, *args, **kwargs))  # type: ignore[arg-type]
         seq = FLIGHTS.completed
         entry, fresh = region.read(view, key)  # type: ignore[arg-type]
         if fresh:
@@ -90,6 +93,8 @@ def _async(func: Callable[..., Any], binding: Binding[Any, Any], spec: TagSpec) 
             return await func(*args, **kwargs)
         view = TaggedView(b.ns, names)
         call = functools.partial(func, *args, **kwargs)
+        if _trace.ON:
+            return await _trace.atraced(b, view, key, call)  # type: ignore[arg-type]
         return await b.region.engine.aget_or_create(view, key, call, b.ttl)  # type: ignore[arg-type]
 
     async def refresh(*args: Any, **kwargs: Any) -> Any:
