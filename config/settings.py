@@ -11,7 +11,9 @@ Environment:
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from django_regions.fallback import memcached_or_memory
@@ -122,3 +124,19 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# --- django-debug-toolbar with the regions panel (pip install -e '.[toolbar]') --------------------
+# In DEBUG, when installed, and not under tests (the toolbar's own advice: tests run with DEBUG off).
+# Its middleware goes inside RequestRegionMiddleware: the panel then lists the request region's
+# entries as they are at the end of the view, before the request scope drops them.
+TESTING = "test" in sys.argv or "PYTEST_VERSION" in os.environ
+if DEBUG and not TESTING and importlib.util.find_spec("debug_toolbar") is not None:
+    from debug_toolbar.settings import PANELS_DEFAULTS
+
+    INSTALLED_APPS.append("debug_toolbar")
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django_regions.middleware.RequestRegionMiddleware") + 1,
+        "debug_toolbar.middleware.DebugToolbarMiddleware",
+    )
+    DEBUG_TOOLBAR_PANELS = [*PANELS_DEFAULTS, "django_regions.panels.RegionsPanel"]
+    INTERNAL_IPS = ["127.0.0.1"]

@@ -27,16 +27,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
     from .api import Backend
     from .decorator import Binding
 
-__all__ = ["ON", "OUTCOMES", "Call", "Recorder", "current"]
+__all__ = ["ON", "OUTCOMES", "Call", "Recorder", "current", "totals"]
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class Recorder:
     def finished(self, call: Call) -> None:
         """Called when a traced call has ended (returned or raised)."""
 
-    def start(self) -> Recorder:
+    def start(self) -> Self:
         if self._token is not None:
             raise RuntimeError("this recorder is already open")
         self._token = _recorder.set(self)
@@ -124,7 +124,7 @@ class Recorder:
     def recording(self) -> bool:
         return self._token is not None
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -133,16 +133,21 @@ class Recorder:
         self.stop()
 
     def totals(self) -> dict[str, dict[str, Any]]:
-        """Per region: ``calls``, one count per outcome, and ``seconds`` (sum of the calls' times)."""
-        out: dict[str, dict[str, Any]] = {}
-        for call in self.calls:
-            row = out.get(call.region)
-            if row is None:
-                row = out[call.region] = {"calls": 0, **dict.fromkeys(OUTCOMES, 0), "seconds": 0.0}
-            row["calls"] += 1
-            row[call.outcome] += 1
-            row["seconds"] += call.seconds
-        return out
+        """:func:`totals` of the calls recorded so far."""
+        return totals(self.calls)
+
+
+def totals(calls: Iterable[Call]) -> dict[str, dict[str, Any]]:
+    """Per region: ``calls``, one count per outcome, and ``seconds`` (sum of the calls' times)."""
+    out: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        row = out.get(call.region)
+        if row is None:
+            row = out[call.region] = {"calls": 0, **dict.fromkeys(OUTCOMES, 0), "seconds": 0.0}
+        row["calls"] += 1
+        row[call.outcome] += 1
+        row["seconds"] += call.seconds
+    return out
 
 
 def current() -> Recorder | None:
