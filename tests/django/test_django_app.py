@@ -127,7 +127,9 @@ def test_django_caches_setting_is_left_alone(settings: Any) -> None:
 
     assert original == settings.CACHES
     assert "functions" not in settings.CACHES
-    assert type(caches["default"]).__name__ == "LocMemCache"
+    # the example names RegionCache itself; the app never swaps a backend in or out
+    assert type(caches["default"]).__name__ == "RegionCache"
+    assert caches["default"].region_name == original["default"]["LOCATION"]
 
 
 def test_decorator_imported_before_django_is_set_up(memcached_server: str, tmp_path: Path) -> None:

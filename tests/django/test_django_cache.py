@@ -22,6 +22,7 @@ from pymemcache.client.base import Client
 import regions
 from django_regions.cache import RegionCache
 from tests.conftest import MemcachedServer
+from tests.faults.conftest import all_threads_stopped
 
 BACKEND = "django_regions.cache.RegionCache"
 
@@ -133,6 +134,8 @@ def test_hung_server_costs_one_timeout(memcached_factory: Any) -> None:
         cache = caches["default"]
         cache.set("n", 1)
         os.kill(server.proc.pid, signal.SIGSTOP)
+        while not all_threads_stopped(server.proc.pid):  # delivered asynchronously
+            time.sleep(0.001)
         try:
             start = time.monotonic()
             assert cache.get("n", "default") == "default"
@@ -220,3 +223,30 @@ def test_unknown_location_is_reported() -> None:
         assert "'functions'" in str(found[0].hint)
         with pytest.raises(InvalidCacheBackendError, match="nowhere.*functions"):
             caches["pages"].get("k")
+
+
+@pytest.mark.parametrize("region", ["functions", "local"])
+def test_async_api(region: str, settings: Any, cache_regions: dict[str, Any]) -> None:
+    """Django's ``a*`` methods (run off the event loop by BaseCache) on a network and an in-process
+    region: the same entries as the sync API."""
+    import asyncio
+
+    settings.CACHE_REGIONS = {**cache_regions, "local": {"BACKEND": "memory"}}
+
+    async def main() -> None:
+        cache = caches["default"]
+        await cache.aset("a", {"n": 1})
+        assert await cache.aget("a") == {"n": 1}
+        assert await cache.aadd("a", 2) is False
+        assert await cache.aadd("c", 1) is True
+        assert await cache.aincr("c", 5) == 6
+        assert await cache.aget_many(["a", "c", "z"]) == {"a": {"n": 1}, "c": 6}
+        assert await cache.adelete("a") is True
+        assert await cache.ahas_key("a") is False
+        assert await cache.aget_or_set("d", lambda: 4) == 4
+        await cache.aclear()
+        assert await cache.aget("c") is None
+        assert cache.get("d") is None
+
+    with override_settings(CACHES=aliases(default=region)):
+        asyncio.run(main())

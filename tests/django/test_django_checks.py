@@ -16,6 +16,14 @@ from regions.config import check as regions_check
 from tests.django.helpers import free_port
 
 
+@pytest.fixture(autouse=True)
+def plain_caches(request: pytest.FixtureRequest, settings: Any) -> None:
+    """These tests replace the example's regions, which its CACHES name: Django's own cache here,
+    except for the example's settings themselves (E020 is tested in test_django_cache.py)."""
+    if request.node.name != "test_the_example_settings_pass":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
 def ours() -> list[checks.CheckMessage]:
     return [m for m in checks.run_checks() if str(m.id).startswith("django_regions.")]
 

@@ -61,6 +61,7 @@ def view(request: HttpRequest) -> HttpResponse:
 @pytest.fixture
 def toolbar_installed(settings: Any, cache_regions: dict[str, Any]) -> None:
     settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "debug_toolbar"]
+    settings.ROOT_URLCONF = "tests.django.toolbar_urls"
     settings.DEBUG_TOOLBAR_PANELS = [
         "debug_toolbar.panels.timer.TimerPanel",
         "django_regions.panels.RegionsPanel",
