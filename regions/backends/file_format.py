@@ -39,10 +39,11 @@ class _TaggingWriter:
         self.f, self.running, self.size = f, signer.running(b"v"), 0
 
     def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.running.update(view)
-        self.size += view.nbytes
-        return self.f.write(view)
+        # released on return, even on a failure: pickle reuses and frees the buffers it passes here
+        with memoryview(data) as view:
+            self.running.update(view)
+            self.size += view.nbytes
+            return self.f.write(view)
 
 
 def write(f: IO[bytes], signer: Signer, namespace: str, key: str, stored_at: float, ttl: float | None,
