@@ -130,8 +130,8 @@ class _Tracked:
 
 def _own_counts(manager: Any) -> Callable[[Region], Figures]:
     """This process's counts of a region: since the fork in a forked child (the manager's fleet
-    keeps the counts inherited at the fork, :meth:`regions.fleet.Fleet.own`), else all of them."""
-    own = getattr(getattr(manager, "_fleet", None), "own", None)
+    keeps the counts inherited at the fork: ``CacheManager.process_counts``), else all of them."""
+    own = getattr(manager, "process_counts", None)
     if own is not None:
         return own
     return lambda region: {name: getattr(region.stats_, name) for name in Stats.__slots__}

@@ -149,6 +149,11 @@ class CacheManager:
         ``wait=False``: never touch the network here (what the background thread read last)."""
         return self._fleet.deployment_stats(wait=wait)
 
+    def process_counts(self, region: Region) -> dict[str, Any]:
+        """This process's own counters of ``region``: since the fork in a forked worker (what it
+        inherited from its parent is the parent's), else all of them (:meth:`regions.fleet.Fleet.own`)."""
+        return self._fleet.own(region)
+
     def close(self) -> None:
         self._fleet.close()
         for region in self._regions.values():
