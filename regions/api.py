@@ -50,7 +50,7 @@ COMMON_OPTIONS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 
 def make_entry(value: Any, ttl: float | None) -> Entry:
     """Build the stored tuple for ``value`` living ``ttl`` seconds (``None``: forever)."""
-    return (time.time(), ttl, value)
+    return (float(time.time()), ttl, value)  # float even under a test's mocked clock (readers check)
 
 
 def is_fresh(entry: Entry, now: float) -> bool:

@@ -136,3 +136,25 @@ def test_malformed_entry_file_is_a_miss_and_is_rewritten(kind, region_config, ma
     assert calls == [21, 21], "the malformed entry was not rewritten: the third call computed again"
     with open(path, "rb") as fh:
         assert fh.read() != planted
+
+
+@pytest.mark.parametrize("backend", ["memcached", "file", "memory"])
+def test_a_mocked_clock_returning_an_int_still_caches(backend, region_config, make_manager):
+    """Tests of applications often patch ``time.time`` to return an int (Django's own cache tests
+    do): entries written then are ours, not malformed ones (they were rejected as such)."""
+    from unittest import mock
+
+    manager = make_manager({"r": region_config(backend, TIMEOUT=60)})
+    calls = []
+
+    @manager.region("r")
+    def f(x):
+        calls.append(x)
+        return x * 2
+
+    with mock.patch("time.time", return_value=1_468_749_600):
+        assert f(21) == 42 and f(21) == 42
+        manager["r"].set("k", "v")
+        assert manager["r"].get("k") == "v"
+    assert calls == [21]
+    assert manager["r"].stats()["rejected"] == 0

@@ -1,5 +1,6 @@
 """Django's own cache test suite (``BaseCacheTests`` from Django's source distribution) passes
-against ``RegionCache`` over every kind of region: run by ``scripts/django-conformance``."""
+against ``RegionCache`` over every kind of region, and so do Django's tests of what is built on the
+cache API (cache_page, CacheMiddleware, cache utilities, i18n keys): run by ``scripts/django-conformance``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: BaseCacheTests over each kind of region.
 CLASSES = {
     "RegionCacheMemcachedTests", "RegionCacheFileTests", "RegionCacheMemoryTests",
     "RegionCacheSyncedTests", "RegionCacheTieredTests",
+}
+#: Django's tests of cache_page, CacheMiddleware, the cache utilities and i18n keys, over regions.
+BUILT_ON = {
+    "RegionCacheUtils", "RegionPrefixedCacheUtils", "RegionCacheHEADTest", "RegionCacheI18nTest",
+    "RegionPrefixedCacheI18nTest", "RegionCacheMiddlewareTest", "RegionTemplateResponseTest",
 }
 #: What Django itself excludes for memcached: its in-process culling (aliases "cull", "zero_cull").
 CULLING = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
@@ -26,7 +33,7 @@ def test_django_cache_suite_passes_on_every_region_kind() -> None:
         capture_output=True, text=True, timeout=900,
     )
     out = run.stdout + run.stderr
-    results: dict[str, dict[str, str]] = {name: {} for name in CLASSES}
+    results: dict[str, dict[str, str]] = {name: {} for name in CLASSES | BUILT_ON}
     lines = out.splitlines()
     for i, line in enumerate(lines):
         found = LINE.match(line)
@@ -39,6 +46,10 @@ def test_django_cache_suite_passes_on_every_region_kind() -> None:
     ran = int(re.search(r"^Ran (\d+) tests", out, re.M).group(1))  # type: ignore[union-attr]
     assert sum(map(len, results.values())) == ran, "some of Django's tests were not read from the output"
     figures = []
+    for cls in sorted(BUILT_ON):
+        outcomes = results.pop(cls)
+        assert outcomes and all(o == "ok" for o in outcomes.values()), f"{cls}: {outcomes}"
+        figures.append(f"{cls}: ran {len(outcomes)}, passed {len(outcomes)}")
     for cls, outcomes in sorted(results.items()):
         kinds = Counter("ok" if o == "ok" else o.split()[0] for o in outcomes.values())
         assert len(outcomes) >= 50, f"{cls}: only {len(outcomes)} of Django's tests ran\n{out[-3000:]}"

@@ -66,3 +66,54 @@ class RegionCacheSyncedTests(BaseCacheTests, TestCase):
 @override_settings(CACHES=settings_for("hot"))
 class RegionCacheTieredTests(BaseCacheTests, TestCase):
     """A tiered region over the memcached one."""
+
+
+# Django's tests of what is built on the cache API (cache_page, CacheMiddleware, the cache headers
+# utilities, i18n-aware keys, TemplateResponse caching): each subclass replaces its "default" (and
+# "other") locmem cache with RegionCache over a memcached region, keeping every other setting.
+# They come from the module object, so that the loader runs only these subclasses here.
+from . import tests as django_cache_tests  # noqa: E402
+
+REGION_CACHES = {
+    "default": {"BACKEND": "django_regions.cache.RegionCache", "LOCATION": "functions"},
+    "other": {"BACKEND": "django_regions.cache.RegionCache", "LOCATION": "files", "TIMEOUT": "1"},
+}
+
+
+def _prefixed(prefix: str) -> dict:
+    return {**REGION_CACHES, "default": {**REGION_CACHES["default"], "KEY_PREFIX": prefix}}
+
+
+@override_settings(CACHES=REGION_CACHES)
+class RegionCacheUtils(django_cache_tests.CacheUtils):
+    """django.utils.cache (learn_cache_key, get_cache_key, patch_* headers) over a region."""
+
+
+@override_settings(CACHES=_prefixed("cacheprefix"))
+class RegionPrefixedCacheUtils(django_cache_tests.PrefixedCacheUtils):
+    """The same with a KEY_PREFIX."""
+
+
+@override_settings(CACHES=REGION_CACHES)
+class RegionCacheHEADTest(django_cache_tests.CacheHEADTest):
+    """HEAD requests through the cache middleware."""
+
+
+@override_settings(CACHES=REGION_CACHES)
+class RegionCacheI18nTest(django_cache_tests.CacheI18nTest):
+    """Language- and timezone-aware cache keys."""
+
+
+@override_settings(CACHES=_prefixed("cacheprefix"))
+class RegionPrefixedCacheI18nTest(django_cache_tests.PrefixedCacheI18nTest):
+    """The same with a KEY_PREFIX."""
+
+
+@override_settings(CACHES=REGION_CACHES)
+class RegionCacheMiddlewareTest(django_cache_tests.CacheMiddlewareTest):
+    """CacheMiddleware and cache_page (the "other" alias is a file region with TIMEOUT 1)."""
+
+
+@override_settings(CACHES=REGION_CACHES)
+class RegionTemplateResponseTest(django_cache_tests.TestWithTemplateResponse):
+    """Caching TemplateResponse objects."""
