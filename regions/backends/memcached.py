@@ -29,10 +29,11 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
 from .. import binding
-from ..api import Backend, Entry, Store, poll
+from ..api import Backend, Entry, Store
 from ..errors import BackendUnavailable, UnstorableValue
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
+from .memcached_lock import AddLock
 from .memcached_log import MemcachedLog
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore
@@ -171,27 +172,6 @@ class MemcachedStore(MemcachedTagStore, Store):
         return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
-class _AddLock:
-    """Creation lock across processes and hosts: memcached ``add`` of a lock key on the entry's node.
-
-    The key expires after ``lock_timeout`` seconds, so a holder that died frees it by itself.
-    """
-
-    def __init__(self, store: MemcachedStore, node: Node, name: str) -> None:
-        self.store, self.node, self.name = store, node, name
-
-    def acquire(self, timeout: float) -> bool:
-        expire = max(1, math.ceil(self.store.lock_timeout))
-
-        def add() -> bool:
-            return bool(self.node.call("add", self.name, b"1", expire=expire, noreply=False))
-
-        return poll(add, timeout, 0.005, 0.1)
-
-    def release(self) -> None:
-        self.node.call("delete", self.name, noreply=False)
-
-
 class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
     store_class = MemcachedStore
     store: MemcachedStore
@@ -202,6 +182,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
         self._ns_generation_key = self._ns + ":__generation__"
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
+        self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
         """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
@@ -329,12 +310,28 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
         action = functools.partial(node.direct, "delete", wire, noreply=False)
         if node.breaker.down:
             node.defer(("delete", wire), action)
+            self._escalate(node)
             raise BackendUnavailable(node.unavailable)
         try:
             action()
         except Exception:
             node.defer(("delete", wire), action)
+            self._escalate(node)
             raise
+
+    def _escalate(self, node: Node) -> None:
+        """A key's delete waits for its node, and other processes could read the old entry from it
+        the moment it returns, before this process replays the delete. In a cluster, this namespace
+        is bumped on the nodes that answer (counters are read as their maximum): every process drops
+        its entries within ``sync_interval``. Once per outage of the node."""
+        nodes = self.store.nodes
+        if nodes.single or self._escalated.get(id(node)) == node.breaker.outages:
+            return
+        self._escalated[id(node)] = node.breaker.outages
+        try:
+            nodes.bump(self._ns_generation_key)
+        except Exception:
+            pass  # no node answers: the deferred delete is all there is (and the bump is deferred too)
 
     def _defer_everywhere(self, key: Hashable, counter: str) -> None:
         nodes = self.store.nodes
@@ -344,12 +341,13 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)
 
-    def shared_lock(self, key: Hashable) -> _AddLock | None:
+    def shared_lock(self, key: Hashable) -> AddLock | None:
         return self.update_lock(key) if self.store.distributed_lock else None
 
-    def update_lock(self, key: Hashable) -> _AddLock | None:
+    def update_lock(self, key: Hashable) -> AddLock | None:
         wire = self.wire_key(key)
         node = self.store.node_for(wire)
         if node.breaker.down:
             return None  # nothing to lock against: the value is computed here and not stored
-        return _AddLock(self.store, node, keyguard.guarded("lock", wire, MemcachedStore.key_limit))
+        name = keyguard.guarded("lock", wire, MemcachedStore.key_limit)
+        return AddLock(self.store.lock_timeout, node, name)
