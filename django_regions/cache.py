@@ -25,9 +25,9 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from beaker.synchronization import NameLock
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
@@ -42,6 +42,7 @@ from regions.signing import RejectedEntry
 __all__ = ["RegionCache"]
 
 _MISSING = object()
+T = TypeVar("T")
 
 
 class RegionCache(BaseCache):
@@ -268,6 +269,50 @@ class RegionCache(BaseCache):
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: the region's connections are pooled and outlive requests."""
+
+    # async: on the region's I/O threads (in-process regions: on the event loop, no thread hop).
+    # Django's defaults run every cache call of every request on one thread (thread_sensitive).
+    async def _io(self, call: Callable[..., T], *args: Any) -> T:
+        return await self.region.engine.call_io(call, *args)
+
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return await self._io(self.get, key, default, version)
+
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        await self._io(self.set, key, value, timeout, version)
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        return await self._io(self.add, key, value, timeout, version)
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return await self._io(self.touch, key, timeout, version)
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        return await self._io(self.delete, key, version)
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return await self._io(self.has_key, key, version)
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        return await self._io(self.incr, key, delta, version)
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return await self._io(self.get_many, keys, version)
+
+    async def aset_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
+        return await self._io(self.set_many, data, timeout, version)
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        await self._io(self.delete_many, keys, version)
+
+    async def aclear(self) -> None:
+        await self._io(self.clear)
 
 
 def _fresh(entry: Any) -> bool:

@@ -250,3 +250,37 @@ def test_async_api(region: str, settings: Any, cache_regions: dict[str, Any]) ->
 
     with override_settings(CACHES=aliases(default=region)):
         asyncio.run(main())
+
+
+def test_async_calls_run_on_the_regions_threads(settings: Any, cache_regions: dict[str, Any]) -> None:
+    """``aget`` and friends run on the region's I/O threads (several at once), not on the single
+    thread Django's defaults use for every request's cache calls; an in-process region answers on
+    the event loop itself. Seen through ``KEY_FUNCTION``, which runs wherever the call runs."""
+    import asyncio
+    import threading
+
+    settings.CACHE_REGIONS = {**cache_regions, "local": {"BACKEND": "memory"}}
+    seen: dict[str, set[str]] = {"functions": set(), "local": set()}
+
+    def key_function(alias: str) -> Any:
+        def make(key: str, prefix: str, version: int) -> str:
+            seen[alias].add(threading.current_thread().name)
+            return f"{prefix}:{version}:{key}"
+        return make
+
+    caches_setting = aliases(default="functions", local="local")
+    caches_setting["default"]["KEY_FUNCTION"] = key_function("functions")
+    caches_setting["local"]["KEY_FUNCTION"] = key_function("local")
+
+    async def main() -> None:
+        network, local = caches["default"], caches["local"]
+        await asyncio.gather(*(network.aset(f"k{i}", i) for i in range(16)))
+        assert await asyncio.gather(*(network.aget(f"k{i}") for i in range(16))) == list(range(16))
+        await local.aset("k", 1)
+        assert await local.aget("k") == 1
+        seen["loop"] = {threading.current_thread().name}
+
+    with override_settings(CACHES=caches_setting):
+        asyncio.run(main())
+    assert seen["functions"] and all(n.startswith("regions-functions") for n in seen["functions"]), seen
+    assert seen["local"] == seen["loop"], seen
