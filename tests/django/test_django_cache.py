@@ -42,7 +42,7 @@ def test_clear_drops_its_own_prefix_only(memcached_server: str) -> None:
     caches_setting = aliases(default="functions", other="functions")
     caches_setting["other"]["KEY_PREFIX"] = "other"
     foreign = f"foreign-{os.getpid()}"
-    raw_client(memcached_server).set(foreign, b"kept")
+    raw_client(memcached_server).set(foreign, b"kept", noreply=False)
     calls: list[int] = []
 
     @regions.region("functions")
@@ -111,7 +111,7 @@ def test_planted_entry_is_a_miss_and_runs_no_code(region: str, memcached_server:
         key = cache.make_and_validate_key("planted")
         forged = pickle.dumps((time.time(), None, Exploit()))
         if region == "functions":
-            raw_client(memcached_server).set(str(ns.wire_key(key)), forged)
+            raw_client(memcached_server).set(str(ns.wire_key(key)), forged, noreply=False)
         else:
             path = Path(ns._path(key))  # type: ignore[attr-defined]
             path.write_bytes(b"RF1" + forged)
