@@ -29,7 +29,9 @@ class CacheManager:
     (there is no process-wide region registry, unlike Beaker's ``cache_regions``).
     """
 
-    epoch = 0  # a manager's regions never change; decorators bound to it never rebind
+    #: A manager's regions never change; its decorators rebind only when :mod:`regions.trace` turns
+    #: recording on or off (it bumps this class attribute for every manager at once).
+    epoch = 0
     binds_late = False
 
     def __init__(
@@ -197,7 +199,8 @@ def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager 
 
 
 def epoch() -> int:
-    """A number that changes each time :func:`configure` replaces the default manager."""
+    """A number that changes each time :func:`configure` replaces the default manager (and when
+    :mod:`regions.trace` turns recording on or off): a cached lookup of a region is then redone."""
     return _default.epoch
 
 
