@@ -28,6 +28,10 @@ MOST_SECONDS = 40.0
 
 _local = threading.local()
 
+#: The secret of the spawned callers, and of a parent sharing their entries: signed, as in production
+#: (without it each process would reject the others' entries as forged).
+SECRET = "fault-workers-secret-" + "0123456789abcdef"
+
 
 def value_of(x: int) -> tuple[str, int, str]:
     """What :func:`compute` returns for ``x``; any other result is a wrong one."""
@@ -118,7 +122,7 @@ def process_caller(
     try:
         import regions
 
-        manager = regions.CacheManager(config, key_prefix=key_prefix)
+        manager = regions.CacheManager(config, key_prefix=key_prefix, secret=SECRET)
         func = manager.region("mc")(compute)
         ready.put(("ready", pid))
         if not go.wait(60):

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.faults.cluster_workers import (
+    SECRET,
     Call,
     call_once,
     caller_loop,
@@ -260,7 +261,7 @@ def test_node_killed_under_load(
     addresses = [s.address for s in servers]
     key_prefix = "cl" + uuid.uuid4().hex[:10]
     config = cluster_config(servers)
-    manager = make_manager(config, key_prefix=key_prefix)
+    manager = make_manager(config, key_prefix=key_prefix, secret=SECRET)  # the spawned callers' too
     func = manager.region("mc")(compute)
     candidates = range(100, 400)
     for x in candidates:

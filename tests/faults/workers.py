@@ -25,6 +25,10 @@ from typing import Any, NamedTuple
 #: Pause between two calls of one caller: keeps the loops from spinning, still hundreds of calls/s.
 PAUSE = 0.002
 
+#: The secret of the spawned callers, and of a parent sharing their entries: signed, as in production
+#: (without it each process would reject the others' entries as forged).
+SECRET = "fault-workers-secret-" + "0123456789abcdef"
+
 
 def value_of(x: int) -> tuple[str, int, str]:
     """What the cached function returns for ``x`` (a wrong result is anything else)."""
@@ -185,7 +189,7 @@ def process_caller(
     try:
         import regions
 
-        manager = regions.CacheManager(config, key_prefix=key_prefix)
+        manager = regions.CacheManager(config, key_prefix=key_prefix, secret=SECRET)
         comps = Computations()
         func = manager.region("mc")(comps.compute)
         keys = keys_of(caller)
