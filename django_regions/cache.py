@@ -34,7 +34,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 
 import regions
 from regions import manager as _manager
-from regions.api import Backend, BeakerLock, is_fresh, make_entry
+from regions.api import Backend, SharedLock, is_fresh, make_entry
 from regions.errors import UnknownRegion, UnstorableValue
 from regions.region import Region
 from regions.signing import RejectedEntry
@@ -118,23 +118,29 @@ class RegionCache(BaseCache):
         return True
 
     @contextmanager
-    def _locked(self, ns: Backend, key: str) -> Iterator[None]:
+    def _locked(self, region: Region, ns: Backend, key: str) -> Iterator[None]:
         """The key's in-process lock, then its cross-process one (waited for ``lock_timeout`` at most:
-        a holder that died frees it when it expires)."""
-        try:
-            shared = ns.update_lock(key)
-        except Exception:
-            shared = None  # the backend is down: whatever this process does is not stored anyway
+        a holder that died frees it when it expires). A lock the backend cannot take is skipped:
+        whatever this process then writes cannot reach that backend either."""
         local = NameLock(identifier=("django_regions.cache", id(ns), key), reentrant=False)
-        lock = BeakerLock(local, shared, ns.store.lock_timeout)
-        lock.acquire(True)
+        local.acquire(True)
+        shared: SharedLock | None = None
         try:
+            try:
+                lock = ns.update_lock(key)
+                if lock is not None and lock.acquire(ns.store.lock_timeout):
+                    shared = lock
+            except Exception as exc:
+                region.failed("lock", exc, reraise=False)
             yield
         finally:
             try:
-                lock.release()
+                if shared is not None:
+                    shared.release()
             except Exception as exc:  # an unreachable server: its lock key expires by itself
-                self.region.failed("unlock", exc, reraise=False)
+                region.failed("unlock", exc, reraise=False)
+            finally:
+                local.release()
 
     # values ------------------------------------------------------------------------------------
     def _encode(self, copies: bool, value: Any) -> Any:
@@ -174,7 +180,7 @@ class RegionCache(BaseCache):
         _, region, ns, copies = self._binding()
         ttl = self._ttl(timeout)
         stored = self._encode(copies, value)
-        with self._locked(ns, key):
+        with self._locked(region, ns, key):
             try:
                 present = ns.get_entry(key)
             except RejectedEntry as exc:
@@ -193,7 +199,7 @@ class RegionCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         _, region, ns, _copies = self._binding()
         ttl = self._ttl(timeout)
-        with self._locked(ns, key):
+        with self._locked(region, ns, key):
             stored = self._read(region, ns, key)
             if stored is _MISSING:
                 return False
@@ -215,7 +221,7 @@ class RegionCache(BaseCache):
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         _, region, ns, copies = self._binding()
-        with self._locked(ns, key):
+        with self._locked(region, ns, key):
             try:
                 entry = ns.get_entry(key)
             except RejectedEntry as exc:

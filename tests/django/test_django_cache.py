@@ -164,6 +164,31 @@ def test_hung_server_costs_one_timeout(memcached_factory: Any) -> None:
         assert cache.get("n") is None, "the delete made during the outage did not hold"
 
 
+def test_a_lock_the_hung_server_never_gave_is_not_kept(memcached_factory: Any) -> None:
+    """The first call after memcached hangs is an ``add``: its cross-process lock times out. The
+    key's in-process lock must not stay held: the next ``add``/``incr`` of that key answers."""
+    import threading
+
+    server: MemcachedServer = memcached_factory()
+    config = {"hung": {"BACKEND": "memcached", "LOCATION": server.address,
+                       "OPTIONS": {"timeout": 0.3, "retry_interval": 0.2, "lock_timeout": 0.5}}}
+    with override_settings(CACHE_REGIONS=config, CACHES=aliases(default="hung")):
+        cache = caches["default"]
+        cache.set("warm", 1)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        while not all_threads_stopped(server.proc.pid):
+            time.sleep(0.001)
+        try:
+            assert cache.add("k", 1) is False
+            answered: list[bool] = []
+            second = threading.Thread(target=lambda: answered.append(cache.add("k", 2)), daemon=True)
+            second.start()
+            second.join(10)
+            assert answered == [False], "the second add of the key never returned: its lock was kept"
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+
+
 def _incr_many(address: str, prefix: str, times: int, ready: Any) -> None:
     import django
     from django.conf import settings
