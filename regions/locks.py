@@ -49,7 +49,11 @@ class BeakerLock:
         if not self.local.acquire(wait):
             return False
         if self.shared is not None:
-            self.held_shared = self.shared.acquire(self.timeout if wait else 0)
+            try:
+                self.held_shared = self.shared.acquire(self.timeout if wait else 0)
+            except BaseException:
+                self.local.release()  # Beaker releases only what it acquired: never keep this one
+                raise
             if not self.held_shared and not wait:
                 self.local.release()
                 return False

@@ -74,3 +74,34 @@ def test_session_timeout_option_is_accepted(session_options: dict[str, Any]) -> 
     app = SessionMiddleware(session_app, {**session_options, "beaker.session.timeout": 600})
     client = WsgiClient()
     assert [client.get(app).split()[1] for _ in range(3)] == ["1", "2", "3"]
+
+
+def test_creation_lock_that_fails_frees_its_process_lock(memcached_factory: Any, make_manager: Any) -> None:
+    """Beaker's ``Value`` releases its creation lock only after ``acquire`` returned: when the
+    memcached lock fails (server hung), the in-process lock of the key must be free again, or every
+    other thread of the process would wait for that key forever."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.faults.conftest import all_threads_stopped
+
+    server = memcached_factory()
+    manager = make_manager({"mc": {"BACKEND": "memcached", "LOCATION": server.address,
+                                   "OPTIONS": {"distributed_lock": True, "timeout": 0.3}}})
+    ns = manager["mc"].namespace("beaker.value")
+    ns.set_value("k", 1)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    while not all_threads_stopped(server.proc.pid):
+        time.sleep(0.001)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever pymemcache raises on a timeout
+            ns.get_creation_lock("k").acquire()
+        got: list[bool] = []
+        other = threading.Thread(target=lambda: got.append(ns.get_creation_lock("k").acquire(False)))
+        other.start()
+        other.join(5)
+        assert got == [True], "another thread could not take the key's lock: the failed acquire kept it"
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
