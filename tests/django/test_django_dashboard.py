@@ -31,6 +31,7 @@ from regions import fleet
 from regions.backends.file import folder_name
 from tests.conftest import memcached_stats_of
 from tests.django.helpers import free_port
+from tests.faults.conftest import all_threads_stopped
 
 pytestmark = pytest.mark.django_db
 
@@ -262,6 +263,8 @@ def test_a_get_while_memcached_hangs_asks_the_breaker_not_the_server(
     region.set("warm", 1)  # the region's own pooled connection exists before the count
     before = int(str(memcached_stats_of(server.address)["total_connections"]))  # this one counts itself
     os.kill(server.proc.pid, signal.SIGSTOP)
+    while not all_threads_stopped(server.proc.pid):  # delivered asynchronously
+        time.sleep(0.001)
     try:
         started = time.monotonic()
         response = staff.get(URL)
