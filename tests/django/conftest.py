@@ -28,7 +28,7 @@ if not apps.ready:
     django.setup()
 
 import regions  # noqa: E402
-from tests.django.helpers import Served, free_port, stop, wait_for_http  # noqa: E402
+from tests.django.helpers import Served, example_env, free_port, stop, wait_for_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,14 +79,7 @@ def serve(memcached_server: str, tmp_path: Path) -> Iterator[Callable[[str], str
     procs: list[subprocess.Popen[bytes]] = []
     logs = tmp_path / "server-logs"
     logs.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_DEBUG": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = example_env(memcached_server, tmp_path, PYTHONUNBUFFERED="1")
 
     def start(kind: str) -> str:
         port = free_port()

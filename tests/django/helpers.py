@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -11,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from django_regions.middleware import RequestRegionMiddleware
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -56,6 +61,34 @@ def wait_for_http(
             pass
         time.sleep(0.1)
     pytest.fail(f"{url} did not answer within {timeout} s", pytrace=False)
+
+
+def example_env(memcached: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of the example project served by a test: its settings, the given memcached,
+    a var/ folder of its own, DEBUG off; ``extra`` adds or overrides variables."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REGIONS_MEMCACHED": memcached,
+        "REGIONS_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_DEBUG": "0",
+        **extra,
+    }
+
+
+def start_gunicorn(
+    app: str, env: dict[str, str], workers: int, *, preload: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A real gunicorn serving ``app`` (``module:callable``) from the project root on a free port;
+    returns the process (output piped, for :func:`stop`) and its base URL."""
+    folder = os.path.dirname(sys.executable)
+    if shutil.which("gunicorn", path=folder) is None:
+        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
+    port = free_port()
+    cmd = [os.path.join(folder, "gunicorn"), *(["--preload"] if preload else []), "--workers", str(workers),
+           "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> str:

@@ -5,9 +5,7 @@ session memcached (the edit is POSTed to whichever worker answers; every worker 
 from __future__ import annotations
 
 import http.cookiejar
-import os
 import re
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -19,7 +17,7 @@ from django.test import Client
 
 from config.shop import products
 from config.shop.models import Product
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, start_gunicorn, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,23 +49,10 @@ def test_editing_a_product_refreshes_its_pages() -> None:
 
 
 def test_an_edit_reaches_every_gunicorn_worker(memcached_server: str, tmp_path: Path) -> None:
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if not shutil.which(gunicorn):
-        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_DEBUG": "0",
-    }
+    env = example_env(memcached_server, tmp_path)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
                    check=True, timeout=120)
-    port = free_port()
-    cmd = [gunicorn, "--workers", "3", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-           "config.wsgi:application"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_gunicorn("config.wsgi:application", env, 3)
     try:
         wait_for_http(f"{base}/products/", proc)
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ from django.test import Client
 
 import regions
 from django_regions import conf
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, free_port, start_gunicorn, stop, wait_for_http
 from tests.fleet_workers import counting_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,22 +43,8 @@ def test_stats_command_shows_the_totals_of_every_gunicorn_worker(
 ) -> None:
     """3 preloaded workers (and their master, which warmed the cache up: 1 miss) serve REQUESTS
     prices, one cached lookup each; the command, another process, shows the sum and who reported."""
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None:
-        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "REGIONS_TEST_PUBLISH_EVERY": str(EVERY),
-        "DJANGO_DEBUG": "0",
-    }
-    cmd = [gunicorn, "--preload", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
-           "--log-level", "warning", "tests.django.fleet_wsgi:application"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    env = example_env(memcached_server, tmp_path, REGIONS_TEST_PUBLISH_EVERY=str(EVERY))
+    proc, base = start_gunicorn("tests.django.fleet_wsgi:application", env, WORKERS, preload=True)
     try:
         wait_for_http(f"{base}/echo/?n=1", proc)  # the request region only: no cached lookup counted
 

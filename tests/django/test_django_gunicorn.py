@@ -6,18 +6,12 @@ replies from one socket take each other's answers (errors at best, another key's
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from config.shop.services import list_price_cents
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, start_gunicorn, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 3
@@ -25,23 +19,8 @@ REQUESTS = 300
 
 
 def test_preloaded_workers_never_share_the_masters_socket(memcached_server: str, tmp_path: Path) -> None:
-    if shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None:
-        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_DEBUG": "0",
-    }
-    cmd = [
-        os.path.join(os.path.dirname(sys.executable), "gunicorn"),
-        "--preload", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
-        "--log-level", "warning", "tests.django.preload_wsgi:application",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    env = example_env(memcached_server, tmp_path)
+    proc, base = start_gunicorn("tests.django.preload_wsgi:application", env, WORKERS, preload=True)
     try:
         wait_for_http(f"{base}/api/price/1/", proc)
 

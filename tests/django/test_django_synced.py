@@ -10,8 +10,6 @@ the command, every worker must answer a menu it built again, within ``sync_inter
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, start_gunicorn, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 3
@@ -45,21 +43,8 @@ def menus(base: str, n: int) -> list[dict[str, float]]:
 @pytest.fixture
 def gunicorn(memcached_server: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """``(base URL, environment)`` of the example project under gunicorn with WORKERS workers."""
-    binary = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None:
-        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_DEBUG": "0",
-    }
-    port = free_port()
-    cmd = [binary, "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-           "config.wsgi:application"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    env = example_env(memcached_server, tmp_path)
+    proc, base = start_gunicorn("config.wsgi:application", env, WORKERS)
     try:
         wait_for_http(f"{base}/api/menu/", proc)
         yield base, env

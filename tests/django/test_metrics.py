@@ -10,7 +10,6 @@ forked child never counting its parent's figures. Then real gunicorn: 3 preloade
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pymemcache.client.base import Client as RawClient
 
 import regions
 from django_regions import metrics
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, start_gunicorn, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTED = [f"regions_{name}_total" for name in metrics.COUNTERS]
@@ -215,24 +214,10 @@ REQUESTS = 90
 
 def test_gunicorn_workers_add_up_whichever_worker_is_scraped(memcached_server: str, tmp_path: Path) -> None:
     """3 workers forked from a master that used the region (--preload: its miss is not theirs)."""
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    if shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None:
-        pytest.fail("gunicorn is part of the test extras: pip install -e '.[test]'", pytrace=False)
     prom = tmp_path / "prometheus"
     prom.mkdir()
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "PROMETHEUS_MULTIPROC_DIR": str(prom),
-        "DJANGO_DEBUG": "0",
-    }
-    cmd = [gunicorn, "--preload", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
-           "--log-level", "warning", "tests.django.preload_wsgi:application"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    env = example_env(memcached_server, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(prom))
+    proc, base = start_gunicorn("tests.django.preload_wsgi:application", env, WORKERS, preload=True)
 
     def get(path: str) -> tuple[str, str]:
         with urllib.request.urlopen(f"{base}{path}", timeout=30) as response:

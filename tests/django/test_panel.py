@@ -25,7 +25,7 @@ from django.test import RequestFactory
 import regions
 from django_regions.middleware import RequestRegionMiddleware
 from regions import trace
-from tests.django.helpers import free_port, stop, wait_for_http
+from tests.django.helpers import example_env, free_port, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "tr0ub4dor-planted-value"  # cached as values below: must never reach the panel
@@ -190,14 +190,8 @@ def serve_debug(memcached_server: str, tmp_path: Path) -> Iterator[Callable[[boo
     """``serve_debug(toolbar)``: the example under ``runserver`` with DEBUG on (not as a test run:
     no PYTEST_VERSION), with django-debug-toolbar importable or not."""
     procs: list[subprocess.Popen[bytes]] = []
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("PYTEST_VERSION", "DJANGO_SETTINGS_MODULE")},
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REGIONS_MEMCACHED": memcached_server,
-        "REGIONS_VAR_DIR": str(tmp_path / "var"),
-        "DJANGO_DEBUG": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = example_env(memcached_server, tmp_path, DJANGO_DEBUG="1", PYTHONUNBUFFERED="1")
+    env.pop("PYTEST_VERSION", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
                    check=True, timeout=120)
 
