@@ -474,16 +474,27 @@ def file_group(workdir: Path, big: int) -> Group:
     return group
 
 
+def built_group(title: str, built: Any) -> Group:
+    """A group of cases built in another module (``built.cases``: the floor first; ``built.checks``),
+    which stays attached as ``group.built`` for its finishing step."""
+    floor, *cases = (Case(name, call, note=note) for name, call, note in built.cases)
+    group = Group(title, floor, cases, checks=list(built.checks))
+    group.built = built  # type: ignore[attr-defined]
+    return group
+
+
+def add_versus(group: Group) -> None:
+    """The paired per-round ratios ``built.versus`` asks for, as rows under the group's cases."""
+    for label, case, reference, target in group.built.versus:  # type: ignore[attr-defined]
+        group.extra.append((label, case, reference, paired_ratio(group, case, reference), target))
+
+
 def tiers_group(server: Memcached, workdir: Path) -> Group:
     """(e) process-local tiers: built in benchmarks/tiers.py, timed and reported like (a)-(c)."""
     import tiers
 
     built = tiers.build(server.address, server.server, workdir, make_manager, PAYLOAD)
-    floor, *cases = (Case(name, call, note=note) for name, call, note in built.cases)
-    group = Group("(e) process-local tiers (targets: ratio to the memory region hit, below)", floor, cases,
-                  checks=list(built.checks))
-    group.tiers = built  # type: ignore[attr-defined]
-    return group
+    return built_group("(e) process-local tiers (targets: ratio to the memory region hit, below)", built)
 
 
 def django_group(server: Memcached) -> Group:
@@ -491,27 +502,20 @@ def django_group(server: Memcached) -> Group:
     import django_cache
 
     built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
-    floor, *cases = (Case(name, call, note=note) for name, call, note in built.cases)
-    group = Group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", floor, cases,
-                  checks=list(built.checks))
-    group.django = built  # type: ignore[attr-defined]
-    return group
+    return built_group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", built)
 
 
 def finish_django(group: Group) -> None:
-    built = group.django  # type: ignore[attr-defined]
     try:
-        for label, case, reference, target in built.versus:
-            group.extra.append((label, case, reference, paired_ratio(group, case, reference), target))
+        add_versus(group)
     finally:
-        built.close()
+        group.built.close()  # type: ignore[attr-defined]
 
 
 def finish_tiers(group: Group) -> None:
     """Ratios to the memory region hit (paired per round), then the memcached commands per hit."""
-    built = group.tiers  # type: ignore[attr-defined]
-    for label, case, reference, target in built.versus:
-        group.extra.append((label, case, reference, paired_ratio(group, case, reference), target))
+    built = group.built  # type: ignore[attr-defined]
+    add_versus(group)
     try:
         notes, rows = built.count()
     finally:
