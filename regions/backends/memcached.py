@@ -16,14 +16,12 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import pickle
-import secrets
 import time
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import Any
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
@@ -36,26 +34,13 @@ from . import keyguard, memcached_get
 from .memcached_lock import AddLock
 from .memcached_log import MemcachedLog
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
+from .memcached_parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
 from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
 _MAGIC = b"R1"
 _HEAD = 2 + TAG_SIZE
-
-
-class _Chunked(NamedTuple):
-    """Head of an entry too large for one memcached item: the pickle is split into ``parts`` items
-    named after ``token``, new for each write (concurrent writers never mix their parts)."""
-
-    parts: int
-    size: int
-    digest: str
-    token: str = ""
-
-
-def _checksum(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class MemcachedStore(MemcachedTagStore, Store):
@@ -172,7 +157,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
-class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
+class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend):
     store_class = MemcachedStore
     store: MemcachedStore
 
@@ -271,30 +256,6 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, Backend):
                 f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
                 "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
             ) from exc
-
-    # values larger than one item: parts first (on the head's node), then the head naming them ----
-    def _part_keys(self, wire: str, head: _Chunked) -> list[str]:
-        stem = f"{self._ns}:#parts:{keyguard.digest(wire)}:{head.token}"
-        return [f"{stem}:{i}" for i in range(head.parts)]
-
-    def _set_chunks(self, node: Node, wire: str, data: bytes, expire: int) -> _Chunked:
-        size = self.store.item_size
-        head = _Chunked(-(-len(data) // size), len(data), _checksum(data), secrets.token_hex(8))
-        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(self._part_keys(wire, head))}
-        failed = node.call("set_many", pieces, expire=expire, noreply=False)
-        if failed:
-            raise ValueError(f"region {self.store.region!r}: memcached did not store {len(failed)} parts")
-        return head
-
-    def _get_chunks(self, node: Node, wire: str, head: _Chunked) -> Entry | None:
-        names = self._part_keys(wire, head)
-        found = node.call("get_many", names)
-        if len(found) != head.parts:
-            return None  # a part was evicted: a miss, never a partial value
-        data = b"".join(found[k] for k in names)
-        if len(data) != head.size or _checksum(data) != head.digest:
-            raise RejectedEntry("parts that do not match the digest in their head")
-        return pickle.loads(data)
 
     def delete_entry(self, key: Hashable) -> None:
         """Delete ``key``'s entry; when that fails it is retried before the node serves reads again.

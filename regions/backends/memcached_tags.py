@@ -24,6 +24,7 @@ from ..signing import RejectedEntry
 from . import keyguard
 from .memcached_multi import get_many, incr_many
 from .memcached_nodes import NETWORK_ERRORS
+from .memcached_parts import _Chunked
 
 if TYPE_CHECKING:
     from .memcached import MemcachedNamespaceManager, MemcachedStore
@@ -160,8 +161,6 @@ class MemcachedTaggedEntries:
         self: MemcachedNamespaceManager, key: Hashable, names: list[str]
     ) -> tuple[Entry | None, list[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one ``get_many``."""
-        from .memcached import _Chunked
-
         wire = self.wire_key(key)
         store = self.store
         nodes = store.nodes
