@@ -11,7 +11,7 @@ used a shared region (``manage.py regions stats``) publishes nothing and is not 
 through ``set_entry`` (signed), in the namespace ``<identity>:~fleet`` of the store, which no
 function can have (module names never start with ``~``).
 
-*Reading* (:meth:`Fleet.deployment_stats`): the members whose entry is fresh, plus this process's
+*Reading* (:meth:`Fleet.deployment_stats`; what is stored where: :mod:`regions.fleet_board`): the members whose entry is fresh, plus this process's
 counters as they are now. A process id is ``host:pid:random token``; a forked child takes a new one
 and leaves out the counters it inherited (a gunicorn ``--preload`` worker never reports its
 master's calls). Freshness is judged by the writer's clock: keep hosts in step (NTP). A failing
@@ -31,21 +31,15 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .api import BOOKKEEPING, Backend, Store, is_fresh, make_entry
+from . import fleet_board
+from .api import Backend, Store
 from .errors import BackendUnavailable, ConfigurationError
+from .fleet_board import NAMESPACE
 from .health import LOG_EVERY, Throttle
 from .region import Region, Stats
-from .signing import RejectedEntry
 
 #: Default seconds between two publishes of one process (``CacheManager(publish_every=...)``).
 PUBLISH_EVERY = 5.0
-#: A process's figures count for this many of its publish intervals after its last publish.
-EXPIRE_AFTER = 3
-#: Namespace (after the store's identity) of the figures: no function's module starts with ``~``.
-NAMESPACE = BOOKKEEPING
-MEMBERS = "members"
-#: Lifetime of the membership entry (rewritten while any process publishes).
-MEMBERS_TTL = 24 * 3600.0
 #: The dashboard's first look waits this long, at most, for the thread to read the figures.
 FIRST_GATHER_WAIT = 0.5
 #: The thread reads the figures for the dashboard at most once per this many seconds.
@@ -216,57 +210,13 @@ class Fleet:
         return ns
 
     def _publish_to(self, store: Store, figures: dict[str, Figures]) -> None:
-        ns = self._namespace(store)
-        ttl = self.every * EXPIRE_AFTER
-        now = time.time()
-        ns.set_entry(f"p:{self.id}", make_entry({"at": now, "regions": figures}, ttl))
-        members = self._members(ns)
-        seen = members.get(self.id)
-        live = {pid: m for pid, m in members.items() if m[0] + 2 * m[1] > now}
-        if seen is None or now - seen[0] > ttl / 2 or len(live) < len(members):
-            live[self.id] = (now, ttl)
-            ns.set_entry(MEMBERS, make_entry(live, MEMBERS_TTL))
-            for pid in set(members) - set(live):  # ended processes: their figures go too
-                try:
-                    ns.delete_entry(f"p:{pid}")
-                except Exception:
-                    pass  # expired anyway; removed by a later prune or a cull
-
-    @staticmethod
-    def _members(ns: Backend) -> dict[str, tuple[float, float]]:
-        """Process id -> (last seen, lifetime of its figures); empty when missing or not ours."""
-        try:
-            entry = ns.get_entry(MEMBERS)
-        except RejectedEntry:
-            return {}
-        found = entry[2] if entry is not None else None
-        if not isinstance(found, dict):
-            return {}
-        return {
-            pid: (float(m[0]), float(m[1])) for pid, m in found.items()
-            if isinstance(pid, str) and isinstance(m, tuple) and len(m) == 2
-            and all(isinstance(x, int | float) for x in m)
-        }
+        fleet_board.post(self._namespace(store), self.id, figures, self.every)
 
     # reading ------------------------------------------------------------------------------------
     def gather(self, store: Store) -> dict[str, dict[str, Any]]:
-        """Figures (by region name) of every other process whose entry on ``store`` is fresh; raises
-        when the store fails."""
-        ns = self._namespace(store)
-        found: dict[str, dict[str, Any]] = {}
-        for pid in self._members(ns):
-            if pid == self.id:
-                continue  # this process's own figures are taken as they are now
-            try:
-                entry = ns.get_entry(f"p:{pid}")
-            except RejectedEntry:
-                continue
-            if entry is None or not is_fresh(entry, time.time()):
-                continue
-            payload = entry[2]
-            if isinstance(payload, dict) and isinstance(payload.get("regions"), dict):
-                found[pid] = payload["regions"]
-        return found
+        """Figures (by region name) of every other process whose entry on ``store`` is fresh (this
+        process's own are taken as they are now); raises when the store fails."""
+        return fleet_board.read(self._namespace(store), self.id)
 
     def _read(self, store: Store) -> Seen:
         try:

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 import regions
-from regions import ConfigurationError, fleet
+from regions import ConfigurationError, fleet, fleet_board
 from tests.conftest import MemcachedServer
 from tests.fleet_workers import counting_process, forked_child, make_calls
 
 EVERY = 0.2
 #: A published figure counts this long after its writer stopped (its entry's lifetime).
-EXPIRY = EVERY * 1.1 * fleet.EXPIRE_AFTER
+EXPIRY = EVERY * 1.1 * fleet_board.EXPIRE_AFTER
 #: Longest wait for totals to settle: a spawned worker's start-up, plus a few publishes.
 SETTLE = 20.0
 
@@ -228,7 +228,7 @@ def test_a_membership_lost_to_a_race_comes_back_at_the_next_publish(
         for name in ("mc", "files"):  # another process wrote the membership without it
             store = writer[name].store
             store.namespace(f"{store.identity}:{fleet.NAMESPACE}").set_entry(
-                fleet.MEMBERS, regions.api.make_entry({}, 60)
+                fleet_board.MEMBERS, regions.api.make_entry({}, 60)
             )
         assert figures(reader.deployment_stats(), "mc")[3] == 0
         writer._fleet.publish()
