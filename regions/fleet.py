@@ -11,11 +11,12 @@ used a shared region (``manage.py regions stats``) publishes nothing and is not 
 through ``set_entry`` (signed), in the namespace ``<identity>:~fleet`` of the store, which no
 function can have (module names never start with ``~``).
 
-*Reading* (:meth:`Fleet.deployment_stats`; what is stored where: :mod:`regions.fleet_board`): the members whose entry is fresh, plus this process's
-counters as they are now. A process id is ``host:pid:random token``; a forked child takes a new one
-and leaves out the counters it inherited (a gunicorn ``--preload`` worker never reports its
-master's calls). Freshness is judged by the writer's clock: keep hosts in step (NTP). A failing
-store never raises here: it is logged (throttled) and the figures are this process's, saying so.
+*Reading* (:meth:`Fleet.deployment_stats`): the members whose entry is fresh, plus this process's
+counters as they are now (the entries themselves: :mod:`regions.fleet_board`). A process id is
+``host:pid:random token``; a forked child takes a new one and leaves out the counters it inherited
+(a gunicorn ``--preload`` worker never reports its master's calls). Freshness is judged by the
+writer's clock: keep hosts in step (NTP). A failing store never raises here: it is logged
+(throttled) and the figures are this process's, saying so.
 """
 
 from __future__ import annotations
