@@ -34,7 +34,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidC
 
 import regions
 from regions import manager as _manager
-from regions.api import Backend, SharedLock, is_fresh, make_entry
+from regions.backends.contract import Backend, SharedLock, is_fresh, make_entry
 from regions.errors import UnknownRegion, UnstorableValue
 from regions.region import Region
 from regions.signing import RejectedEntry

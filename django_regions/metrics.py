@@ -46,8 +46,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 
-from regions.health import LOG_EVERY, Throttle
 from regions.region import Region, Stats
+from regions.throttle import LOG_EVERY, Throttle
 
 __all__ = ["COUNTERS", "FLUSH_EVERY", "available", "flush", "metrics_view", "start"]
 

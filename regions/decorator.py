@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from . import tagged
 from . import trace as _trace
 from .binding import KeyBuilder, _BindError
+from .engine.flights import FLIGHTS
 from .errors import ConfigurationError
-from .flights import FLIGHTS
 from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
 from .tags import TagSpec
 
 if TYPE_CHECKING:
-    from .api import Backend
+    from .backends.contract import Backend
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import fleet_board
-from .api import Backend, Store
+from .backends.contract import Backend, Store
 from .errors import BackendUnavailable, ConfigurationError
 from .fleet_board import NAMESPACE
-from .health import LOG_EVERY, Throttle
 from .region import Region, Stats
+from .throttle import LOG_EVERY, Throttle
 
 #: Default seconds between two publishes of one process (``CacheManager(publish_every=...)``).
 PUBLISH_EVERY = 5.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .api import BOOKKEEPING, Backend, is_fresh, make_entry
+from .backends.contract import BOOKKEEPING, Backend, is_fresh, make_entry
 from .signing import RejectedEntry
 
 #: A process's figures count for this many of its publish intervals after its last publish.

@@ -138,7 +138,7 @@ class CacheManager:
         failures: list[tuple[Region, Exception]] = []
         for region in self._regions.values():
             try:
-                region.store.bump_tags(names)
+                region.store.tags.bump(names)
             except Exception as exc:
                 failures.append((region, exc))
         for region, failure in failures:  # every region had its bump first (raise_errors raises here)

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 from . import keys
 from . import trace as _trace
-from .api import Backend, Entry, Store, make_entry
+from .backends.contract import Backend, Entry, Store, make_entry
 from .engine import Engine
 from .errors import BackendUnavailable
-from .health import LOG_EVERY, Throttle
 from .signing import RejectedEntry
+from .throttle import LOG_EVERY, Throttle
 
 log = logging.getLogger("regions")
 T = TypeVar("T")
@@ -152,7 +152,7 @@ class Region:
         (and ``reraise``: a clean-up after a failure that is being raised already never raises).
 
         A call skipped because its server is marked down counts as ``unavailable``; the failure that
-        marked it down is logged by the breaker (:mod:`regions.health`), not again here.
+        marked it down is logged by the breaker (:mod:`regions.breaker`), not again here.
         """
         if isinstance(exc, BackendUnavailable):
             self.stats_.unavailable += 1

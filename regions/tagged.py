@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import trace as _trace
 from .binding import _BindError
-from .flights import FLIGHTS
-from .tags import TaggedView, TagSpec, uncached
+from .engine.flights import FLIGHTS
+from .tags import TagSpec, uncached
+from .tags.view import TaggedView
 
 if TYPE_CHECKING:
     from .decorator import Binding

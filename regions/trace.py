@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
-    from .api import Backend
+    from .backends.contract import Backend
     from .decorator import Binding
 
 __all__ = ["ON", "OUTCOMES", "Call", "Recorder", "current", "totals"]

@@ -13,8 +13,8 @@ import pytest
 from beaker.cache import clsmap
 from beaker.middleware import SessionMiddleware
 
-from regions.api import Backend
 from regions.backends import BUILTIN
+from regions.backends.contract import Backend
 from regions.testing import WsgiClient
 
 

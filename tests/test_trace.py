@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from regions import trace
-from regions.api import Entry
+from regions.backends.contract import Entry
 from regions.backends.memory import MemoryNamespaceManager, MemoryStore
 
 EXPIRES = 0.05  # seconds: the functions under test store short-lived entries, then serve them stale

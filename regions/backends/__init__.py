@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..api import Store
+from .contract import Store
 
 BUILTIN = {
     "memcached": "regions.backends.memcached:MemcachedNamespaceManager",

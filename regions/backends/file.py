@@ -33,14 +33,14 @@ from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..api import BOOKKEEPING, Backend, Entry, is_servable
 from ..signing import RejectedEntry
 from . import file_format
+from .contract import BOOKKEEPING, Backend, Entry, is_servable
 from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
 from .file_folders import folder_exposure, make_private_dirs
 from .file_locks import _KeyLock, _LockFile, open_lock_file
 from .file_log import FileLog
-from .file_tags import FileTagStore
+from .file_tags import FileTagStore, StoreTags
 
 #: The culling constants stay importable from here, where they were defined before file_cull.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
@@ -87,6 +87,7 @@ class FileStore(FileTagStore, Culling):
         self.bounded = bool(self.max_entries or self.max_size)
         self.lock_path = str(self.root / _LOCKS / "keys.lock")
         self._init_culling(self.root / _LOCKS / "culled")
+        self.tags = StoreTags(self)
         if exposure := folder_exposure(self.root):  # once per store: who else could plant entries
             log.warning("cache region %r (file): LOCATION %s %s. %s", region, self.root, *exposure)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, ClassVar
 
-from ..api import Store, is_servable
+from .contract import Store, is_servable
 from .file_folders import make_private_dirs
 
 log = logging.getLogger("regions")

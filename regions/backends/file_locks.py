@@ -16,7 +16,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from ..api import poll
+from .contract import poll
 from .file_folders import make_private_dirs
 
 if TYPE_CHECKING:

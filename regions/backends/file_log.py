@@ -1,4 +1,4 @@
-"""An invalidation log (:mod:`regions.sync_log`) in a folder: ``LOCATION/.sync/<digest>/``.
+"""An invalidation log (:mod:`regions.sync`) in a folder: ``LOCATION/.sync/<digest>/``.
 
 ``seq`` holds the counter as text; record ``n`` is the file ``n``. An append holds an exclusive
 lock on the folder's ``lock`` file, writes the record, then the counter (both by rename), so a

@@ -14,7 +14,7 @@ import hashlib
 import os
 import secrets
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .file_folders import make_private_dirs
 
@@ -96,3 +96,19 @@ class FileTagStore:
             except BaseException:
                 os.unlink(tmp)
                 raise
+
+
+class StoreTags:
+    """The store's tag versions as :class:`~regions.backends.contract.TagVersions` (``store.tags``)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def read(self, names: list[str]) -> list[int | None]:
+        return self.store.read_tags(names)
+
+    def create(self, names: list[str]) -> list[int]:
+        return self.store.create_tags(names)
+
+    def bump(self, names: list[str]) -> None:
+        self.store.bump_tags(names)

@@ -10,7 +10,7 @@
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.memcached_nodes`,
-  :mod:`regions.health`); invalidations that could not reach it are replayed first.
+  :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
 from .. import binding
-from ..api import Backend, Entry, Store
 from ..errors import BackendUnavailable, UnstorableValue
 from ..signing import TAG_SIZE, RejectedEntry
 from . import keyguard, memcached_get
+from .contract import Backend, Entry, Store
 from .memcached_lock import AddLock
 from .memcached_log import MemcachedLog
 from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .memcached_parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
-from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore
+from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore, StoreTags
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
@@ -79,6 +79,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         self.generation_key = keyguard.safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
         self.nodes = Nodes(self, self.servers)
+        self.tags = StoreTags(self)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:

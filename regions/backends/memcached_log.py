@@ -1,4 +1,4 @@
-"""An invalidation log (:mod:`regions.sync_log`) on memcached: ``<name>:__sync__`` and its records.
+"""An invalidation log (:mod:`regions.sync`) on memcached: ``<name>:__sync__`` and its records.
 
 The counter and its records live on one node (the counter key's), so one ``get`` tells a process
 whether anything happened and one ``get_many`` fetches what did. An append made while that node
@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import BackendUnavailable
-from ..sync_log import RECORD_TTL
+from ..sync.log import RECORD_TTL
 from . import keyguard
 
 if TYPE_CHECKING:

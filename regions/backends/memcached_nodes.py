@@ -2,7 +2,7 @@
 generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
 
 * Each node has a bounded :class:`~regions.backends.pool.Pool` of pymemcache clients and a
-  :class:`~regions.health.Breaker`. A network failure marks the node down; its keys are then not
+  :class:`~regions.breaker.Breaker`. A network failure marks the node down; its keys are then not
   cached (reads miss, writes are skipped, no network wait) until a probe finds it answering.
   They are never moved to another node: a value written elsewhere during the outage would outlive
   invalidations made after the node returns.
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownCommandError
 
+from ..breaker import Breaker
 from ..errors import BackendUnavailable
-from ..health import Breaker
 from .pool import Pool
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ import pickle
 import secrets
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..api import Entry
 from ..signing import RejectedEntry
 from . import keyguard
+from .contract import Entry
 from .memcached_nodes import Node
 
 if TYPE_CHECKING:

@@ -18,10 +18,10 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from ..api import Entry
 from ..errors import BackendUnavailable
 from ..signing import RejectedEntry
 from . import keyguard
+from .contract import Entry
 from .memcached_multi import get_many, incr_many
 from .memcached_nodes import NETWORK_ERRORS
 from .memcached_parts import _Chunked
@@ -195,3 +195,19 @@ class MemcachedTaggedEntries:
         """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
         wire = self.wire_key(key)
         return create_on(self.store.node_for(wire), self.store.tag_keys(names))
+
+
+class StoreTags:
+    """The store's tag versions as :class:`~regions.backends.contract.TagVersions` (``store.tags``)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def read(self, names: list[str]) -> list[int | None]:
+        return self.store.read_tags(names)
+
+    def create(self, names: list[str]) -> list[int]:
+        return self.store.create_tags(names)
+
+    def bump(self, names: list[str]) -> None:
+        self.store.bump_tags(names)

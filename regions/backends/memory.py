@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from ..api import Backend, Entry, Store, is_fresh
+from .contract import Backend, Entry, Store, is_fresh
 
 
 class MemoryStore(Store):

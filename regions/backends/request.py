@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from ..api import Backend, Entry, Store
 from ..scope import CURRENT
+from .contract import Backend, Entry, Store
 
 
 class RequestStore(Store):

@@ -2,7 +2,7 @@
 
 The seed's LocalSyncCache, made whole: not only ``clear()`` but ``invalidate(args)``,
 ``invalidate_all()`` and tag invalidations travel, through the invalidation log
-(:mod:`regions.sync_log`) kept on the ``sync_with`` region's memcached servers or folder. A hit
+(:mod:`regions.sync`) kept on the ``sync_with`` region's memcached servers or folder. A hit
 stays a dict lookup; at most once per ``sync_interval`` one caller reads the log (one round trip
 when nothing changed). While the log cannot be read, only entries stored in the last
 ``sync_interval`` seconds are served (an invalidation made elsewhere meanwhile could not be seen).
@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from ..api import Entry, Store
 from ..errors import BackendUnavailable, ConfigurationError
-from ..health import LOG_EVERY, Throttle
-from ..sync_log import Record, SyncLog, new_origin
+from ..sync.log import Record, SyncLog, new_origin
+from ..tags.versions import LocalVersions
+from ..throttle import LOG_EVERY, Throttle
+from .contract import Entry, Store
 from .memory import MemoryNamespaceManager, MemoryStore
 
 log = logging.getLogger("regions")
@@ -157,6 +158,24 @@ def apply_changes(
     sync.applied += 1
 
 
+class PublishedVersions:
+    """Tag versions kept in this process whose bumps are published to every other process."""
+
+    def __init__(self, local: LocalVersions, sync: LocalSync) -> None:
+        self.local, self.sync = local, sync
+
+    def read(self, names: list[str]) -> list[int | None]:
+        return self.local.read(names)
+
+    def create(self, names: list[str]) -> list[int]:
+        return self.local.create(names)
+
+    def bump(self, names: list[str]) -> None:
+        """New versions here, then the same in every other process (through the log)."""
+        self.local.bump(names)
+        self.sync.publish("tags", tags=names)
+
+
 class SyncedMemoryStore(MemoryStore):
     """A ``memory`` region with ``sync_with``: see the module docstring."""
 
@@ -165,6 +184,8 @@ class SyncedMemoryStore(MemoryStore):
         self.sync_with = str(self.options["sync_with"])
         interval = float(self.options.get("sync_interval", 1.0))
         self.sync = LocalSync(region, self.identity, interval, self._apply)
+        self.local_tags = LocalVersions()
+        self.tags = PublishedVersions(self.local_tags, self.sync)
         #: Called with no argument after invalidations from other processes were applied (the
         #: region bumps its count so that a computation under way does not store its result).
         self.on_remote: Callable[[], None] | None = None
@@ -184,13 +205,8 @@ class SyncedMemoryStore(MemoryStore):
         self.sync.counts["own_clears"] += 1
         self.sync.publish("clear")
 
-    def bump_tags(self, names: list[str]) -> None:
-        """New versions here (kept per process), then the same in every other process."""
-        super().bump_tags(names)
-        self.sync.publish("tags", tags=names)
-
     def _apply(self, changes: list[Record] | None) -> None:
-        apply_changes(self, self.sync, changes, self.tag_versions.bump)
+        apply_changes(self, self.sync, changes, self.local_tags.bump)
         if self.on_remote is not None:
             self.on_remote()
 

@@ -5,10 +5,10 @@ region's memcached servers or folder, under this region's own keys), and keeps w
 value computed in one process is stored in both tiers, so the other processes read it from the
 shared tier instead of computing it again (and the shared tier's creation lock makes one process
 compute). Invalidations delete from both tiers and travel to every process's local tier through
-the invalidation log (:mod:`regions.sync_log`) within ``sync_interval``. While the log cannot be
+the invalidation log (:mod:`regions.sync`) within ``sync_interval``. While the log cannot be
 read, local entries older than ``sync_interval`` are not served (the shared tier still is).
 
-The shared tier is a store of its own (:meth:`~regions.api.Store.derive`): ``clear()`` of this
+The shared tier is a store of its own (:meth:`~regions.backends.contract.Store.derive`): ``clear()`` of this
 region never clears the ``over`` region's entries, nor the other way round.
 """
 
@@ -18,10 +18,10 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, cast
 
 from .. import keys
-from ..api import Backend, Entry, SharedLock, Store
 from ..errors import ConfigurationError
-from ..sync_log import Record
-from ..tag_versions import MAX_TAGS
+from ..sync.log import Record
+from ..tags.versions import MAX_TAGS
+from .contract import Backend, Entry, SharedLock, Store
 from .memory import MemoryNamespaceManager, MemoryStore
 from .synced import LocalSync, _monotonic, apply_changes
 
@@ -43,6 +43,56 @@ def _all(*steps: Callable[[], Any]) -> None:
             failure = failure or exc
     if failure is not None:
         raise failure
+
+
+class SharedTierVersions:
+    """A tiered region's tag versions: the shared tier's counters, kept in this process until a
+    record of the log names the tag (or a reset drops them all)."""
+
+    def __init__(self, store: TieredStore) -> None:
+        self.store = store
+        #: Versions read by this process (dropped when a record names the tag, or on a reset).
+        self.cache: dict[str, int] = {}
+        self.epoch = 0
+
+    def read(self, names: list[str]) -> list[int | None]:
+        known = self.cache
+        missing = [name for name in names if name not in known]
+        if not missing:
+            return [known[name] for name in names]
+        epoch = self.epoch
+        found = dict(zip(missing, self.store.far.tags.read(missing), strict=True))
+        if epoch == self.epoch:  # else a bump came meanwhile: what was read may be older
+            if len(known) >= MAX_TAGS:  # bounded, like in-process versions: read again when needed
+                known.clear()
+            known.update((name, v) for name, v in found.items() if v is not None)
+        return [known[name] if name in known else found.get(name) for name in names]
+
+    def create(self, names: list[str]) -> list[int]:
+        epoch = self.epoch
+        versions = self.store.far.tags.create(names)
+        if epoch == self.epoch:
+            self.cache.update(zip(names, versions, strict=True))
+        return versions
+
+    def bump(self, names: list[str]) -> None:
+        store = self.store
+
+        def bump() -> None:
+            try:
+                store.far.tags.bump(names)
+            finally:
+                self.forget(names)
+
+        _all(bump, lambda: store.sync.publish("tags", tags=names))
+
+    def forget(self, names: list[str] | None) -> None:
+        """Drop the versions of ``names`` (``None``: all) kept in this process."""
+        self.epoch += 1
+        if names is None:
+            self.cache.clear()
+        for name in names or ():
+            self.cache.pop(name, None)
 
 
 class TieredStore(Store):
@@ -68,10 +118,7 @@ class TieredStore(Store):
         interval = float(self.options.get("sync_interval", 1.0))
         self.sync = LocalSync(region, self.identity, interval, self._apply)
         self.far: Store = self.local  # the shared tier, from link()
-        #: Versions of the shared tier's tag counters read by this process (dropped when a record
-        #: of the log names the tag, or on a reset).
-        self.tag_cache: dict[str, int] = {}
-        self.tag_epoch = 0
+        self.tags: SharedTierVersions = SharedTierVersions(self)
         self.on_remote: Callable[[], None] | None = None
 
     def link(self, stores: Mapping[str, Store]) -> None:
@@ -97,49 +144,12 @@ class TieredStore(Store):
         self.sync.counts["own_clears"] += 1
         _all(self.far.clear, lambda: self.sync.publish("clear"))
 
-    # tag versions: the shared tier's counters, kept here until a record says one changed ------
-    def read_tags(self, names: list[str]) -> list[int | None]:
-        known = self.tag_cache
-        missing = [name for name in names if name not in known]
-        if not missing:
-            return [known[name] for name in names]
-        epoch = self.tag_epoch
-        found = dict(zip(missing, self.far.read_tags(missing), strict=True))
-        if epoch == self.tag_epoch:  # else a bump came meanwhile: what was read may be older
-            if len(known) >= MAX_TAGS:  # bounded, like in-process versions: read again when needed
-                known.clear()
-            known.update((name, v) for name, v in found.items() if v is not None)
-        return [known[name] if name in known else found.get(name) for name in names]
-
-    def create_tags(self, names: list[str]) -> list[int]:
-        epoch = self.tag_epoch
-        versions = self.far.create_tags(names)
-        if epoch == self.tag_epoch:
-            self.tag_cache.update(zip(names, versions, strict=True))
-        return versions
-
-    def bump_tags(self, names: list[str]) -> None:
-        def bump() -> None:
-            try:
-                self.far.bump_tags(names)
-            finally:
-                self._forget_tags(names)
-
-        _all(bump, lambda: self.sync.publish("tags", tags=names))
-
-    def _forget_tags(self, names: list[str] | None) -> None:
-        self.tag_epoch += 1
-        if names is None:
-            self.tag_cache.clear()
-        for name in names or ():
-            self.tag_cache.pop(name, None)
-
     def _apply(self, changes: list[Record] | None) -> None:
         if changes is None or any(rec.op in ("clear", "namespace") for rec in changes):
             self.far.reread()  # the shared tier's own counters changed too
         if changes is None:
-            self._forget_tags(None)
-        apply_changes(self.local, self.sync, changes, self._forget_tags)
+            self.tags.forget(None)
+        apply_changes(self.local, self.sync, changes, self.tags.forget)
         if self.on_remote is not None:
             self.on_remote()
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import regions
-from regions.api import Store
+from regions.backends.contract import Store
 
 from .base import MISSING, CallCounter, ContractBase
 

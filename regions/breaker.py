@@ -1,4 +1,4 @@
-"""Whether a server answers: a circuit breaker per server, and throttled logging.
+"""Whether a server answers: a circuit breaker per server.
 
 A server is *up* until a call to it fails on the network (a timeout, a refused or reset connection,
 an ``ERROR`` reply). It is then *down*: callers skip it at once, with no network wait, and use the
@@ -9,37 +9,15 @@ again, so no read is served before the invalidations made during the outage are 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-log = logging.getLogger("regions")
+from .throttle import Throttle
 
-#: Seconds between two log lines of one subject (the first is logged at once).
-LOG_EVERY = 10.0
 #: Invalidations kept for replay per server; past that, ``overflow`` replaces them all.
 MAX_PENDING = 10_000
-
-
-class Throttle:
-    """Log the first problem at once, then at most one line per ``every`` seconds with a count."""
-
-    def __init__(self, prefix: str, every: float = LOG_EVERY) -> None:
-        self.prefix = prefix
-        self.every = every
-        self.logged_at = -every
-        self.unlogged = 0
-
-    def warning(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.logged_at < self.every:
-            self.unlogged += 1
-            return
-        more, self.unlogged, self.logged_at = self.unlogged, 0, now
-        suffix = f" ({more} more problem(s) since the last report)" if more else ""
-        log.warning("%s" + message + suffix, self.prefix, *args)
 
 
 class Breaker:

@@ -19,14 +19,10 @@ registers model classes (``"app_label.model"``) and model instances (``"app_labe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .errors import ConfigurationError
-from .signing import RejectedEntry
-
-if TYPE_CHECKING:
-    from .api import Backend, Entry, SharedLock
+from ..errors import ConfigurationError
 
 Adapter = Callable[[Any], str]
 _ADAPTERS: list[tuple[type, Adapter]] = []
@@ -120,71 +116,3 @@ class TagSpec:
             return self.fixed
         found = tags_of(self.func(*args, **kwargs), f"{self.qualname}: the value returned by tags=")
         return tuple(dict.fromkeys(self.fixed + found)) if self.fixed else found
-
-
-class Stamped(NamedTuple):
-    """What a tagged entry stores in the value slot: its tags, their versions, the value."""
-
-    names: tuple[str, ...]
-    versions: tuple[int, ...]
-    value: Any
-
-
-class TaggedView:
-    """One call's view of a function's namespace manager, for the engine: entries go in and out
-    :class:`Stamped` with the versions of ``names``, and a stamp that is not current is a miss.
-
-    ``versions`` are those read by the last :meth:`get_entry` (before the computation):
-    :meth:`set_entry` stores with them, so a bump made during the computation makes that entry
-    stale at once. Without them (the read failed) nothing is stored.
-    """
-
-    __slots__ = ("ns", "names", "versions", "namespace", "store")
-
-    def __init__(self, ns: Backend, names: tuple[str, ...]) -> None:
-        self.ns, self.names = ns, names
-        self.namespace, self.store = ns.namespace, ns.store
-        self.versions: tuple[int, ...] | None = None
-
-    def get_entry(self, key: Hashable) -> Entry | None:
-        names = list(self.names)
-        try:
-            entry, versions = self.ns.get_entry_tagged(key, names)
-        except RejectedEntry as exc:  # read as a miss, and rewritten with the versions read with it
-            found = getattr(exc, "tag_versions", None)
-            if found is not None and None not in found:
-                self.versions = tuple(found)
-            raise
-        if None in versions:  # a miss: create the missing versions before computing
-            self.versions = tuple(self.ns.create_tags(key, names))
-            return None
-        current = self.versions = tuple(versions)  # type: ignore[arg-type]
-        if entry is None:
-            return None
-        stamp = entry[2]
-        if type(stamp) is not Stamped or stamp.versions != current or stamp.names != self.names:
-            return None
-        return (entry[0], entry[1], stamp.value)
-
-    def prepare(self, key: Hashable) -> None:
-        """Read (or create) the versions now, as a read would: before a refresh computes."""
-        self.get_entry(key)
-
-    def set_entry(self, key: Hashable, entry: Entry) -> None:
-        if self.versions is not None:
-            self.ns.set_entry(key, (entry[0], entry[1], Stamped(self.names, self.versions, entry[2])))
-
-    def delete_entry(self, key: Hashable) -> None:
-        self.ns.delete_entry(key)
-
-    def wire_key(self, key: Hashable) -> Hashable:
-        return self.ns.wire_key(key)
-
-    def storage_token(self) -> Hashable:
-        return self.ns.storage_token()
-
-    def shared_lock(self, key: Hashable) -> SharedLock | None:
-        return self.ns.shared_lock(key)
-
-    def do_remove(self) -> None:
-        self.ns.do_remove()

@@ -1,4 +1,16 @@
-"""The storage contract every backend implements.
+"""The storage contract every backend implements: the one module a backend author reads.
+
+The interfaces, each small:
+
+* :class:`Store`, one per region: the shared resource (memcached clients, a folder, a dict)
+  plus region-wide operations (``clear``, ``ping``, ``count``);
+* :class:`Backend`, a Beaker :class:`~beaker.container.NamespaceManager` with one instance per
+  namespace, which reads and writes entries in that store;
+* :class:`SharedLock`, the cross-process creation lock of one key (:meth:`Backend.shared_lock`);
+* :class:`TagVersions`, where tag versions live (:mod:`regions.tags`); a store holds one as
+  ``store.tags`` (in-process by default);
+* :class:`LogStorage`, where an invalidation log's records are kept (:mod:`regions.sync`):
+  :meth:`Store.sync_storage` returns one, or ``None`` when the store cannot hold a log.
 
 A backend is two classes:
 
@@ -21,17 +33,17 @@ import time
 import weakref
 from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
-from .locks import BeakerLock, SharedLock, poll
-from .signing import RejectedEntry, Signer
-from .tag_versions import LocalVersions
+from ..locks import BeakerLock, SharedLock, poll
+from ..signing import RejectedEntry, Signer
+from ..tags.versions import LocalVersions
 
-__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entry", "SharedLock", "Store",
-           "is_fresh", "is_servable", "make_entry", "poll"]
+__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entry", "LogStorage", "SharedLock",
+           "Store", "TagVersions", "is_fresh", "is_servable", "make_entry", "poll"]
 
 Entry = tuple[float, float | None, Any]
 
@@ -62,6 +74,42 @@ def is_servable(entry: Entry, now: float, stale: float) -> bool:
     """Fresh, or expired less than ``stale`` seconds ago."""
     ttl = entry[1]
     return ttl is None or entry[0] + ttl + stale > now
+
+
+
+class TagVersions(Protocol):
+    """Where a store keeps tag versions (:mod:`regions.tags`). A version is compared for equality
+    only; every method raises when the storage cannot be reached."""
+
+    def read(self, names: list[str]) -> list[int | None]:
+        """Current version of each tag (``None``: none yet; entries carrying it miss)."""
+        ...
+
+    def create(self, names: list[str]) -> list[int]:
+        """Versions of the tags, missing ones created (on a miss, before the computation)."""
+        ...
+
+    def bump(self, names: list[str]) -> None:
+        """New versions for the tags that have one; raises when no storage took the bump."""
+        ...
+
+
+class LogStorage(Protocol):
+    """Where an invalidation log (:mod:`regions.sync`) keeps its counter and records: a backend
+    supplies only this; the record format, the reader and its gap and reset rules are
+    :mod:`regions.sync`'s. Every method raises when the storage cannot be reached."""
+
+    def head(self) -> int:
+        """The current ``seq`` (created, above any value used before, when missing)."""
+        ...
+
+    def append(self, record: bytes) -> int:
+        """Store ``record`` under the next ``seq`` and return that number."""
+        ...
+
+    def records(self, first: int, last: int) -> dict[int, bytes]:
+        """The records ``first`` .. ``last`` that are present."""
+        ...
 
 
 class Store:
@@ -106,7 +154,8 @@ class Store:
         self.stale = float(self.options.get("stale", COMMON_OPTIONS["stale"][1]))
         self.lock_timeout = float(self.options.get("lock_timeout", COMMON_OPTIONS["lock_timeout"][1]))
         self._executor: ThreadPoolExecutor | None = None
-        self.tag_versions = LocalVersions()
+        #: Where this region's tag versions live (:class:`TagVersions`); in-process by default.
+        self.tags: TagVersions = LocalVersions()
         _STORES.add(self)
 
     @property
@@ -123,7 +172,7 @@ class Store:
 
     def sync_storage(self, name: str) -> Any:
         """Where an invalidation log named ``name`` can live on this store
-        (a :class:`regions.sync_log.LogStorage`), or ``None`` when it cannot hold one."""
+        (a :class:`regions.backends.contract.LogStorage`), or ``None`` when it cannot hold one."""
         return None
 
     def derive(self, region: str, identity: str) -> Store | None:
@@ -169,19 +218,6 @@ class Store:
     def clear(self) -> None:
         """Remove (or make unreachable) every entry of this region, and nothing else."""
         raise NotImplementedError
-
-    # tag versions (regions.tags); these defaults keep them in this process ---------------------
-    def read_tags(self, names: list[str]) -> list[int | None]:
-        """Current version of each tag (``None``: none yet; entries carrying it miss)."""
-        return self.tag_versions.read(names)
-
-    def create_tags(self, names: list[str]) -> list[int]:
-        """Versions of the tags, missing ones created (on a miss, before the computation)."""
-        return self.tag_versions.create(names)
-
-    def bump_tags(self, names: list[str]) -> None:
-        """New versions for the tags that have one; raises when no storage took the bump."""
-        self.tag_versions.bump(names)
 
     def ping(self) -> bool:
         """Whether the backend answers now."""
@@ -262,11 +298,11 @@ class Backend(NamespaceManager):
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
         """:meth:`get_entry` and the current versions of tags ``names`` (memcached: one round trip)."""
-        return self.get_entry(key), self.store.read_tags(names)
+        return self.get_entry(key), self.store.tags.read(names)
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
         """The versions an entry of ``key`` is stored with, creating missing tags (a miss only)."""
-        return self.store.create_tags(names)
+        return self.store.tags.create(names)
 
     def wire_key(self, key: Hashable) -> Hashable:
         """The key exactly as the storage sees it."""

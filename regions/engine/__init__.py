@@ -3,13 +3,13 @@
 One protocol for threads and coroutines, per region:
 
 1. **Read** the entry (one backend round trip). Fresh: a hit.
-2. **Join or lead** the in-process *flight* of that key (:mod:`regions.flights`: one per
+2. **Join or lead** the in-process *flight* of that key (:mod:`regions.engine.flights`: one per
    storage, namespace and key). A caller that finds a flight serves the expired value if it is
    within ``stale`` seconds, else waits for the flight's result until ``lock_timeout``; past that
    deadline it computes by itself (``stats()["lock_timeouts"]``). A caller that finds none leads.
 3. The leader **re-reads** when another caller may have stored the key since its own read (a flight
    of this region finished meanwhile, or the backend is shared with other processes), takes the
-   backend's cross-process :meth:`~regions.api.Backend.shared_lock` with the same deadline (or
+   backend's cross-process :meth:`~regions.backends.contract.Backend.shared_lock` with the same deadline (or
    serves the stale value when another process holds it), re-reads once more, **computes**,
    **stores** (unless this process invalidated something of the region meanwhile: the value may
    rest on replaced data), and hands the value (or the exception) to every caller that joined.
@@ -27,13 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import trace as _trace
-from .api import Entry, SharedLock, is_servable
+from .. import trace as _trace
+from ..backends.contract import Entry, SharedLock, is_servable
 from .flights import FLIGHTS, Flight
 
 if TYPE_CHECKING:
-    from .api import Backend
-    from .region import Region
+    from ..backends.contract import Backend
+    from ..region import Region
 
 T = TypeVar("T")
 _monotonic = time.monotonic

@@ -1,4 +1,4 @@
-"""In-process tag versions: the default of :meth:`regions.api.Store.read_tags` and friends.
+"""In-process tag versions: the default :class:`~regions.backends.contract.TagVersions` of a store.
 
 A tag's version is an integer that changes on every bump. Entries of tagged functions carry the
 versions read before they were computed and are served only while those are still current

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .backends import BEAKER_ALIASES
+from ..backends import BEAKER_ALIASES
 from .problems import Problem
 
 _BEAKER_IGNORED = {"lock_dir", "key_length", "enabled", "cookie_expires", "namespace_class"}

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .api import COMMON_OPTIONS, Store
-from .backends import BUILTIN, store_class
-from .backends.file_folders import unwritable
-from .config_beaker import from_beaker, is_beaker
-from .errors import ConfigurationError
+from ..backends import BUILTIN, store_class
+from ..backends.contract import COMMON_OPTIONS, Store
+from ..backends.file_folders import unwritable
+from ..errors import ConfigurationError
+from .beaker import from_beaker, is_beaker
 from .problems import Problem
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")

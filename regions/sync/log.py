@@ -21,7 +21,10 @@ import os
 import secrets
 import time
 from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..backends.contract import LogStorage
 
 #: More unseen records than this: reset instead of fetching them all.
 MAX_GAP = 500
@@ -32,23 +35,6 @@ RECORD_TTL = 300
 def new_origin() -> str:
     """An id for the records of one store in one process (a forked child takes a new one)."""
     return f"{os.getpid()}-{secrets.token_hex(6)}"
-
-
-class LogStorage(Protocol):
-    """Where a log lives: a memcached server (:mod:`.backends.memcached_log`) or a folder
-    (:mod:`.backends.file_log`). Every method raises when the storage cannot be reached."""
-
-    def head(self) -> int:
-        """The current ``seq`` (created, above any value used before, when missing)."""
-        ...
-
-    def append(self, record: bytes) -> int:
-        """Store ``record`` under the next ``seq`` and return that number."""
-        ...
-
-    def records(self, first: int, last: int) -> dict[int, bytes]:
-        """The records ``first`` .. ``last`` that are present."""
-        ...
 
 
 # records -----------------------------------------------------------------------------------------
