@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import pickle
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from beaker.synchronization import NameLock
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
 
 import regions
 from regions import manager as _manager
-from regions.backends.contract import Backend, SharedLock, is_fresh, make_entry
+from regions.backends.contract import Backend, make_entry
 from regions.errors import UnknownRegion, UnstorableValue
-from regions.region import Region
-from regions.signing import RejectedEntry
+from regions.region import UNREADABLE, Region
 
 __all__ = ["RegionCache"]
 
@@ -93,54 +89,8 @@ class RegionCache(BaseCache):
     def _read(self, region: Region, ns: Backend, key: str) -> Any:
         """The fresh stored value (still pickled for in-process regions), else ``_MISSING``;
         uncounted: ``get`` counts hits and misses, the other operations only read to decide."""
-        try:
-            entry = ns.get_entry(key)
-        except RejectedEntry as exc:
-            region.reject(key, str(exc))
-            return _MISSING
-        except Exception as exc:
-            region.failed("get", exc)
-            return _MISSING
-        if entry is None or not _fresh(entry):
-            return _MISSING
-        return entry[2]
-
-    def _write(self, region: Region, ns: Backend, key: str, value: Any, ttl: float | None) -> bool:
-        """Store an already encoded value; ``False`` when that failed (logged, or raised)."""
-        try:
-            region._timed(ns.set_entry, key, make_entry(value, ttl))
-        except UnstorableValue:
-            raise
-        except Exception as exc:
-            region.failed("set", exc)
-            return False
-        region.stats_.sets += 1
-        return True
-
-    @contextmanager
-    def _locked(self, region: Region, ns: Backend, key: str) -> Iterator[None]:
-        """The key's in-process lock, then its cross-process one (waited for ``lock_timeout`` at most:
-        a holder that died frees it when it expires). A lock the backend cannot take is skipped:
-        whatever this process then writes cannot reach that backend either."""
-        local = NameLock(identifier=("django_regions.cache", id(ns), key), reentrant=False)
-        local.acquire(True)
-        shared: SharedLock | None = None
-        try:
-            try:
-                lock = ns.update_lock(key)
-                if lock is not None and lock.acquire(ns.store.lock_timeout):
-                    shared = lock
-            except Exception as exc:
-                region.failed("lock", exc, reraise=False)
-            yield
-        finally:
-            try:
-                if shared is not None:
-                    shared.release()
-            except Exception as exc:  # an unreachable server: its lock key expires by itself
-                region.failed("unlock", exc, reraise=False)
-            finally:
-                local.release()
+        entry = region.peek(ns, key)
+        return _MISSING if entry is None or entry is UNREADABLE else entry[2]
 
     # values ------------------------------------------------------------------------------------
     def _encode(self, copies: bool, value: Any) -> Any:
@@ -158,11 +108,8 @@ class RegionCache(BaseCache):
     # Django's API -----------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         _, region, ns, copies = self._binding()
-        entry, fresh = region.read(ns, self.make_and_validate_key(key, version=version))
-        if not fresh:
-            region.stats_.misses += 1
-            return default
-        return self._decode(copies, entry[2])  # type: ignore[index]
+        stored = region.lookup(ns, self.make_and_validate_key(key, version=version), _MISSING)
+        return default if stored is _MISSING else self._decode(copies, stored)
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         self._set(self.make_and_validate_key(key, version=version), value, timeout)
@@ -173,39 +120,32 @@ class RegionCache(BaseCache):
         stored = self._encode(copies, value)  # before anything: an unpicklable value always raises
         if ttl is not None and ttl <= 0:
             return region.remove(ns, key)
-        return self._write(region, ns, key, stored, ttl)
+        return region.put(ns, key, make_entry(stored, ttl))
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         _, region, ns, copies = self._binding()
         ttl = self._ttl(timeout)
         stored = self._encode(copies, value)
-        with self._locked(region, ns, key):
-            try:
-                present = ns.get_entry(key)
-            except RejectedEntry as exc:
-                region.reject(key, str(exc))
-                present = None  # not ours: replaced
-            except Exception as exc:
-                region.failed("add", exc)
-                return False  # unknown: never overwrite what may be there
-            if present is not None and _fresh(present):
+        with region.locked(ns, key):
+            present = region.peek(ns, key, "add")
+            if present is not None:  # fresh, or UNREADABLE: never overwrite what may be there
                 return False
             if ttl is not None and ttl <= 0:
                 return True  # added, and expired at once (Django's backends do the same)
-            return self._write(region, ns, key, stored, ttl)
+            return region.put(ns, key, make_entry(stored, ttl))
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         _, region, ns, _copies = self._binding()
         ttl = self._ttl(timeout)
-        with self._locked(region, ns, key):
+        with region.locked(ns, key):
             stored = self._read(region, ns, key)
             if stored is _MISSING:
                 return False
             if ttl is not None and ttl <= 0:
                 return region.remove(ns, key)
-            return self._write(region, ns, key, stored, ttl)
+            return region.put(ns, key, make_entry(stored, ttl))
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
@@ -221,24 +161,12 @@ class RegionCache(BaseCache):
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         key = self.make_and_validate_key(key, version=version)
         _, region, ns, copies = self._binding()
-        with self._locked(region, ns, key):
-            try:
-                entry = ns.get_entry(key)
-            except RejectedEntry as exc:
-                region.reject(key, str(exc))
-                entry = None
-            except Exception as exc:
-                region.failed("incr", exc)
-                entry = None
-            if entry is None or not _fresh(entry):
+        with region.locked(ns, key):
+            entry = region.peek(ns, key, "incr")
+            if entry is None or entry is UNREADABLE:
                 raise ValueError(f"Key '{key}' not found")
             value = self._decode(copies, entry[2]) + delta
-            try:
-                region._timed(ns.set_entry, key, (entry[0], entry[1], self._encode(copies, value)))
-            except UnstorableValue:
-                raise
-            except Exception as exc:
-                region.failed("incr", exc)
+            if not region.put(ns, key, (entry[0], entry[1], self._encode(copies, value)), "incr"):
                 region.remove(ns, key, reraise=False)  # never leave the old count to be read again
         return value
 
@@ -267,11 +195,7 @@ class RegionCache(BaseCache):
         """Drop the entries of this alias's ``KEY_PREFIX`` in the region (other prefixes, the
         region's function entries and anything else on the server stay)."""
         _, region, ns, _copies = self._binding()
-        region.invalidations += 1
-        try:
-            region._timed(ns.do_remove)
-        except Exception as exc:
-            region.failed("clear", exc)
+        region.remove_all(ns, "clear")
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: the region's connections are pooled and outlive requests."""
@@ -279,7 +203,7 @@ class RegionCache(BaseCache):
     # async: on the region's I/O threads (in-process regions: on the event loop, no thread hop).
     # Django's defaults run every cache call of every request on one thread (thread_sensitive).
     async def _io(self, call: Callable[..., T], *args: Any) -> T:
-        return await self.region.engine.call_io(call, *args)
+        return await self.region.call_io(call, *args)
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         return await self._io(self.get, key, default, version)
@@ -320,6 +244,3 @@ class RegionCache(BaseCache):
     async def aclear(self) -> None:
         await self._io(self.clear)
 
-
-def _fresh(entry: Any) -> bool:
-    return is_fresh(entry, time.time())

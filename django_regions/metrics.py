@@ -46,7 +46,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 
-from regions.region import Region, Stats
+from regions.region import Region
 from regions.throttle import LOG_EVERY, Throttle
 
 __all__ = ["COUNTERS", "FLUSH_EVERY", "available", "flush", "metrics_view", "start"]
@@ -134,7 +134,7 @@ def _own_counts(manager: Any) -> Callable[[Region], Figures]:
     own = getattr(manager, "process_counts", None)
     if own is not None:
         return own
-    return lambda region: {name: getattr(region.stats_, name) for name in Stats.__slots__}
+    return lambda region: region.counters()
 
 
 class Exporter:

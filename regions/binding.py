@@ -19,7 +19,7 @@ MEMO_SIZE = 1024
 #: Longest argument text the memo keeps (with its arguments): larger calls are encoded every time.
 MEMO_TEXT_LIMIT = 256
 
-class _BindError(Exception):
+class BindError(Exception):
     """Arguments do not fit the signature: let the function raise its own TypeError."""
 
 
@@ -52,7 +52,7 @@ class ArgumentBinder:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError:
-            raise _BindError from None
+            raise BindError from None
         bound.apply_defaults()
         return tuple(bound.arguments.values())
 
@@ -118,5 +118,5 @@ class KeyBuilder:
         try:
             return self.custom(*args, **kwargs)  # type: ignore[misc]
         except TypeError:
-            self.binder.values(args, kwargs)  # bad call: _BindError lets the function raise
+            self.binder.values(args, kwargs)  # bad call: BindError lets the function raise
             raise

@@ -1,9 +1,15 @@
 """The decorator: caches a function's results in a region, keyed by its bound arguments.
 
-Two variants are written out: :func:`_sync_wrapper` and :func:`_async_wrapper`. Both build the key
-and hand it to the region's compute-once :class:`~regions.engine.Engine` (one backend round trip
-for a hit; locks, stale serving and waiting on a miss). The sync wrapper reads in line so that a
-hit costs no extra call.
+A call binds its arguments to a key, finds where its entry lives (:func:`_entries`: the function's
+namespace, or for a function with tags a :class:`~regions.tags.view.TaggedView` of it that adds the
+tags' versions) and hands both to the region's compute-once engine (:mod:`regions.engine`): one
+backend round trip for a hit; locks, stale serving and waiting on a miss. Sync and async calls
+differ only in the engine runner they use.
+
+The inline hit path: the sync wrapper of a function without tags, on an in-process store, with
+positional arguments of exact-equality types, reads the entry itself (the key is then ``args``
+itself) and falls back to the general path for anything else. It is step 1 of the protocol
+written out, because a call costs a measurable share of such a hit.
 """
 
 from __future__ import annotations
@@ -14,17 +20,17 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from . import tagged
 from . import trace as _trace
-from .binding import KeyBuilder, _BindError
+from .binding import BindError, KeyBuilder
 from .engine.flights import FLIGHTS
 from .errors import ConfigurationError
 from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
-from .tags import TagSpec
+from .tags import TagSpec, uncached
+from .tags.view import TaggedView
 
 if TYPE_CHECKING:
-    from .backends.contract import Backend
+    from .backends.contract import Backend, Entries
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,7 +80,7 @@ class Binding(Generic[P, R]):
         "ttl",
         "fast_epoch",
         "get_entry",
-        "stats",
+        "counts",
     )
 
     def __init__(self, source: Source, name: str, qualname: str, timeout: Any, builder: KeyBuilder) -> None:
@@ -91,7 +97,7 @@ class Binding(Generic[P, R]):
             self.make_key = self.builder.native if region.store.native_keys else self.builder.text
             self.ttl = region.ttl(self.timeout)
             self.get_entry = self.ns.get_entry
-            self.stats = region.stats_
+            self.counts = region.counts
             # the decorator's inline fast path is for in-process stores only, and off while tracing
             self.fast_epoch = epoch if region.store.native_keys and not _trace.ON else -1
             self.epoch = epoch
@@ -135,44 +141,117 @@ def decorate(
         binding: Binding[P, R] = Binding(source, name, qualname, timeout, KeyBuilder(func, qualname, key))
         if not source.binds_late:
             binding.current()  # a manager's regions are fixed: unknown names fail at decoration time
-        is_async = inspect.iscoroutinefunction(func)
-        wrapper = (_async_wrapper if is_async else _sync_wrapper)(func, binding)
+        spec = None
         if tags is not None or invalidate_on is not None:
             spec = TagSpec(qualname, tags, invalidate_on)  # fixed tags are checked now
-            wrapper = tagged.wrap(func, binding, wrapper, spec, is_async)
+        make = _async_wrapper if inspect.iscoroutinefunction(func) else _sync_wrapper
+        wrapper = make(func, binding, spec)
         wrapper.uncached = func  # type: ignore[attr-defined]
         wrapper.region_name = name  # type: ignore[attr-defined]
+        if spec is not None:
+            wrapper.tags = spec  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
 
 
-def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Callable[..., Any]:
+def _entries(
+    b: Binding[Any, Any], spec: TagSpec | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Entries | None:
+    """Where this call's entry lives: the function's namespace, a view of it that adds the versions
+    of the call's tags, or ``None``: the call skips the cache (its tags' data changed in a
+    transaction not yet committed)."""
+    if spec is None:
+        return b.ns
+    names = spec.names(args, kwargs)
+    return None if uncached(names) else TaggedView(b.ns, names)
+
+
+def _prepared(
+    b: Binding[Any, Any], spec: TagSpec | None, args: tuple[Any, ...], kwargs: dict[str, Any], key: Hashable
+) -> Entries | None:
+    """:func:`_entries` for a refresh, with the tags' versions read (or created) before the
+    computation; ``None`` when they could not be read: the entry is then removed, not stored."""
+    ns = _entries(b, spec, args, kwargs)
+    if not isinstance(ns, TaggedView):
+        return ns
+    try:
+        ns.prepare(key)
+    except Exception as exc:
+        b.region.failed("refresh", exc)
+    return ns if ns.versions is not None else None
+
+
+class _Methods:
+    """``invalidate``, ``cache_key`` and ``invalidate_all`` of one decorated function (sync)."""
+
+    def __init__(self, func: Callable[..., Any], binding: Binding[Any, Any]) -> None:
+        self.func, self.binding = func, binding
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Binding[Any, Any], Hashable]:
+        b = self.binding.current()
+        try:
+            return b, b.make_key(args, kwargs)
+        except BindError:
+            self.func(*args, **kwargs)  # raises the TypeError for a call that does not fit
+            raise
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Forget the entry for these arguments; ``False`` when the backend was not reached."""
+        b, key = self.key(args, kwargs)
+        return b.region.remove(b.ns, key)
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> Hashable | None:
+        """The key for these arguments, exactly as the backend sees it (``None`` while the
+        backend cannot be asked for the generation counters that are part of it)."""
+        b, key = self.key(args, kwargs)
+        try:
+            return b.ns.wire_key(key)
+        except Exception as exc:
+            b.region.failed("cache_key", exc)
+            return None
+
+    def invalidate_all(self) -> bool:
+        """Forget every entry of this function in its region; ``False`` when the backend was not
+        reached (a memcached region retries it before serving reads from that server again)."""
+        b = self.binding.current()
+        return b.region.remove_all(b.ns)
+
+
+def _sync_wrapper(
+    func: Callable[..., Any], binding: Binding[Any, Any], spec: TagSpec | None
+) -> Callable[..., Any]:
     now = time.time
     source = binding.source
     builder = binding.builder
     size = builder.binder.size if builder.custom is None else -1
     atomic = ATOMIC_TYPES
+    methods = _Methods(func, binding)
 
     def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         b = binding if binding.epoch == source.epoch else binding.current()
         try:
             key = b.make_key(args, kwargs)
-        except _BindError:
+        except BindError:
             return func(*args, **kwargs)  # the call does not fit the signature: let Python say why
+        ns = b.ns if spec is None else _entries(b, spec, args, kwargs)
+        if ns is None:
+            return func(*args, **kwargs)
         region = b.region
+        creator = functools.partial(func, *args, **kwargs)
         if _trace.ON:
-            return _trace.traced(b, b.ns, key, functools.partial(func, *args, **kwargs))
+            return _trace.traced(b, ns, key, creator)
         seq = FLIGHTS.completed
-        entry, fresh = region.read(b.ns, key)
+        entry, fresh = region.read(ns, key)
         if fresh:
             return entry[2]  # type: ignore[index]
-        return region.engine.fill(b.ns, key, entry, seq, functools.partial(func, *args, **kwargs), b.ttl)
+        return region.engine.fill(ns, key, entry, seq, creator, b.ttl)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # Fast path for in-process stores: all positional, every argument of an exact-equality type.
-        # The key is then args itself, the same key KeyBuilder.native builds for these arguments.
+        # The inline hit path (see the module docstring): in-process stores, all positional, every
+        # argument of an exact-equality type. The key is then args itself, the same key
+        # KeyBuilder.native builds for these arguments.
         if kwargs or len(args) != size or binding.fast_epoch != source.epoch:
             return general(args, kwargs)
         for arg in args:
@@ -185,103 +264,86 @@ def _sync_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Calla
         if entry is not None:
             ttl = entry[1]
             if ttl is None or entry[0] + ttl > now():
-                binding.stats.hits += 1
+                binding.counts.hits += 1
                 return entry[2]
         return general(args, kwargs)
 
-    def _key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Binding[Any, Any], Hashable]:
-        b = binding.current()
-        try:
-            return b, b.make_key(args, kwargs)
-        except _BindError:
-            func(*args, **kwargs)  # raises the TypeError for a call that does not fit
-            raise
-
-    def invalidate(*args: Any, **kwargs: Any) -> bool:
-        """Forget the entry for these arguments; ``False`` when the backend was not reached."""
-        b, key = _key(args, kwargs)
-        return b.region.remove(b.ns, key)
+    @functools.wraps(func)
+    def tagged(*args: Any, **kwargs: Any) -> Any:
+        return general(args, kwargs)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
-        """Call the function now, store its result for these arguments and return it.
-
-        When the store fails, the old entry is invalidated instead (never served again)."""
-        b, key = _key(args, kwargs)
+        """Call the function now, store its result for these arguments (with its tags' current
+        versions) and return it. When the store fails, or the versions cannot be read, the old
+        entry is removed instead (never served again)."""
+        b, key = methods.key(args, kwargs)
+        region = b.region
+        ns = _prepared(b, spec, args, kwargs, key) if region.active else None
         value = func(*args, **kwargs)
-        if b.region.active:
-            b.region.store_entry(b.ns, key, value, b.ttl, replacing=True)
+        if region.active:
+            if ns is not None:
+                region.store_entry(ns, key, value, b.ttl, replacing=True)
+            else:
+                region.remove(b.ns, key)
         return value
 
-    def cache_key(*args: Any, **kwargs: Any) -> Hashable | None:
-        """The key for these arguments, exactly as the backend sees it (``None`` while the
-        backend cannot be asked for the generation counters that are part of it)."""
-        b, key = _key(args, kwargs)
-        try:
-            return b.ns.wire_key(key)
-        except Exception as exc:
-            b.region.failed("cache_key", exc)
-            return None
-
-    def invalidate_all() -> bool:
-        """Forget every entry of this function in its region; ``False`` when the backend was not
-        reached (a memcached region retries it before serving reads from that server again)."""
-        b = binding.current()
-        b.region.invalidations += 1
-        try:
-            b.ns.do_remove()
-            return True
-        except Exception as exc:
-            b.region.failed("invalidate_all", exc)
-            return False
-
-    wrapper.invalidate = invalidate  # type: ignore[attr-defined]
-    wrapper.refresh = refresh  # type: ignore[attr-defined]
-    wrapper.cache_key = cache_key  # type: ignore[attr-defined]
-    wrapper.invalidate_all = invalidate_all  # type: ignore[attr-defined]
-    return wrapper
+    out = wrapper if spec is None else tagged
+    out.invalidate = methods.invalidate  # type: ignore[attr-defined]
+    out.refresh = refresh  # type: ignore[attr-defined]
+    out.cache_key = methods.cache_key  # type: ignore[attr-defined]
+    out.invalidate_all = methods.invalidate_all  # type: ignore[attr-defined]
+    return out
 
 
-def _async_wrapper(func: Callable[..., Any], binding: Binding[Any, Any]) -> Callable[..., Any]:
-    sync = _sync_wrapper(func, binding)  # reused for cache_key; its call path is never used
+def _async_wrapper(
+    func: Callable[..., Any], binding: Binding[Any, Any], spec: TagSpec | None
+) -> Callable[..., Any]:
+    methods = _Methods(func, binding)
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         b = binding if binding.epoch == binding.source.epoch else binding.current()
         try:
             key = b.make_key(args, kwargs)
-        except _BindError:
+        except BindError:
             return await func(*args, **kwargs)
+        ns = b.ns if spec is None else _entries(b, spec, args, kwargs)
+        if ns is None:
+            return await func(*args, **kwargs)
+        creator = functools.partial(func, *args, **kwargs)
         if _trace.ON:
-            return await _trace.atraced(b, b.ns, key, functools.partial(func, *args, **kwargs))
-        return await b.region.engine.aget_or_create(
-            b.ns, key, functools.partial(func, *args, **kwargs), b.ttl
-        )
+            return await _trace.atraced(b, ns, key, creator)
+        return await b.region.engine.aget_or_create(ns, key, creator, b.ttl)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         """Forget the entry for these arguments; ``False`` when the backend was not reached."""
-        b = binding.current()
-        return await b.region.engine.call_io(sync.invalidate, *args, **kwargs)  # type: ignore[attr-defined]
+        return await binding.current().region.call_io(methods.invalidate, *args, **kwargs)
 
     async def refresh(*args: Any, **kwargs: Any) -> Any:
-        """Await the function now, store its result for these arguments and return it."""
+        """Await the function now, store its result for these arguments (with its tags' current
+        versions) and return it; see the sync ``refresh``."""
         b = binding.current()
         try:
             key = b.make_key(args, kwargs)
-        except _BindError:
+        except BindError:
             return await func(*args, **kwargs)
+        region = b.region
+        ns = await region.call_io(_prepared, b, spec, args, kwargs, key) if region.active else None
         value = await func(*args, **kwargs)
-        if b.region.active:
-            store = functools.partial(b.region.store_entry, replacing=True)
-            await b.region.engine.call_io(store, b.ns, key, value, b.ttl)
+        if region.active:
+            if ns is not None:
+                store = functools.partial(region.store_entry, replacing=True)
+                await region.call_io(store, ns, key, value, b.ttl)
+            else:
+                await region.call_io(region.remove, b.ns, key)
         return value
 
     async def invalidate_all() -> bool:
         """Forget every entry of this function in its region; ``False`` when the backend was not reached."""
-        b = binding.current()
-        return await b.region.engine.call_io(sync.invalidate_all)  # type: ignore[attr-defined]
+        return await binding.current().region.call_io(methods.invalidate_all)
 
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.refresh = refresh  # type: ignore[attr-defined]
-    wrapper.cache_key = sync.cache_key  # type: ignore[attr-defined]
+    wrapper.cache_key = methods.cache_key  # type: ignore[attr-defined]
     wrapper.invalidate_all = invalidate_all  # type: ignore[attr-defined]
     return wrapper

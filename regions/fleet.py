@@ -171,7 +171,7 @@ class Fleet:
         """In a forked child: a new process id, the inherited counters left out, a thread of its own."""
         running = not self.idle and not self.closed
         self.id = process_id()
-        self.base = {r.name: counters(r.stats_) for r in self.regions}
+        self.base = {r.name: counters(r.counts) for r in self.regions}
         self._fresh_state()
         self.idle = True
         if running:
@@ -180,7 +180,7 @@ class Fleet:
     # publishing ---------------------------------------------------------------------------------
     def own(self, region: Region) -> Figures:
         """This process's counters of ``region`` now (since the fork, in a forked child)."""
-        now = counters(region.stats_)
+        now = counters(region.counts)
         base = self.base.get(region.name)
         if base is None:
             return now

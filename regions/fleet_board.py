@@ -15,6 +15,9 @@ EXPIRE_AFTER = 3
 #: Namespace (after the store's identity) of the figures: no function's module starts with ``~``.
 NAMESPACE = BOOKKEEPING
 MEMBERS = "members"
+#: Format of what is stored here (plain dicts, tuples and numbers): entries of another format are
+#: read as absent.
+FORMAT = 1
 #: Lifetime of the membership entry (rewritten while any process publishes).
 MEMBERS_TTL = 24 * 3600.0
 
@@ -24,13 +27,13 @@ def post(ns: Backend, pid: str, figures: dict[str, dict[str, float]], every: flo
     lost to a concurrent writer adds itself again at its next post); drops ended processes."""
     ttl = every * EXPIRE_AFTER
     now = time.time()
-    ns.set_entry(f"p:{pid}", make_entry({"at": now, "regions": figures}, ttl))
+    ns.set_entry(f"p:{pid}", make_entry({"v": FORMAT, "at": now, "regions": figures}, ttl))
     found = members(ns)
     seen = found.get(pid)
     live = {other: m for other, m in found.items() if m[0] + 2 * m[1] > now}
     if seen is None or now - seen[0] > ttl / 2 or len(live) < len(found):
         live[pid] = (now, ttl)
-        ns.set_entry(MEMBERS, make_entry(live, MEMBERS_TTL))
+        ns.set_entry(MEMBERS, make_entry({"v": FORMAT, "members": live}, MEMBERS_TTL))
         for ended in set(found) - set(live):  # ended processes: their figures go too
             try:
                 ns.delete_entry(f"p:{ended}")
@@ -44,7 +47,8 @@ def members(ns: Backend) -> dict[str, tuple[float, float]]:
         entry = ns.get_entry(MEMBERS)
     except RejectedEntry:
         return {}
-    found = entry[2] if entry is not None else None
+    stored = entry[2] if entry is not None else None
+    found = stored.get("members") if isinstance(stored, dict) and stored.get("v") == FORMAT else None
     if not isinstance(found, dict):
         return {}
     return {
@@ -68,6 +72,6 @@ def read(ns: Backend, skip: str) -> dict[str, dict[str, Any]]:
         if entry is None or not is_fresh(entry, time.time()):
             continue
         payload = entry[2]
-        if isinstance(payload, dict) and isinstance(payload.get("regions"), dict):
+        if isinstance(payload, dict) and payload.get("v") == FORMAT and type(payload.get("regions")) is dict:
             found[pid] = payload["regions"]
     return found

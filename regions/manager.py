@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import config as _config
 from . import fleet as _fleet
+from . import trace as _trace
 from .decorator import CachedFunction, decorate
 from .errors import RegionError, UnknownRegion
 from .region import DEFAULT, Region
@@ -180,6 +181,16 @@ class _DefaultManager:
 
 
 _default = _DefaultManager()
+
+
+def _rebind_all() -> None:
+    """Every decorated function rebinds at its next call (:mod:`regions.trace` switched)."""
+    with _default.lock:
+        _default.epoch += 1
+    CacheManager.epoch += 1  # a class attribute: every manager at once
+
+
+_trace.on_switch(_rebind_all)
 
 
 def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager | None:

@@ -1,18 +1,31 @@
-"""A configured region: its store, statistics, error policy and the get-or-create protocol."""
+"""A configured region: its store, counters, failure policy and the get-or-create protocol.
+
+Every front end (the decorator, :class:`django_regions.cache.RegionCache`, the metrics) goes
+through the public methods here: :meth:`Region.read` / :meth:`Region.lookup` / :meth:`Region.peek`
+read, :meth:`Region.store_entry` / :meth:`Region.put` write, :meth:`Region.remove` /
+:meth:`Region.remove_all` / :meth:`Region.clear` invalidate, :meth:`Region.locked` guards a
+read-modify-write, and :meth:`Region.counters` gives the raw counts. Each applies the region's
+failure policy: a failure is counted and logged (throttled) and read as a miss, unless
+``raise_errors`` is set.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from beaker.synchronization import NameLock
 
 from . import keys
 from . import trace as _trace
-from .backends.contract import Backend, Entry, Store, make_entry
+from .backends.contract import Backend, Entries, Entry, SharedLock, Store, make_entry
 from .engine import Engine
-from .errors import BackendUnavailable
+from .engine.marks import InvalidationMarks
+from .errors import BackendUnavailable, UnstorableValue
 from .signing import RejectedEntry
 from .throttle import LOG_EVERY, Throttle
 
@@ -31,10 +44,20 @@ DEFAULT: Any = _Default()
 #: Namespace of keys set directly on a region (``region.set(...)``): module names never start
 #: with ``~``; the region's identity, part of every namespace, keeps regions apart.
 DIRECT = "~"
-__all__ = ["DEFAULT", "LOG_EVERY", "READ_SAMPLE", "Region", "Stats", "identity"]
+__all__ = ["COUNTERS", "DEFAULT", "LOG_EVERY", "READ_SAMPLE", "UNREADABLE", "Region", "Stats", "identity"]
 
 #: One read in this many is timed for ``stats()["mean_latency"]``.
 READ_SAMPLE = 8
+
+
+class _Unreadable:
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+#: What :meth:`Region.peek` returns when the backend failed (a miss for reads, "unknown" for
+#: Django's ``add``).
+UNREADABLE: Any = _Unreadable()
 
 
 def identity(key_prefix: str, name: str) -> str:
@@ -79,6 +102,10 @@ class Stats:
         }
 
 
+#: The raw counters of a region (:meth:`Region.counters`), in a stable order.
+COUNTERS: tuple[str, ...] = Stats.__slots__
+
+
 class Region:
     """One named cache: a backend store, a default lifetime and the get-or-create protocol."""
 
@@ -106,18 +133,16 @@ class Region:
         self.raise_errors = bool(store.options.get("raise_errors", False))
         self.stale = store.stale
         self.lock_timeout = store.lock_timeout
-        self.stats_ = Stats()
+        #: This process's counters (plain integers: exact in one thread, approximate under contention).
+        self.counts = Stats()
         self._namespaces: dict[str, Backend] = {}
         self._namespaces_lock = threading.Lock()
         self.engine = Engine(self)
-        #: Invalidations made in this process: a computation that saw it change does not store.
-        self.invalidations = 0
+        #: Invalidations noted in this process: a computation they may touch does not store.
+        self.marks = InvalidationMarks()
         self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
         if hasattr(store, "on_remote"):  # invalidations from other processes count as ours
-            store.on_remote = self._invalidated
-
-    def _invalidated(self) -> None:
-        self.invalidations += 1
+            store.on_remote = self.marks.note
 
     def __repr__(self) -> str:
         return f"<Region {self.name!r} backend={self.backend!r} timeout={self.timeout!r}>"
@@ -155,9 +180,9 @@ class Region:
         marked it down is logged by the breaker (:mod:`regions.breaker`), not again here.
         """
         if isinstance(exc, BackendUnavailable):
-            self.stats_.unavailable += 1
+            self.counts.unavailable += 1
         else:
-            self.stats_.errors += 1
+            self.counts.errors += 1
         _trace.failed()  # the traced call in progress, if any, had a backend error
         if self.raise_errors and reraise:
             raise exc
@@ -169,11 +194,11 @@ class Region:
     def reject(self, key: Hashable, why: str) -> None:
         """Count and log a stored entry that is not one of ours (planted, altered, malformed): it is
         read as a miss, never unpickled, and rewritten."""
-        self.stats_.rejected += 1
+        self.counts.rejected += 1
         self._throttle.warning("rejected %s for %r; recomputing it", why, key)
 
     def _timed(self, call: Callable[..., T], *args: Any) -> T:
-        stats = self.stats_
+        stats = self.counts
         stats.calls += 1
         if not self.store.timed:
             return call(*args)
@@ -187,13 +212,13 @@ class Region:
             if self.on_timing is not None:
                 self.on_timing(elapsed)
 
-    def read(self, ns: Backend, key: Hashable) -> tuple[Entry | None, bool]:
+    def read(self, ns: Entries, key: Hashable) -> tuple[Entry | None, bool]:
         """The stored entry (``None`` on a miss, a failure or a malformed entry) and whether it is fresh.
 
         A fresh entry counts as a hit. This is every decorated call's path: one read in
         :data:`READ_SAMPLE` is timed, and the timing is written out here rather than called.
         """
-        stats = self.stats_
+        stats = self.counts
         stats.calls += 1
         try:
             if stats.calls % READ_SAMPLE or not self.store.timed:
@@ -226,16 +251,39 @@ class Region:
             stats.hits += 1
         return entry, fresh
 
+    def lookup(self, ns: Entries, key: Hashable, default: Any = None) -> Any:
+        """The fresh value of ``key``, counted as a hit, or ``default``, counted as a miss."""
+        entry, fresh = self.read(ns, key)
+        if fresh:
+            return entry[2]  # type: ignore[index]
+        self.counts.misses += 1
+        return default
+
+    def peek(self, ns: Entries, key: Hashable, operation: str = "get") -> Entry | None:
+        """The fresh entry of ``key`` or ``None``, uncounted (a read made to decide, such as
+        Django's ``add`` or ``incr``); :data:`UNREADABLE` when the backend failed."""
+        try:
+            entry = ns.get_entry(key)
+        except RejectedEntry as exc:
+            self.reject(key, str(exc))
+            return None  # not ours: a miss, and replaced
+        except Exception as exc:
+            self.failed(operation, exc)
+            return UNREADABLE
+        if entry is None or not (entry[1] is None or entry[0] + entry[1] > time.time()):
+            return None
+        return entry
+
     def store_entry(
-        self, ns: Backend, key: Hashable, value: Any, ttl: float | None, *, replacing: bool = False
+        self, ns: Entries, key: Hashable, value: Any, ttl: float | None, *, replacing: bool = False
     ) -> bool:
         """Store ``value``. ``replacing``: the stored value must not survive a failed write (a
         refresh), so the entry is then removed, or that removal retried (:meth:`remove`)."""
         if replacing:
-            self.invalidations += 1  # a computation under way must not overwrite this value
+            self.marks.note(ns.namespace, key)  # a computation under way must not overwrite it
         try:
             self._timed(ns.set_entry, key, make_entry(value, ttl))
-            self.stats_.sets += 1
+            self.counts.sets += 1
             return True
         except Exception as exc:
             if replacing:  # first, even when the failure is raised (raise_errors)
@@ -243,15 +291,80 @@ class Region:
             self.failed("set", exc)
         return False
 
-    def remove(self, ns: Backend, key: Hashable, *, reraise: bool = True) -> bool:
+    def put(self, ns: Entries, key: Hashable, entry: Entry, operation: str = "set") -> bool:
+        """Store ``entry`` as it is; ``False`` when that failed. A value that cannot be stored at
+        all (:class:`~regions.errors.UnstorableValue`) raises, whatever the policy."""
+        try:
+            self._timed(ns.set_entry, key, entry)
+        except UnstorableValue:
+            raise
+        except Exception as exc:
+            self.failed(operation, exc)
+            return False
+        self.counts.sets += 1
+        return True
+
+    def remove(self, ns: Entries, key: Hashable, *, reraise: bool = True) -> bool:
         """Delete an entry; ``False`` when that did not reach the backend (retried where it can be)."""
-        self.invalidations += 1
+        self.marks.note(ns.namespace, key)
         try:
             self._timed(ns.delete_entry, key)
             return True
         except Exception as exc:
             self.failed("delete", exc, reraise=reraise)
             return False
+
+    def remove_all(self, ns: Backend, operation: str = "invalidate_all") -> bool:
+        """Delete every entry of namespace ``ns``; ``False`` when that did not reach the backend (a
+        memcached region retries it before it serves reads from that server again)."""
+        self.marks.note(ns.namespace)
+        try:
+            self._timed(ns.do_remove)
+            return True
+        except Exception as exc:
+            self.failed(operation, exc)
+            return False
+
+    @contextmanager
+    def locked(self, ns: Backend, key: Hashable) -> Iterator[None]:
+        """Hold ``key``'s lock for a read-modify-write: the in-process lock, then the backend's
+        cross-process one (waited for ``lock_timeout`` at most: a holder that died frees it when it
+        expires). A lock the backend cannot take is skipped: whatever this process then writes
+        cannot reach that backend either."""
+        local = NameLock(identifier=("regions.update", id(ns), key), reentrant=False)
+        local.acquire(True)
+        shared: SharedLock | None = None
+        try:
+            try:
+                lock = ns.update_lock(key)
+                if lock is not None and lock.acquire(self.lock_timeout):
+                    shared = lock
+            except Exception as exc:
+                self.failed("lock", exc, reraise=False)
+            yield
+        finally:
+            try:
+                if shared is not None:
+                    shared.release()
+            except Exception as exc:  # an unreachable server: its lock key expires by itself
+                self.failed("unlock", exc, reraise=False)
+            finally:
+                local.release()
+
+    async def call_io(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call of this region's backend on its I/O threads (in-process regions: on
+        the event loop, no thread hop)."""
+        return await self.engine.call_io(call, *args)
+
+    def get_or_create_in(self, ns: Entries, key: Hashable, creator: Callable[[], T], ttl: float | None) -> T:
+        """:meth:`get_or_create` in namespace ``ns`` (the compute-once protocol)."""
+        return self.engine.get_or_create(ns, key, creator, ttl)
+
+    async def aget_or_create_in(
+        self, ns: Entries, key: Hashable, creator: Callable[[], Awaitable[T]], ttl: float | None
+    ) -> T:
+        """:meth:`get_or_create_in` for coroutine functions."""
+        return await self.engine.aget_or_create(ns, key, creator, ttl)
 
     # direct API -----------------------------------------------------------------------------
     def _direct_key(self, key: Any) -> tuple[Backend, Hashable]:
@@ -261,11 +374,7 @@ class Region:
     def get(self, key: Any, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         ns, k = self._direct_key(key)
-        entry, fresh = self.read(ns, k)
-        if fresh:
-            return entry[2]  # type: ignore[index]
-        self.stats_.misses += 1
-        return default
+        return self.lookup(ns, k, default)
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT) -> None:
         """Store ``value`` under ``key`` for ``timeout`` seconds (region default; ``None``: forever)."""
@@ -288,7 +397,7 @@ class Region:
         ``False`` when the backend could not be reached; a memcached region then retries the clear
         before it serves any read from that server again.
         """
-        self.invalidations += 1
+        self.marks.note()
         try:
             self._timed(self.store.clear)
             return True
@@ -298,10 +407,15 @@ class Region:
 
     def stats(self) -> dict[str, Any]:
         """Hits, misses, errors, sets, hit rate, time spent in the backend and mean latency."""
-        return {**self.stats_.as_dict(), **self.store.extra_stats()}
+        return {**self.counts.as_dict(), **self.store.extra_stats()}
+
+    def counters(self) -> dict[str, Any]:
+        """This process's raw counters (:data:`COUNTERS`), for exporters that sum or rate them."""
+        counts = self.counts
+        return {name: getattr(counts, name) for name in COUNTERS}
 
     def reset_stats(self) -> None:
-        Stats.__init__(self.stats_)  # in place: decorated functions hold this object
+        Stats.__init__(self.counts)  # in place: decorated functions hold this object
 
     def ping(self) -> bool:
         """Whether the backend answers now."""

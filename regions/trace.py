@@ -17,7 +17,7 @@ tracing is on (and back on once it is off).
 
 The outcome of a call is set by what the engine did for that very call, never by comparing the
 region's shared counters (other threads move them too): ``"miss"`` when this call ran the function,
-``"stale"`` when it was served an expired value (:meth:`regions.engine.Engine._stale`), ``"error"``
+``"stale"`` when it was served an expired value (:meth:`regions.engine.protocol.Call.stale`), ``"error"``
 when a backend call failed on its behalf (:meth:`regions.region.Region.failed`), else ``"hit"``
 (a fresh entry, or the value another caller computed meanwhile).
 """
@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
-    from .backends.contract import Backend
+    from .backends.contract import Entries
     from .decorator import Binding
 
 __all__ = ["ON", "OUTCOMES", "Call", "Recorder", "current", "totals"]
@@ -174,13 +174,19 @@ def _disable() -> None:
             _rebind()
 
 
-def _rebind() -> None:
-    """Make every decorated function rebind at its next call (:data:`ON` is read while rebinding)."""
-    from .manager import CacheManager, _default  # import cycle: manager -> decorator -> trace
+#: Called when :data:`ON` changes: decorator sources (:mod:`regions.manager`) bump their epoch so
+#: that every decorated function rebinds at its next call (and reads :data:`ON` while rebinding).
+_on_switch: list[Callable[[], None]] = []
 
-    with _default.lock:
-        _default.epoch += 1
-    CacheManager.epoch += 1  # a class attribute: every manager at once
+
+def on_switch(callback: Callable[[], None]) -> None:
+    """Call ``callback()`` each time recording turns on or off in this process."""
+    _on_switch.append(callback)
+
+
+def _rebind() -> None:
+    for callback in _on_switch:
+        callback()
 
 
 # the call paths ----------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ def _acomputing(call: Call, creator: Callable[[], Awaitable[T]]) -> Callable[[],
     return compute
 
 
-def traced(b: Binding[Any, Any], ns: Backend, key: Hashable, creator: functools.partial[T]) -> T:
+def traced(b: Binding[Any, Any], ns: Entries, key: Hashable, creator: functools.partial[T]) -> T:
     """A decorated sync call while :data:`ON`: recorded when this context has a recorder."""
     recorder = _recorder.get()
     region = b.region
@@ -234,7 +240,7 @@ def traced(b: Binding[Any, Any], ns: Backend, key: Hashable, creator: functools.
 
 
 async def atraced(
-    b: Binding[Any, Any], ns: Backend, key: Hashable, creator: functools.partial[Awaitable[T]]
+    b: Binding[Any, Any], ns: Entries, key: Hashable, creator: functools.partial[Awaitable[T]]
 ) -> T:
     """:func:`traced` for coroutine functions."""
     recorder = _recorder.get()

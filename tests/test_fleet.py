@@ -228,7 +228,8 @@ def test_a_membership_lost_to_a_race_comes_back_at_the_next_publish(
         for name in ("mc", "files"):  # another process wrote the membership without it
             store = writer[name].store
             store.namespace(f"{store.identity}:{fleet.NAMESPACE}").set_entry(
-                fleet_board.MEMBERS, regions.backends.contract.make_entry({}, 60)
+                fleet_board.MEMBERS,
+                regions.backends.contract.make_entry({"v": fleet_board.FORMAT, "members": {}}, 60),
             )
         assert figures(reader.deployment_stats(), "mc")[3] == 0
         writer._fleet.publish()

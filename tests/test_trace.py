@@ -230,7 +230,7 @@ def test_the_inline_hit_path_is_back_once_tracing_is_off(make_manager) -> None:
     """The inline hit of in-process stores skips Region.read (it counts hits, not backend calls):
     while tracing is on, every hit goes through the read; once off, they skip it again."""
     manager = make_manager({"mem": {"BACKEND": "memory"}})
-    stats = manager["mem"].stats_
+    stats = manager["mem"].counts
 
     @manager.region("mem")
     def item(x: int) -> int:

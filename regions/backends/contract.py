@@ -42,8 +42,8 @@ from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
 
-__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entry", "LogStorage", "SharedLock",
-           "Store", "TagVersions", "is_fresh", "is_servable", "make_entry", "poll"]
+__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entries", "Entry", "LogStorage",
+           "SharedLock", "Store", "TagVersions", "is_fresh", "is_servable", "make_entry", "poll"]
 
 Entry = tuple[float, float | None, Any]
 
@@ -110,6 +110,20 @@ class LogStorage(Protocol):
     def records(self, first: int, last: int) -> dict[int, bytes]:
         """The records ``first`` .. ``last`` that are present."""
         ...
+
+
+class Entries(Protocol):
+    """What the engine and the region read and write: a namespace manager (:class:`Backend`), or a
+    view of one (a tagged call's :class:`regions.tags.view.TaggedView`)."""
+
+    namespace: str
+
+    def get_entry(self, key: Hashable) -> Entry | None: ...
+    def set_entry(self, key: Hashable, entry: Entry) -> None: ...
+    def delete_entry(self, key: Hashable) -> None: ...
+    def wire_key(self, key: Hashable) -> Hashable: ...
+    def storage_token(self) -> Hashable: ...
+    def shared_lock(self, key: Hashable) -> SharedLock | None: ...
 
 
 class Store:
@@ -267,6 +281,7 @@ class Backend(NamespaceManager):
     """
 
     store_class: ClassVar[type[Store]]
+    namespace: str
 
     def __init__(self, namespace: str, store: Store | None = None, **beaker_options: Any) -> None:
         super().__init__(namespace)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ..signing import RejectedEntry
 
@@ -13,17 +13,19 @@ if TYPE_CHECKING:
     from ..locks import SharedLock
 
 
-class Stamped(NamedTuple):
-    """What a tagged entry stores in the value slot: its tags, their versions, the value."""
+#: First item of a tagged entry's value slot: the format and its version. The slot holds plain
+#: data, ``(STAMP, names, versions, value)``; no class of this package is ever part of what is stored.
+STAMP = "regions.tagged/1"
 
-    names: tuple[str, ...]
-    versions: tuple[int, ...]
-    value: Any
+
+def stamp(names: tuple[str, ...], versions: tuple[int, ...], value: Any) -> tuple[Any, ...]:
+    """What a tagged entry stores in the value slot: its tags, their versions, the value."""
+    return (STAMP, names, versions, value)
 
 
 class TaggedView:
     """One call's view of a function's namespace manager, for the engine: entries go in and out
-    :class:`Stamped` with the versions of ``names``, and a stamp that is not current is a miss.
+    :func:`stamp`-ed with the versions of ``names``, and a stamp that is not current is a miss.
 
     ``versions`` are those read by the last :meth:`get_entry` (before the computation):
     :meth:`set_entry` stores with them, so a bump made during the computation makes that entry
@@ -52,10 +54,13 @@ class TaggedView:
         current = self.versions = tuple(versions)  # type: ignore[arg-type]
         if entry is None:
             return None
-        stamp = entry[2]
-        if type(stamp) is not Stamped or stamp.versions != current or stamp.names != self.names:
+        slot = entry[2]
+        if (
+            type(slot) is not tuple or len(slot) != 4 or slot[0] != STAMP
+            or slot[2] != current or slot[1] != self.names
+        ):
             return None
-        return (entry[0], entry[1], stamp.value)
+        return (entry[0], entry[1], slot[3])
 
     def prepare(self, key: Hashable) -> None:
         """Read (or create) the versions now, as a read would: before a refresh computes."""
@@ -63,7 +68,7 @@ class TaggedView:
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         if self.versions is not None:
-            self.ns.set_entry(key, (entry[0], entry[1], Stamped(self.names, self.versions, entry[2])))
+            self.ns.set_entry(key, (entry[0], entry[1], stamp(self.names, self.versions, entry[2])))
 
     def delete_entry(self, key: Hashable) -> None:
         self.ns.delete_entry(key)

@@ -68,7 +68,7 @@ def test_values_are_copies_and_stats_count(region: str) -> None:
     in-process regions too; ``get`` counts hits and misses in the region's stats."""
     with override_settings(CACHES=aliases(default=region)), regions.request_scope():
         cache = caches["default"]
-        stats = regions.get_manager()[region].stats_
+        stats = regions.get_manager()[region].counts
         hits, misses = stats.hits, stats.misses
         value = {"items": [1, 2]}
         cache.set("v", value)
@@ -115,10 +115,10 @@ def test_planted_entry_is_a_miss_and_runs_no_code(region: str, memcached_server:
         else:
             path = Path(ns._path(key))  # type: ignore[attr-defined]
             path.write_bytes(b"RF1" + forged)
-        rejected = cache.region.stats_.rejected
+        rejected = cache.region.counts.rejected
         assert cache.get("planted", "missed") == "missed"
         assert not marker.exists(), "a planted entry ran code"
-        assert cache.region.stats_.rejected == rejected + 1
+        assert cache.region.counts.rejected == rejected + 1
         assert cache.add("planted", "again") is True
         assert cache.get("planted") == "again"
 

@@ -91,17 +91,17 @@ def test_cache_page_and_fragment_run_on_regions() -> None:
 
     client = Client()
     files, functions = regions.get_manager()["files"], regions.get_manager()["functions"]
-    sets = files.stats_.sets
+    sets = files.counts.sets
     first = element(client.get("/delivery/").content.decode(), "rendered-at")
-    assert files.stats_.sets > sets, "cache_page stored nothing in the files region"
-    hits = files.stats_.hits
+    assert files.counts.sets > sets, "cache_page stored nothing in the files region"
+    hits = files.counts.hits
     assert element(client.get("/delivery/").content.decode(), "rendered-at") == first
-    assert files.stats_.hits > hits
+    assert files.counts.hits > hits
 
     rows = element(client.get("/products/").content.decode(), "rows-rendered")
-    hits = functions.stats_.hits
+    hits = functions.counts.hits
     assert element(client.get("/products/").content.decode(), "rows-rendered") == rows
-    assert functions.stats_.hits > hits
+    assert functions.counts.hits > hits
     edit = {"name": "Assam breakfast tea", "price_cents": 990, "stock": 7}
     assert client.post("/products/TEA-001/", edit).status_code == 302
     page = client.get("/products/").content.decode()

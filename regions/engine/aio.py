@@ -1,0 +1,139 @@
+"""The compute-once protocol (:mod:`regions.engine.protocol`) driven by coroutines.
+
+Backend calls run on the store's I/O threads, never on the event loop (in-process stores: on the
+loop, they do no I/O). The computation of a flight runs in a task of its own: a caller cancelled
+while waiting leaves the others waiting; the computation is cancelled only when no caller is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import trace as _trace
+from ..backends.contract import Entries, SharedLock
+from .flights import FLIGHTS, Flight
+from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps, _monotonic
+
+if TYPE_CHECKING:
+    from . import Engine
+
+T = TypeVar("T")
+
+
+async def call_io(engine: Engine, call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking backend call on the store's I/O threads (in-process stores: here)."""
+    store = engine.region.store
+    if not store.io:
+        return call(*args)
+    if _trace.ON:  # the I/O thread's failures belong to the traced call
+        call = _trace.carry(call)
+    return await asyncio.get_running_loop().run_in_executor(store.executor, call, *args)
+
+
+async def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Awaitable[Any]]) -> Any:
+    """Perform each operation ``steps`` asks for; return what they return."""
+    region = engine.region
+    reply: Any = None
+    while True:
+        try:
+            op = steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        kind = op[0]
+        if kind == READ:
+            reply = await call_io(engine, region.read, call.ns, call.key)
+        elif kind == LOCK:
+            reply = await call_io(engine, engine.shared_lock, call.ns, call.key)
+        elif kind == ACQUIRE:
+            lock: SharedLock = call.shared  # type: ignore[assignment]
+            if op[1]:
+                reply = await _poll(engine, lock, op[1])
+            else:
+                reply = await call_io(engine, engine.try_lock, lock, 0)
+        elif kind == COMPUTE:
+            reply = await creator()
+        else:
+            await call_io(engine, region.store_entry, call.ns, call.key, op[1], call.ttl)
+            reply = None
+
+
+async def aget_or_create(
+    engine: Engine, ns: Entries, key: Hashable, creator: Callable[[], Awaitable[T]], ttl: float | None
+) -> T:
+    """:func:`regions.engine.sync.get_or_create` for coroutine functions."""
+    region = engine.region
+    if not region.store.active:
+        return await creator()
+    seq = FLIGHTS.completed
+    entry, fresh = await call_io(engine, region.read, ns, key)
+    if fresh:
+        return entry[2]  # type: ignore[index]
+    call = Call(region, engine.storage, ns, key, entry, seq, ttl)
+    while True:
+        flight, leads = call.join()
+        if flight is None:
+            return call.stale()
+        if leads:
+            flight.task = asyncio.get_running_loop().create_task(_lead(engine, call, flight, creator))
+        waiting = asyncio.shield(asyncio.wrap_future(flight.future))
+        try:
+            value = await asyncio.wait_for(waiting, call.left())
+        except TimeoutError:
+            FLIGHTS.leave(flight)
+            call.timed_out()
+            return await run(engine, call, call.compute(), creator)
+        except asyncio.CancelledError:
+            left = FLIGHTS.leave(flight)
+            task = asyncio.current_task()
+            if flight.future.cancelled() and not (task and task.cancelling()):
+                continue  # the computation was cancelled, not this caller: start over
+            if left == 0 and flight.task is not None:
+                flight.task.cancel()  # nobody waits for it any more
+            raise
+        except BaseException:
+            FLIGHTS.leave(flight)
+            raise
+        FLIGHTS.leave(flight)
+        if not leads:
+            call.joined()
+        return value
+
+
+async def _lead(engine: Engine, call: Call, flight: Flight, creator: Callable[[], Awaitable[Any]]) -> None:
+    """The computation of a flight led by a coroutine: its outcome goes to ``flight.future``."""
+    future = flight.future
+    try:
+        future.set_result(await run(engine, call, call.lead(), creator))
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:  # handed to the callers through the future
+        future.set_exception(exc)
+    finally:
+        if call.held:
+            _release_later(engine, call.shared)  # type: ignore[arg-type]
+        FLIGHTS.land(call.token, flight)
+
+
+async def _poll(engine: Engine, lock: SharedLock, deadline: float) -> bool | None:
+    """Wait for a shared lock without blocking the loop or holding an I/O thread for long."""
+    pause = 0.005
+    while True:
+        got = await call_io(engine, engine.try_lock, lock, 0)
+        if got is not False:
+            return got
+        left = deadline - _monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.1)
+
+
+def _release_later(engine: Engine, lock: SharedLock) -> None:
+    store = engine.region.store
+    if store.io:
+        store.executor.submit(engine.unlock, lock)
+    else:
+        engine.unlock(lock)

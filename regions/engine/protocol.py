@@ -1,0 +1,127 @@
+"""Compute-once, written once and without I/O: the steps of one call whose read missed.
+
+:class:`Call` decides who computes a missing value and what every other caller does meanwhile. Its
+steps that need the backend or the function are generators that *yield* the operation they need
+and receive its result, as h11 and hyper-h2 keep a protocol apart from its I/O:
+
+``(READ,)``              read the entry again: reply ``(entry, fresh)``
+``(LOCK,)``              the backend's cross-process lock of the key: reply a lock or ``None``
+``(ACQUIRE, deadline)``  take that lock, waiting until ``deadline`` (``0``: try once): reply
+                         ``True`` (held), ``False`` (another holder kept it), ``None`` (it failed)
+``(COMPUTE,)``           call the function: reply its value
+``(STORE, value)``       store ``value`` under the key: reply ``None``
+
+:mod:`regions.engine.sync` performs them in the calling thread, :mod:`regions.engine.aio` on the
+event loop and the store's I/O threads. Joining, leading and waiting for in-process flights
+(:mod:`regions.engine.flights`) are decided here too (:meth:`Call.join`); only how a caller waits
+for a flight differs between threads and coroutines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Hashable
+from typing import TYPE_CHECKING, Any
+
+from .. import trace as _trace
+from ..backends.contract import Entries, Entry, SharedLock, is_servable
+from .flights import FLIGHTS, Flight
+
+if TYPE_CHECKING:
+    from ..region import Region
+
+READ, LOCK, ACQUIRE, COMPUTE, STORE = range(5)
+Op = tuple[Any, ...]
+Steps = Generator[Op, Any, Any]
+
+_READ: Op = (READ,)
+_LOCK: Op = (LOCK,)
+_COMPUTE: Op = (COMPUTE,)
+_monotonic = time.monotonic
+
+
+class Call:
+    """One caller's get-or-create of ``key`` in ``ns``, after a read at flight count ``seq`` found
+    ``entry`` missing or expired."""
+
+    __slots__ = ("region", "ns", "key", "ttl", "entry", "seq", "token", "deadline", "shared", "held")
+
+    def __init__(
+        self, region: Region, storage: Hashable, ns: Entries, key: Hashable, entry: Entry | None, seq: int,
+        ttl: float | None,
+    ) -> None:
+        self.region, self.ns, self.key, self.ttl = region, ns, key, ttl
+        self.entry, self.seq = entry, seq
+        #: The flight of this key: one per storage, namespace and key in the process.
+        self.token: Hashable = (storage, ns.namespace, ns.storage_token(), key)
+        self.deadline = _monotonic() + region.lock_timeout
+        #: The cross-process lock, and whether this call holds it (the runner releases it).
+        self.shared: SharedLock | None = None
+        self.held = False
+
+    # decisions without I/O --------------------------------------------------------------------
+    def servable(self) -> bool:
+        entry = self.entry
+        return entry is not None and is_servable(entry, time.time(), self.region.stale)
+
+    def join(self) -> tuple[Flight | None, bool]:
+        """``(flight, leads)``: lead it, or wait for it; ``(None, False)``: serve the stale value."""
+        return FLIGHTS.join(self.token, self.servable())
+
+    def left(self) -> float:
+        """Seconds left before ``lock_timeout`` runs out for this call."""
+        return max(0.0, self.deadline - _monotonic())
+
+    def stale(self) -> Any:
+        """Serve the expired entry (another caller computes meanwhile)."""
+        counts = self.region.counts
+        counts.hits += 1
+        counts.stale += 1
+        if _trace.ON:
+            _trace.stale()
+        return self.entry[2]  # type: ignore[index]
+
+    def joined(self) -> None:
+        """The value came from another caller's computation: a hit for this one."""
+        self.region.counts.hits += 1
+
+    def timed_out(self) -> None:
+        """Waited ``lock_timeout`` for another caller: this one computes by itself."""
+        self.region.counts.lock_timeouts += 1
+
+    # steps that need I/O -----------------------------------------------------------------------
+    def lead(self) -> Steps:
+        """The leader of a flight: re-read, take the shared lock, re-read, compute, store; returns
+        the value for every caller of the flight."""
+        if FLIGHTS.completed != self.seq or self.region.store.native_keys:
+            entry, fresh = yield _READ  # stored by a flight that ended after our read?
+            if fresh:
+                return entry[2]
+            self.entry = entry
+        shared = yield _LOCK
+        if shared is not None:
+            self.shared = shared
+            if self.servable():
+                self.held = bool((yield (ACQUIRE, 0)))
+                if not self.held:  # another process computes: serve the expired value meanwhile
+                    return self.stale()
+            else:
+                got = yield (ACQUIRE, self.deadline)
+                if got is False:
+                    self.timed_out()
+                self.held = bool(got)
+            entry, fresh = yield _READ  # another process may have stored it meanwhile
+            if fresh:
+                return entry[2]
+        return (yield from self.compute())
+
+    def compute(self) -> Steps:
+        """Compute, and store unless an invalidation since the start may have made it obsolete."""
+        region = self.region
+        region.counts.misses += 1
+        marks = region.marks
+        mark = marks.mark(self.ns.namespace, self.key)
+        value = yield _COMPUTE
+        if not marks.changed(mark):
+            yield (STORE, value)
+        return value

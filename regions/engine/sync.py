@@ -1,0 +1,92 @@
+"""The compute-once protocol (:mod:`regions.engine.protocol`) driven in the calling thread."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..backends.contract import Entries, Entry
+from .flights import FLIGHTS, Flight
+from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps, _monotonic
+
+if TYPE_CHECKING:
+    from . import Engine
+
+T = TypeVar("T")
+
+
+def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) -> Any:
+    """Perform each operation ``steps`` asks for; return what they return."""
+    region = engine.region
+    reply: Any = None
+    while True:
+        try:
+            op = steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        kind = op[0]
+        if kind == READ:
+            reply = region.read(call.ns, call.key)
+        elif kind == LOCK:
+            reply = engine.shared_lock(call.ns, call.key)
+        elif kind == ACQUIRE:
+            reply = engine.try_lock(call.shared, max(0.0, op[1] - _monotonic()) if op[1] else 0)  # type: ignore[arg-type]
+        elif kind == COMPUTE:
+            reply = creator()
+        else:
+            region.store_entry(call.ns, call.key, op[1], call.ttl)
+            reply = None
+
+
+def get_or_create(
+    engine: Engine, ns: Entries, key: Hashable, creator: Callable[[], T], ttl: float | None
+) -> T:
+    """The value of ``key``: read, then :func:`fill` on a miss."""
+    seq = FLIGHTS.completed
+    entry, fresh = engine.region.read(ns, key)
+    if fresh:
+        return entry[2]  # type: ignore[index]
+    return fill(engine, ns, key, entry, seq, creator, ttl)
+
+
+def fill(
+    engine: Engine, ns: Entries, key: Hashable, entry: Entry | None, seq: int, creator: Callable[[], T],
+    ttl: float | None,
+) -> T:
+    """After a read at flight count ``seq`` found ``entry`` missing or expired."""
+    region = engine.region
+    if not region.store.active:
+        return creator()
+    call = Call(region, engine.storage, ns, key, entry, seq, ttl)
+    while True:
+        flight, leads = call.join()
+        if flight is None:
+            return call.stale()
+        if leads:
+            return _lead(engine, call, flight, creator)
+        try:
+            value = flight.future.result(call.left())
+        except concurrent.futures.TimeoutError:
+            call.timed_out()
+            return run(engine, call, call.compute(), creator)
+        except concurrent.futures.CancelledError:
+            continue  # its coroutine leader was cancelled with no caller left: start over
+        finally:
+            FLIGHTS.leave(flight)
+        call.joined()
+        return value
+
+
+def _lead(engine: Engine, call: Call, flight: Flight, creator: Callable[[], T]) -> T:
+    try:
+        value = run(engine, call, call.lead(), creator)
+    except BaseException as exc:
+        flight.future.set_exception(exc)
+        raise
+    finally:
+        if call.held:
+            engine.unlock(call.shared)  # type: ignore[arg-type]
+        FLIGHTS.land(call.token, flight)
+    flight.future.set_result(value)
+    return value
