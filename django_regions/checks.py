@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core import checks
 
-from django_regions import conf, health
+from django_regions import conf, health, middleware
 from regions.backends.file_folders import folder_exposure
 
 MIDDLEWARE_HINT = f"Add {conf.MIDDLEWARE_PATH!r} to MIDDLEWARE."
@@ -27,7 +27,7 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """W001: a request region is configured but nothing opens request scopes, so it never caches."""
     names = conf.request_region_names()
-    if not names or conf.middleware_installed():
+    if not names or middleware.installed():
         return []
     return [
         checks.Warning(

@@ -123,21 +123,3 @@ def manager() -> regions.CacheManager | None:
 def request_region_names() -> list[str]:
     """Names of the configured regions whose BACKEND is ``request``."""
     return [name for name, opts in normalized().items() if opts.get("BACKEND") == "request"]
-
-
-def middleware_installed() -> bool:
-    """Whether :class:`~django_regions.middleware.RequestRegionMiddleware` (or a subclass) is active."""
-    from django.utils.module_loading import import_string
-
-    from django_regions.middleware import RequestRegionMiddleware
-
-    for path in getattr(settings, "MIDDLEWARE", None) or []:
-        if path == MIDDLEWARE_PATH:
-            return True
-        try:
-            cls = import_string(path)
-        except ImportError:
-            continue
-        if isinstance(cls, type) and issubclass(cls, RequestRegionMiddleware):
-            return True
-    return False

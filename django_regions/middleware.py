@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
 
 import regions
 from django_regions import conf
@@ -182,6 +184,20 @@ class RequestRegionMiddleware:
         else:
             response.streaming_content = _ClosingIterator(content, scope)  # type: ignore[attr-defined]
         return response
+
+
+def installed() -> bool:
+    """Whether :class:`RequestRegionMiddleware` (or a subclass) is in ``MIDDLEWARE``."""
+    for path in getattr(settings, "MIDDLEWARE", None) or []:
+        if path == conf.MIDDLEWARE_PATH:
+            return True
+        try:
+            cls = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, RequestRegionMiddleware):
+            return True
+    return False
 
 
 __all__ = ["RequestRegionMiddleware", "RequestRegions"]
