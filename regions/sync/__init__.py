@@ -1,7 +1,7 @@
 """The invalidation log: how process-local entries (synced ``memory`` regions, ``tiered`` regions'
 local tiers) learn of invalidations made in other processes.
 
-* :mod:`~regions.sync.records`: the record format (JSON);
+* :mod:`~regions.sync.records`: the record format (versioned JSON);
 * :mod:`~regions.sync.log`: :class:`SyncLog`, the reader with its gap and reset rules;
 * :mod:`~regions.sync.local`: :class:`LocalSync`, a store's side (when to look, degraded mode,
   counters) and :func:`apply_changes`.

@@ -1,9 +1,10 @@
 """The invalidation log's record format: one invalidation as a small JSON object.
 
-``{"o": origin, "op": ..., "ns": ..., "k": ..., "tags": [...]}``: ``o`` the store that wrote
-it, ``op`` one of ``clear``, ``namespace`` (invalidate_all), ``key`` or ``tags``. Records are
-JSON, never unpickled: one that does not parse makes the reader reset (never a guess), so a
-forged record can at most drop entries.
+``{"v": 1, "o": origin, "op": ..., "ns": ..., "k": ..., "tags": [...]}``: ``v`` the format
+version, ``o`` the store that wrote it, ``op`` one of ``clear``, ``namespace`` (invalidate_all),
+``key`` or ``tags``. Records are JSON, never unpickled: one of another version (or none), or one
+that does not parse, makes the reader reset (never a guess), so a forged record can at most drop
+entries.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from collections.abc import Hashable
 from typing import Any
 
+#: The format written, and the only one read.
+FORMAT_VERSION = 1
 OPS = ("clear", "namespace", "key", "tags")
 
 
@@ -53,7 +56,7 @@ def record(
     origin: str, op: str, namespace: str | None = None, key: Hashable = None, tags: list[str] | None = None
 ) -> bytes:
     """One invalidation by ``origin``: ``clear``, ``namespace`` (invalidate_all), ``key``, or ``tags``."""
-    data: dict[str, Any] = {"o": origin, "op": op}
+    data: dict[str, Any] = {"v": FORMAT_VERSION, "o": origin, "op": op}
     if namespace is not None:
         data["ns"] = namespace
     if op == "key":
@@ -65,13 +68,18 @@ def record(
 
 class Record:
     """A parsed record (``origin``, ``op``, ``namespace``, ``key``, ``tags``); raises ``ValueError``
-    (or ``KeyError``, ``TypeError``) if malformed."""
+    (or ``KeyError``, ``TypeError``) if malformed or of another :data:`FORMAT_VERSION`."""
 
     __slots__ = ("origin", "op", "namespace", "key", "tags")
 
     def __init__(self, raw: bytes) -> None:
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("op") not in OPS:
+        if not isinstance(data, dict):
+            raise ValueError("not a record")
+        version = data.get("v")
+        if type(version) is not int or version != FORMAT_VERSION:  # (``true == 1`` is no version)
+            raise ValueError(f"record format {version!r}")
+        if data.get("op") not in OPS:
             raise ValueError("not a record")
         self.origin = str(data.get("o", ""))
         self.op: str = data["op"]
