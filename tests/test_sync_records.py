@@ -47,7 +47,7 @@ def test_a_record_reads_back_as_written(
     "raw",
     [b'{"o":"x","op":"clear"}', b'{"v":2,"o":"x","op":"clear"}', b'{"v":"1","o":"x","op":"clear"}',
      b'{"v":true,"o":"x","op":"clear"}', b'{"v":1,"o":"x","op":"drop"}', b'{"v":1,"op":"key","ns":"n"}',
-     b'{"v":1,"op":"key","ns":"n","k":{"t":[{"b":"zz"}]}}', b"[1]", b"\xff"],
+     b'{"v":1,"op":"key","ns":"n","k":{"t":[{"b":"zz"}]}}', b"[1]", b"\xff", b"[" * 100_000],
 )
 def test_a_record_of_another_version_or_malformed_is_refused(raw: bytes) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
@@ -64,6 +64,8 @@ def test_the_reader_resets_on_a_record_it_cannot_read_and_skips_its_own() -> Non
     storage.append(b'{"v":2,"o":"x","op":"clear"}')
     assert reader.changes() is None
     assert reader.changes() == []
+    storage.append(b"[" * 100_000)  # too deep to parse: a reset too, not a failed look
+    assert reader.changes() is None
 
 
 def test_the_reader_resets_on_a_gap() -> None:

@@ -73,7 +73,10 @@ class Record:
     __slots__ = ("origin", "op", "namespace", "key", "tags")
 
     def __init__(self, raw: bytes) -> None:
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except RecursionError:  # nested too deep to be a record
+            raise ValueError("not a record") from None
         if not isinstance(data, dict):
             raise ValueError("not a record")
         version = data.get("v")
