@@ -14,16 +14,18 @@ region never clears the ``over`` region's entries, nor the other way round.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, cast
 
 from .. import keys
 from ..errors import ConfigurationError
-from ..sync.log import Record
+from ..sync import LocalSync, Record, apply_changes
 from ..tags.versions import MAX_TAGS
 from .contract import Backend, Entry, SharedLock, Store
 from .memory import MemoryNamespaceManager, MemoryStore
-from .synced import LocalSync, _monotonic, apply_changes
+
+_monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
 
 
 def shared_key(key: Hashable) -> str:

@@ -1,27 +1,26 @@
-"""The invalidation log that keeps process-local entries coherent across processes and hosts.
+"""The reader of an invalidation log: one store's position in it and the gap and reset rules.
 
-A synced ``memory`` region (``sync_with``) and a ``tiered`` region keep entries in each process.
-Every ``clear()``, ``invalidate(...)``, ``invalidate_all()`` and tag invalidation made in one
-process is appended to a log on the shared store (memcached or a folder): a counter ``seq`` and one
-record per invalidation, record ``n`` under the value ``seq`` took when it was appended. Each
-process reads ``seq`` at most once per ``sync_interval`` (one round trip when nothing changed),
-fetches the records it has not seen in one more, and applies them to its own entries.
+A log on shared storage (:class:`~regions.backends.contract.LogStorage`) is a counter ``seq`` and
+one record (:mod:`regions.sync.records`) per invalidation, record ``n`` under the value ``seq``
+took when it was appended. A look reads ``seq`` (one round trip when nothing changed) and fetches
+the records not seen yet in one more.
 
 Whenever continuity cannot be shown (the first read, a counter that went back or jumped by more
 than :data:`MAX_GAP`, a record missing because it was evicted or lost in a restart, a record that
-does not parse), the process drops all its local entries: a reset over-invalidates, never serves a
-value an invalidation replaced. Records are JSON, never unpickled; a forged one can only cause a
-reset. A store skips the records it wrote itself (it applied them when it made them).
+does not parse), the reader answers "reset": the process drops all its local entries, which
+over-invalidates but never serves a value an invalidation replaced. A store skips the records it
+wrote itself (it applied them when it made them).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .records import Record, record
 
 if TYPE_CHECKING:
     from ..backends.contract import LogStorage
@@ -32,81 +31,12 @@ MAX_GAP = 500
 #: 5 minutes) resets at its next look, and a busy log holds at most this many seconds of records.
 RECORD_TTL = 300
 
+
 def new_origin() -> str:
     """An id for the records of one store in one process (a forked child takes a new one)."""
     return f"{os.getpid()}-{secrets.token_hex(6)}"
 
 
-# records -----------------------------------------------------------------------------------------
-def _key_out(key: Hashable) -> Any:
-    """A local key as JSON: a text key, or a tuple of int / str / bytes / None."""
-    if isinstance(key, str):
-        return key
-    if isinstance(key, tuple):
-        out = []
-        for part in key:
-            if part is None or type(part) in (int, str):
-                out.append(part)
-            elif type(part) is bytes:
-                out.append({"b": part.hex()})
-            else:
-                raise TypeError(f"key part of type {type(part).__name__}")
-        return {"t": out}
-    raise TypeError(f"key of type {type(key).__name__}")
-
-
-def _key_in(data: Any) -> Hashable:
-    if isinstance(data, str):
-        return data
-    if isinstance(data, dict) and isinstance(data.get("t"), list):
-        parts: list[Any] = []
-        for part in data["t"]:
-            if isinstance(part, dict):
-                parts.append(bytes.fromhex(part["b"]))
-            elif part is None or type(part) in (int, str):
-                parts.append(part)
-            else:
-                raise ValueError("bad key part")
-        return tuple(parts)
-    raise ValueError("bad key")
-
-
-def record(
-    origin: str, op: str, namespace: str | None = None, key: Hashable = None, tags: list[str] | None = None
-) -> bytes:
-    """One invalidation by ``origin``: ``clear``, ``namespace`` (invalidate_all), ``key``, or ``tags``."""
-    data: dict[str, Any] = {"o": origin, "op": op}
-    if namespace is not None:
-        data["ns"] = namespace
-    if op == "key":
-        data["k"] = _key_out(key)
-    if tags is not None:
-        data["tags"] = list(tags)
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-class Record:
-    """A parsed record (``op``, ``namespace``, ``key``, ``tags``); raises ``ValueError`` if malformed."""
-
-    __slots__ = ("origin", "op", "namespace", "key", "tags")
-
-    def __init__(self, raw: bytes) -> None:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("op") not in ("clear", "namespace", "key", "tags"):
-            raise ValueError("not a record")
-        self.origin = str(data.get("o", ""))
-        self.op: str = data["op"]
-        self.namespace = data.get("ns")
-        if self.op in ("namespace", "key") and not isinstance(self.namespace, str):
-            raise ValueError("record without a namespace")
-        self.key = _key_in(data["k"]) if self.op == "key" else None
-        tags = data.get("tags") if self.op == "tags" else []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ValueError("bad tags")
-        self.tags: list[str] = tags
-
-
-# the reader --------------------------------------------------------------------------------------
 class SyncLog:
     """One process's position in a log, and what it found there since its last look."""
 
@@ -129,6 +59,10 @@ class SyncLog:
         found = self._since(self.seen, head)  # raises before ``seen`` moves: read again next time
         self.seen = head
         return found
+
+    def after_fork(self) -> None:
+        """A forked child writes under an origin of its own (its parent's records are not its own)."""
+        self.origin = new_origin()
 
     def _since(self, seen: int | None, head: int) -> list[Record] | None:
         if seen is None or head < seen or head - seen > MAX_GAP:
