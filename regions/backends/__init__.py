@@ -8,6 +8,8 @@ direct import, so a source checkout without installed metadata works too.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from .contract import Store
 
@@ -18,6 +20,10 @@ BUILTIN = {
     "memory": "regions.backends.memory:MemoryNamespaceManager",
     "tiered": "regions.backends.tiered:TieredNamespaceManager",
 }
+
+#: Backends that an option turns into another: ``memory`` with ``sync_with`` is a synced memory
+#: region. The registry, not the plain backend, knows its variants (no import cycle between them).
+VARIANTS = {("memory", "sync_with"): "regions.backends.synced:SyncedMemoryStore"}
 
 #: Beaker's own type names as written in a Beaker ``cache_opts`` dict.
 BEAKER_ALIASES = {
@@ -31,6 +37,16 @@ BEAKER_ALIASES = {
 def _load(path: str) -> type:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def for_options(cls: type[Store], options: Mapping[str, Any]) -> type[Store]:
+    """The class that builds a region of ``cls`` with these (valid) options: a variant of
+    :data:`VARIANTS`, else what :meth:`Store.for_options` says (a third-party backend's variants)."""
+    for (name, option), path in VARIANTS.items():
+        if cls.name == name and options.get(option) is not None:
+            store: type[Store] = _load(path)
+            return store
+    return cls.for_options(options)
 
 
 def store_class(backend: str) -> type[Store] | None:

@@ -181,10 +181,10 @@ class Store:
     @classmethod
     def for_options(cls, options: Mapping[str, Any]) -> type[Store]:
         """The class that builds a region with these (valid) options: a variant may take over
-        (``memory`` with ``sync_with`` is :class:`~regions.backends.synced.SyncedMemoryStore`)."""
+        (the built-in ones are listed in :data:`regions.backends.VARIANTS`)."""
         return cls
 
-    def sync_storage(self, name: str) -> Any:
+    def sync_storage(self, name: str) -> LogStorage | None:
         """Where an invalidation log named ``name`` can live on this store
         (a :class:`regions.backends.contract.LogStorage`), or ``None`` when it cannot hold one."""
         return None

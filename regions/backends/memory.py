@@ -24,14 +24,6 @@ class MemoryStore(Store):
                           "invalidations"),
     }
 
-    @classmethod
-    def for_options(cls, options: Any) -> type[Store]:
-        if options.get("sync_with") is not None:
-            from .synced import SyncedMemoryStore
-
-            return SyncedMemoryStore
-        return cls
-
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
         super().__init__(region, location, options, **kwargs)
         self.max_entries = int(self.options.get("max_entries", 10_000))

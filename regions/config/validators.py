@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..backends import BUILTIN, store_class
+from ..backends import BUILTIN, for_options, store_class
 from ..backends.contract import COMMON_OPTIONS, Store
 from ..backends.file_folders import unwritable
 from .problems import Problem
@@ -80,7 +80,7 @@ class RegionSettings:
         cls, options = self.store, self.options
         return {
             "BACKEND": cls.name,
-            "STORE": cls.for_options(options) if isinstance(options, Mapping) else cls,
+            "STORE": for_options(cls, options) if isinstance(options, Mapping) else cls,
             "LOCATION": self.folder if cls.name == "file" else self.location,
             "TIMEOUT": self.timeout,
             "KEY_PREFIX": self.key_prefix,
