@@ -1,7 +1,7 @@
 """The servers of a memcached region: one :class:`Node` per server, keys spread over them, and the
 generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
 
-* Each node has a bounded :class:`~regions.backends.pool.Pool` of pymemcache clients and a
+* Each node has a bounded :class:`~regions.backends.memcached.pool.Pool` of pymemcache clients and a
   :class:`~regions.breaker.Breaker`. A network failure marks the node down; its keys are then not
   cached (reads miss, writes are skipped, no network wait) until a probe finds it answering.
   They are never moved to another node: a value written elsewhere during the outage would outlive
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownCommandError
 
-from ..breaker import Breaker
-from ..errors import BackendUnavailable
+from ...breaker import Breaker
+from ...errors import BackendUnavailable
 from .pool import Pool
 
 if TYPE_CHECKING:
-    from .memcached import MemcachedStore
+    from . import MemcachedStore
 
 #: Failures that say the server (or the link to it) is not answering. A refusal of one value
 #: (``SERVER_ERROR object too large``) or bad input is not one.

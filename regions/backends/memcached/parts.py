@@ -13,13 +13,13 @@ import pickle
 import secrets
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..signing import RejectedEntry
-from . import keyguard
-from .contract import Entry
-from .memcached_nodes import Node
+from ...signing import RejectedEntry
+from ..contract import Entry
+from .keys import digest
+from .nodes import Node
 
 if TYPE_CHECKING:
-    from .memcached import MemcachedNamespaceManager
+    from . import MemcachedNamespaceManager
 
 
 class _Chunked(NamedTuple):
@@ -43,7 +43,7 @@ class MemcachedParts:
     """Mixed into :class:`~regions.backends.memcached.MemcachedNamespaceManager`."""
 
     def _part_keys(self: MemcachedNamespaceManager, wire: str, head: _Chunked) -> list[str]:  # type: ignore[misc]
-        stem = f"{self._ns}:#parts:{keyguard.digest(wire)}:{head.token}"
+        stem = f"{self._ns}:#parts:{digest(wire)}:{head.token}"
         return [f"{stem}:{i}" for i in range(head.parts)]
 
     def _set_chunks(  # type: ignore[misc]

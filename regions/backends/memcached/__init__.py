@@ -9,7 +9,7 @@
   most every ``sync_interval`` seconds; its own clears take effect at once.
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
-  a server that fails is skipped until it answers again (:mod:`.memcached_nodes`,
+  a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
 """
 
@@ -26,16 +26,17 @@ from typing import Any
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
-from .. import binding
-from ..errors import BackendUnavailable, UnstorableValue
-from ..signing import TAG_SIZE, RejectedEntry
-from . import keyguard, memcached_get
-from .contract import Backend, Entry, Store
-from .memcached_lock import AddLock
-from .memcached_log import MemcachedLog
-from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
-from .memcached_parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
-from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore, StoreTags
+from ... import binding
+from ...errors import BackendUnavailable, UnstorableValue
+from ...signing import TAG_SIZE, RejectedEntry
+from ..contract import Backend, Entry, Store
+from .keys import guarded, safe_namespace
+from .lock import AddLock
+from .log import MemcachedLog
+from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
+from .parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
+from .tags import MemcachedTaggedEntries, MemcachedTagStore, StoreTags
+from .wire import get as wire_get
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
@@ -76,7 +77,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         self.item_size = max(1024, int(get("item_size", 1_000_000)))
         #: Key of the region-wide generation counter (the identity sets regions apart); namespaces
         #: add their own, under their namespace (which starts with the identity).
-        self.generation_key = keyguard.safe_namespace(self.identity, 150) + ":__generation__"
+        self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
         self.nodes = Nodes(self, self.servers)
         self.tags = StoreTags(self)
@@ -98,7 +99,7 @@ class MemcachedStore(MemcachedTagStore, Store):
 
     # generations --------------------------------------------------------------------------
     def read_generations(self, names: list[str]) -> list[int]:
-        """Current values of the named counters (see :class:`.memcached_nodes.Nodes`)."""
+        """Current values of the named counters (see :class:`.nodes.Nodes`)."""
         return self.nodes.read_generations(names)
 
     def bump(self, name: str) -> None:
@@ -164,7 +165,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self._ns = keyguard.safe_namespace(namespace, 160)
+        self._ns = safe_namespace(namespace, 160)
         self._ns_generation_key = self._ns + ":__generation__"
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
@@ -192,7 +193,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         wire = wires.get(key)
         if wire is None:
             text = str(key)
-            wire = keyguard.guarded(prefix, text, MemcachedStore.key_limit)
+            wire = guarded(prefix, text, MemcachedStore.key_limit)
             if len(text) <= binding.MEMO_TEXT_LIMIT:  # long keys are hashed anyway: never keep them alive
                 if len(wires) >= binding.MEMO_SIZE:
                     wires.clear()
@@ -209,7 +210,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         pool = node.pool
         client = pool.acquire()
         try:
-            data = memcached_get.get(client, raw)
+            data = wire_get(client, raw)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
@@ -311,5 +312,5 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         node = self.store.node_for(wire)
         if node.breaker.down:
             return None  # nothing to lock against: the value is computed here and not stored
-        name = keyguard.guarded("lock", wire, MemcachedStore.key_limit)
+        name = guarded("lock", wire, MemcachedStore.key_limit)
         return AddLock(self.store.lock_timeout, node, name)

@@ -18,17 +18,17 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable
-from ..signing import RejectedEntry
-from . import keyguard
-from .contract import Entry
-from .memcached_multi import get_many, incr_many
-from .memcached_nodes import NETWORK_ERRORS
-from .memcached_parts import _Chunked
+from ...errors import BackendUnavailable
+from ...signing import RejectedEntry
+from ..contract import Entry
+from .keys import guarded, safe_namespace
+from .nodes import NETWORK_ERRORS
+from .parts import _Chunked
+from .wire import get_many, incr_many
 
 if TYPE_CHECKING:
-    from .memcached import MemcachedNamespaceManager, MemcachedStore
-    from .memcached_nodes import Node
+    from . import MemcachedNamespaceManager, MemcachedStore
+    from .nodes import Node
 
 _KEY_LIMIT = 250
 _MEMO = 4096
@@ -53,12 +53,12 @@ class MemcachedTagStore:
         memo: dict[str, str] | None = self.__dict__.get("_tag_keys")
         if memo is None:
             memo = self.__dict__["_tag_keys"] = {}
-        prefix = keyguard.safe_namespace(self.identity, 150) + ":__tag__"
+        prefix = safe_namespace(self.identity, 150) + ":__tag__"
         out = []
         for name in names:
             key = memo.get(name)
             if key is None:
-                key = keyguard.guarded(prefix, name, _KEY_LIMIT)
+                key = guarded(prefix, name, _KEY_LIMIT)
                 if len(memo) >= _MEMO:
                     memo.clear()
                 memo[name] = key
