@@ -35,7 +35,8 @@ from .lock import AddLock
 from .log import MemcachedLog
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
-from .tags import MemcachedTaggedEntries, MemcachedTagStore, StoreTags
+from .tags import MemcachedTags
+from .wire import as_int, get_many
 from .wire import get as wire_get
 
 log = logging.getLogger("regions")
@@ -44,7 +45,7 @@ _MAGIC = b"R1"
 _HEAD = 2 + TAG_SIZE
 
 
-class MemcachedStore(MemcachedTagStore, Store):
+class MemcachedStore(Store):
     name = "memcached"
     needs_location = True
     signs = True
@@ -58,6 +59,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         "retry_interval": ((int, float), 1.0, "seconds between probes of a server that failed"),
         "item_size": ((int,), 1_000_000, "largest value stored as one item; larger ones are split"),
     }
+    tags: MemcachedTags
 
     retired_options = {
         "dead_timeout": "remove it: a server that fails is now skipped until a probe finds it "
@@ -80,7 +82,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
         self.nodes = Nodes(self, self.servers)
-        self.tags = StoreTags(self)
+        self.tags = MemcachedTags(self)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -159,7 +161,7 @@ class MemcachedStore(MemcachedTagStore, Store):
         return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
-class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend):
+class MemcachedNamespaceManager(MemcachedParts, Backend):
     store_class = MemcachedStore
     store: MemcachedStore
 
@@ -170,6 +172,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
+        self._tag_keys = self.store.tags.raw_keys  # the tagged hit's counter keys, one hop away
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
         """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
@@ -222,6 +225,42 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         if isinstance(found, _Chunked):
             return self._get_chunks(node, wire, found)
         return found
+
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+        """The entry and its tags' counters, read from the entry's server in one ``get_many``."""
+        wire = self.wire_key(key)
+        nodes = self.store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        tag_keys = self._tag_keys(names)
+        pool = node.pool
+        client = pool.acquire()
+        try:
+            found = get_many(client, [raw, *tag_keys])
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        finally:
+            pool.release(client)
+        versions = [as_int(found.get(k)) for k in tag_keys]
+        data = found.get(raw)
+        if data is None:
+            return None, versions
+        try:
+            entry = self._unseal(raw, data)
+        except RejectedEntry as exc:
+            exc.tag_versions = versions  # type: ignore[attr-defined]
+            raise
+        if isinstance(entry, _Chunked):
+            return self._get_chunks(node, wire, entry), versions
+        return entry, versions
+
+    def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
+        """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
+        store = self.store
+        return store.tags.create_on(store.node_for(self.wire_key(key)), names)
 
     def _seal(self, wire: str, data: bytes) -> bytes:
         """``R1`` + tag + pickle: the tag covers the key, so an entry copied to another key fails."""

@@ -27,6 +27,7 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownC
 from ...breaker import Breaker
 from ...errors import BackendUnavailable
 from .pool import Pool
+from .wire import as_int
 
 if TYPE_CHECKING:
     from . import MemcachedStore
@@ -167,7 +168,7 @@ class Nodes:
             except Exception as exc:
                 failure = exc
                 continue
-            found.append((node, {k: n for k, v in raw.items() if (n := _as_int(v)) is not None}))
+            found.append((node, {k: n for k, v in raw.items() if (n := as_int(v)) is not None}))
         if not found:
             raise failure or BackendUnavailable(self._all_down())
         missing = [name for name in names if not any(name in v for _, v in found)]
@@ -228,7 +229,7 @@ class Nodes:
             value = max(self.seen.get(name, 0), time.time_ns() // 1_000_000) + 1
             if not node.direct("add", name, str(value).encode(), noreply=False):
                 value = node.direct("incr", name, 1, noreply=False) or value
-        value = _as_int(value)
+        value = as_int(value)
         if value is not None and value > self.seen.get(name, 0):
             self.seen[name] = value
         # now that the server holds it, this process re-reads its counters on the next call (a
@@ -238,10 +239,3 @@ class Nodes:
     def close(self) -> None:
         for node in self.all:
             node.close()
-
-
-def _as_int(raw: Any) -> int | None:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return None
