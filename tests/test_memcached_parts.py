@@ -53,6 +53,6 @@ def test_a_lost_part_is_a_miss(memcached_server):
     client = Client((host, int(port)))
     head = pickle.loads(client.get(wire)[34:])  # past "R1" and the tag: the head names the parts
     assert head.parts == 3
-    client.delete(ns._part_keys(wire, head)[1])  # evicted by memcached, say
+    client.delete(ns.parts.keys(wire, head)[1])  # evicted by memcached, say
     assert load("b") == blob
     assert calls == ["b", "b"]

@@ -180,7 +180,7 @@ def test_split_values_head_and_parts_are_checked(setup: Any, memcached_server: s
     blob = client.get(wire)
     head = pickle.loads(blob[34:])
     ns = region.namespace(f"{f.__module__}.{f.__qualname__}")
-    parts = ns._part_keys(wire, head)
+    parts = ns.parts.keys(wire, head)
     assert len(parts) == head.parts > 1
 
     # a forged part: the evil pickle, padded to the part's length

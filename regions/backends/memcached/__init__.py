@@ -34,7 +34,7 @@ from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .log import MemcachedLog
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
-from .parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
+from .parts import Parts, _Chunked
 from .tags import MemcachedTags
 from .wire import as_int, get_many
 from .wire import get as wire_get
@@ -161,7 +161,7 @@ class MemcachedStore(Store):
         return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
-class MemcachedNamespaceManager(MemcachedParts, Backend):
+class MemcachedNamespaceManager(Backend):
     store_class = MemcachedStore
     store: MemcachedStore
 
@@ -173,6 +173,8 @@ class MemcachedNamespaceManager(MemcachedParts, Backend):
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
         self._tag_keys = self.store.tags.raw_keys  # the tagged hit's counter keys, one hop away
+        #: Values larger than one item, stored in parts.
+        self.parts = Parts(self._ns, self.store)
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
         """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
@@ -223,7 +225,7 @@ class MemcachedNamespaceManager(MemcachedParts, Backend):
             return None
         found = self._unseal(raw, data)
         if isinstance(found, _Chunked):
-            return self._get_chunks(node, wire, found)
+            return self.parts.get(node, wire, found)
         return found
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
@@ -254,7 +256,7 @@ class MemcachedNamespaceManager(MemcachedParts, Backend):
             exc.tag_versions = versions  # type: ignore[attr-defined]
             raise
         if isinstance(entry, _Chunked):
-            return self._get_chunks(node, wire, entry), versions
+            return self.parts.get(node, wire, entry), versions
         return entry, versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
@@ -285,7 +287,7 @@ class MemcachedNamespaceManager(MemcachedParts, Backend):
         except Exception as exc:
             raise UnstorableValue(store.region, entry[2], exc) from exc
         if len(data) + _HEAD > store.item_size:
-            head = self._set_chunks(node, wire, data, expire)
+            head = self.parts.put(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
         data = self._seal(wire, data)
         try:

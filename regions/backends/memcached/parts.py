@@ -19,7 +19,7 @@ from .keys import digest
 from .nodes import Node
 
 if TYPE_CHECKING:
-    from . import MemcachedNamespaceManager
+    from . import MemcachedStore
 
 
 class _Chunked(NamedTuple):
@@ -39,28 +39,31 @@ def _checksum(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-class MemcachedParts:
-    """Mixed into :class:`~regions.backends.memcached.MemcachedNamespaceManager`."""
+class Parts:
+    """The split values of one namespace (``namespace``: its key-safe form) of ``store``."""
 
-    def _part_keys(self: MemcachedNamespaceManager, wire: str, head: _Chunked) -> list[str]:  # type: ignore[misc]
-        stem = f"{self._ns}:#parts:{digest(wire)}:{head.token}"
+    def __init__(self, namespace: str, store: MemcachedStore) -> None:
+        self.namespace = namespace
+        self.store = store
+
+    def keys(self, wire: str, head: _Chunked) -> list[str]:
+        """The keys of the parts that ``head``, stored under ``wire``, names."""
+        stem = f"{self.namespace}:#parts:{digest(wire)}:{head.token}"
         return [f"{stem}:{i}" for i in range(head.parts)]
 
-    def _set_chunks(  # type: ignore[misc]
-        self: MemcachedNamespaceManager, node: Node, wire: str, data: bytes, expire: int
-    ) -> _Chunked:
+    def put(self, node: Node, wire: str, data: bytes, expire: int) -> _Chunked:
+        """Store ``data`` (the entry's pickle) in parts on ``node``; the head to store under ``wire``."""
         size = self.store.item_size
         head = _Chunked(-(-len(data) // size), len(data), _checksum(data), secrets.token_hex(8))
-        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(self._part_keys(wire, head))}
+        pieces = {k: data[i * size : (i + 1) * size] for i, k in enumerate(self.keys(wire, head))}
         failed = node.call("set_many", pieces, expire=expire, noreply=False)
         if failed:
             raise ValueError(f"region {self.store.region!r}: memcached did not store {len(failed)} parts")
         return head
 
-    def _get_chunks(  # type: ignore[misc]
-        self: MemcachedNamespaceManager, node: Node, wire: str, head: _Chunked
-    ) -> Entry | None:
-        names = self._part_keys(wire, head)
+    def get(self, node: Node, wire: str, head: _Chunked) -> Entry | None:
+        """The entry ``head`` names: ``None`` when a part is missing, raises when one was altered."""
+        names = self.keys(wire, head)
         found = node.call("get_many", names)
         if len(found) != head.parts:
             return None  # a part was evicted: a miss, never a partial value
