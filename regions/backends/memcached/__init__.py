@@ -3,7 +3,9 @@
 * One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value, behind
   ``R1`` and a 32-byte tag over the key and the pickle (:mod:`regions.signing`), checked before
   anything is unpickled. Counters and parts travel as raw bytes; parts are checked against the
-  digest in their (tagged) head.
+  digest in their (tagged) head (:mod:`.parts`).
+* Every entry's key holds the storage format (:data:`FORMAT`): an entry written in another format
+  is never read, only missed.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
@@ -34,7 +36,7 @@ from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .log import MemcachedLog
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
-from .parts import Parts, _Chunked
+from .parts import HEAD_MARK, Parts
 from .tags import MemcachedTags
 from .wire import as_int, get_many
 from .wire import get as wire_get
@@ -42,7 +44,10 @@ from .wire import get as wire_get
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
 _MAGIC = b"R1"
-_HEAD = 2 + TAG_SIZE
+_PICKLE_AT = 2 + TAG_SIZE  # after the magic and the tag
+#: Storage format of entries (the sealed pickle of an entry or of a head of parts), part of every
+#: entry's key. ``F`` is no hex digit: no key of the format before it (no mark) can equal one.
+FORMAT = "F2"
 
 
 class MemcachedStore(Store):
@@ -177,7 +182,7 @@ class MemcachedNamespaceManager(Backend):
         self.parts = Parts(self._ns, self.store)
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
-        """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
+        """``(namespace:F2.<region gen>.<namespace gen>, wire keys built under it)``.
 
         Re-read every ``sync_interval`` seconds (at once after a clear in this process). Prefix and
         memo live in one tuple so that a thread never pairs a new prefix with the old memo.
@@ -187,7 +192,7 @@ class MemcachedNamespaceManager(Backend):
         if now - self._synced_at < store.sync_interval and self._synced_at > store.cleared_at:
             return self._current
         region_gen, ns_gen = store.read_generations([store.generation_key, self._ns_generation_key])
-        prefix = f"{self._ns}:{region_gen:x}.{ns_gen:x}"
+        prefix = f"{self._ns}:{FORMAT}.{region_gen:x}.{ns_gen:x}"
         if prefix != self._current[0]:
             self._current = (prefix, {})
         self._synced_at = now
@@ -224,7 +229,7 @@ class MemcachedNamespaceManager(Backend):
         if data is None:
             return None
         found = self._unseal(raw, data)
-        if isinstance(found, _Chunked):
+        if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             return self.parts.get(node, wire, found)
         return found
 
@@ -255,7 +260,7 @@ class MemcachedNamespaceManager(Backend):
         except RejectedEntry as exc:
             exc.tag_versions = versions  # type: ignore[attr-defined]
             raise
-        if isinstance(entry, _Chunked):
+        if entry[0] == HEAD_MARK:
             return self.parts.get(node, wire, entry), versions
         return entry, versions
 
@@ -271,10 +276,10 @@ class MemcachedNamespaceManager(Backend):
 
     def _unseal(self, key: bytes, blob: bytes) -> Any:
         """The entry in ``blob`` read under ``key`` (encoded), if its tag is ours."""
-        if blob[:2] != _MAGIC or len(blob) < _HEAD:
+        if blob[:2] != _MAGIC or len(blob) < _PICKLE_AT:
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
-        data = memoryview(blob)[_HEAD:]
-        if not self.store.signer.check(blob[2:_HEAD], bytes((len(key),)) + key, data):
+        data = memoryview(blob)[_PICKLE_AT:]
+        if not self.store.signer.check(blob[2:_PICKLE_AT], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")
         return pickle.loads(data)
 
@@ -286,7 +291,7 @@ class MemcachedNamespaceManager(Backend):
             data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnstorableValue(store.region, entry[2], exc) from exc
-        if len(data) + _HEAD > store.item_size:
+        if len(data) + _PICKLE_AT > store.item_size:
             head = self.parts.put(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
         data = self._seal(wire, data)
