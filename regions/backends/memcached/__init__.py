@@ -13,6 +13,12 @@
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
+
+This module holds the store and the namespace manager; each holds its parts as collaborators:
+:mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
+:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.keys` (valid memcached keys),
+:mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
+and :mod:`.log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pymemcache.exceptions import MemcacheServerError
 from ... import binding
 from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import TAG_SIZE, RejectedEntry
-from ..contract import Backend, Entry, Store
+from ..contract import Backend, Entry, LogStorage, Store
 from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .log import MemcachedLog
@@ -51,6 +57,8 @@ FORMAT = "F2"
 
 
 class MemcachedStore(Store):
+    """A memcached region: its servers (:attr:`nodes`), tag versions (:attr:`tags`) and options."""
+
     name = "memcached"
     needs_location = True
     signs = True
@@ -64,7 +72,6 @@ class MemcachedStore(Store):
         "retry_interval": ((int, float), 1.0, "seconds between probes of a server that failed"),
         "item_size": ((int,), 1_000_000, "largest value stored as one item; larger ones are split"),
     }
-    tags: MemcachedTags
 
     retired_options = {
         "dead_timeout": "remove it: a server that fails is now skipped until a probe finds it "
@@ -86,8 +93,8 @@ class MemcachedStore(Store):
         #: add their own, under their namespace (which starts with the identity).
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
-        self.nodes = Nodes(self, self.servers)
-        self.tags = MemcachedTags(self)
+        self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
+        self.tags: MemcachedTags = MemcachedTags(self)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -119,7 +126,7 @@ class MemcachedStore(Store):
     def reread(self) -> None:
         self.cleared_at = time.monotonic()  # generation counters are read again at the next call
 
-    def sync_storage(self, name: str) -> MemcachedLog:
+    def sync_storage(self, name: str) -> LogStorage:
         return MemcachedLog(self, name)
 
     def derive(self, region: str, identity: str) -> MemcachedStore:
@@ -167,6 +174,8 @@ class MemcachedStore(Store):
 
 
 class MemcachedNamespaceManager(Backend):
+    """One namespace of a memcached region: its entries, keyed under its generation counters."""
+
     store_class = MemcachedStore
     store: MemcachedStore
 
