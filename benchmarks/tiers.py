@@ -115,7 +115,7 @@ def build(address: str, server: tuple[str, int], folder: Path, make_manager: Cal
 
     def count() -> tuple[list[str], list[dict]]:
         """Server stats before and after ``COUNTED`` hits of each case that reads memcached."""
-        tag_keys = manager["shared"].store.tag_keys(["item:7", "items"])
+        tag_keys = manager["shared"].store.tags.keys(["item:7", "items"])
         lines = [f"memcached per hit: server stats before and after {COUNTED:,} hits of each (after timing)"]
         rows, commands = [], []
         for name, keys in ((MC, [funcs[MC].cache_key(7)]),

@@ -6,7 +6,7 @@ from typing import Any
 
 from pymemcache.client.base import Client
 
-from regions.backends.memcached_nodes import parse_servers
+from regions.backends.memcached.nodes import parse_servers
 
 
 def server_addresses(location: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""The hit path's own GET (regions/backends/memcached_get.py) against a real memcached: values of
+"""The hit path's own GET (regions/backends/memcached/wire.py) against a real memcached: values of
 every size, misses, error replies and a connection left in a bad state."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
-from regions.backends import memcached_get
+from regions.backends.memcached import wire
 
 
 @pytest.fixture
@@ -28,23 +28,23 @@ def test_values_of_every_size_come_back_whole(client, size):
     client.set(key, value, noreply=False)
     client.get("warm-up")  # connected: the lean path is taken
     assert client.sock is not None
-    assert memcached_get.get(client, key.encode()) == value
-    assert memcached_get.get(client, key.encode()) == value  # and the connection is still in step
+    assert wire.get(client, key.encode()) == value
+    assert wire.get(client, key.encode()) == value  # and the connection is still in step
     assert client.get(key) == value
 
 
 def test_a_miss_is_none_and_a_first_call_connects(client):
     assert client.sock is None
-    assert memcached_get.get(client, b"never-set-key") is None  # through pymemcache: connects
+    assert wire.get(client, b"never-set-key") is None  # through pymemcache: connects
     assert client.sock is not None
-    assert memcached_get.get(client, b"never-set-key") is None
+    assert wire.get(client, b"never-set-key") is None
 
 
 def test_values_containing_the_protocol_framing(client):
     value = b"END\r\nVALUE x 0 3\r\nabc\r\nEND\r\n"
     client.set("framing", value, noreply=False)
     client.get("warm-up")
-    assert memcached_get.get(client, b"framing") == value
+    assert wire.get(client, b"framing") == value
 
 
 def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
@@ -54,9 +54,9 @@ def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
     client.get("warm-up")
     client.sock.sendall(b"version\r\n")  # its reply arrives before the GET's
     with pytest.raises(MemcacheUnexpectedCloseError):
-        memcached_get.get(client, b"step")
+        wire.get(client, b"step")
     assert client.sock is None
-    assert memcached_get.get(client, b"step") == b"value"  # reconnected by pymemcache
+    assert wire.get(client, b"step") == b"value"  # reconnected by pymemcache
 
 
 def test_a_server_that_closes_raises_a_network_error(memcached_factory):
@@ -64,10 +64,10 @@ def test_a_server_that_closes_raises_a_network_error(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=1, timeout=1)
     c.set("k", b"v", noreply=False)
-    assert memcached_get.get(c, b"k") == b"v"
+    assert wire.get(c, b"k") == b"v"
     server.stop()
     with pytest.raises((MemcacheUnexpectedCloseError, OSError)):
-        memcached_get.get(c, b"k")
+        wire.get(c, b"k")
     assert c.sock is None
 
 
@@ -79,11 +79,11 @@ def test_a_silent_server_times_out():
         c = Client(listener.getsockname(), connect_timeout=0.3, timeout=0.3)
         c._connect()  # noqa: SLF001 - a connected client, without a round trip the listener would fail
         with pytest.raises(OSError):
-            memcached_get.get(c, b"k")
+            wire.get(c, b"k")
         assert c.sock is None
 
 
-@pytest.mark.skipif(not memcached_get.KERNEL_TIMEOUTS, reason="kernel socket timeouts are used on Linux only")
+@pytest.mark.skipif(not wire.KERNEL_TIMEOUTS, reason="kernel socket timeouts are used on Linux only")
 def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     """After the first hit the socket is blocking with SO_RCVTIMEO: a server that stops answering
     (SIGSTOP) still costs one timeout, raised as an OSError that marks the server down."""
@@ -97,7 +97,7 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=0.4, timeout=0.4)
     c.set("k", b"v", noreply=False)
-    assert memcached_get.get(c, b"k") == b"v"
+    assert wire.get(c, b"k") == b"v"
     assert c.sock.gettimeout() is None
     raw = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
     assert struct.unpack("ll", raw) == (0, 400_000)
@@ -107,8 +107,8 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     try:
         start = time.monotonic()
         with pytest.raises(OSError):
-            memcached_get.get(c, b"k")
+            wire.get(c, b"k")
         assert 0.3 < time.monotonic() - start < 5  # the timeout, not forever
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
-    assert memcached_get.get(c, b"k") == b"v"  # reconnected (pymemcache), then kernel timeouts again
+    assert wire.get(c, b"k") == b"v"  # reconnected (pymemcache), then kernel timeouts again

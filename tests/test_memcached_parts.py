@@ -8,6 +8,7 @@ import pickle
 from pymemcache.client.base import Client
 
 import regions
+from regions.backends.memcached.parts import Head
 
 
 def _manager(address: str) -> regions.CacheManager:
@@ -51,8 +52,8 @@ def test_a_lost_part_is_a_miss(memcached_server):
     wire = load.cache_key("b")
     host, port = memcached_server.rsplit(":", 1)
     client = Client((host, int(port)))
-    head = pickle.loads(client.get(wire)[34:])  # past "R1" and the tag: the head names the parts
+    head = Head.read(pickle.loads(client.get(wire)[34:]))  # past "R1" and the tag: the head names the parts
     assert head.parts == 3
-    client.delete(ns._part_keys(wire, head)[1])  # evicted by memcached, say
+    client.delete(ns.parts.keys(wire, head)[1])  # evicted by memcached, say
     assert load("b") == blob
     assert calls == ["b", "b"]

@@ -19,6 +19,7 @@ from pymemcache.client.base import Client
 
 import regions
 from regions.backends import file_format
+from regions.backends.memcached.parts import Head
 from regions.signing import Signer
 
 SECRET = "a-test-secret-for-signed-entries"
@@ -178,9 +179,9 @@ def test_split_values_head_and_parts_are_checked(setup: Any, memcached_server: s
     wire = f.cache_key(100)
     client = raw_client(memcached_server)
     blob = client.get(wire)
-    head = pickle.loads(blob[34:])
+    head = Head.read(pickle.loads(blob[34:]))
     ns = region.namespace(f"{f.__module__}.{f.__qualname__}")
-    parts = ns._part_keys(wire, head)
+    parts = ns.parts.keys(wire, head)
     assert len(parts) == head.parts > 1
 
     # a forged part: the evil pickle, padded to the part's length
@@ -190,7 +191,7 @@ def test_split_values_head_and_parts_are_checked(setup: Any, memcached_server: s
     assert_rejected_then_rewritten(region, f, 100, computed, marker)
 
     # a forged head pointing at parts that hold a pickle of the attacker's
-    evil_head = pickle.dumps(head._replace(parts=1, size=len(evil)), pickle.HIGHEST_PROTOCOL)
+    evil_head = pickle.dumps(head._replace(parts=1, size=len(evil)).data(), pickle.HIGHEST_PROTOCOL)
     client.set(wire, b"R1" + bytes(32) + evil_head, noreply=False)
     client.set(parts[0], evil, noreply=False)
     assert_rejected_then_rewritten(region, f, 100, computed, marker)

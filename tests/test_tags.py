@@ -233,11 +233,11 @@ def test_a_memcached_counter_that_disappears_is_a_miss(make_manager, region_conf
     store = manager["r"].store
     host, port = region_config("memcached")["LOCATION"].rsplit(":", 1)
     client = Client((host, int(port)))
-    [key] = store.tag_keys(["post:1"])
+    [key] = store.tags.keys(["post:1"])
     assert client.delete(key, noreply=False) is True  # evicted, say: the entry itself is still there
     assert card(1) == "card 1 v2"  # a miss, never the old entry
     assert card(1) == "card 1 v2"  # the miss created the counter again
-    [never] = store.tag_keys(["never-created"])
+    [never] = store.tags.keys(["never-created"])
     manager.invalidate_tags("never-created")
     assert client.get(never) is None  # a bump creates no counter
     client.close()
@@ -276,10 +276,10 @@ def test_memcached_bumps_many_tags_and_survives_a_damaged_counter(make_manager, 
     assert [value(k) for k in keys] == [1] * 1200
     host, port = region_config("memcached")["LOCATION"].rsplit(":", 1)
     client = Client((host, int(port)))
-    [damaged] = manager["r"].store.tag_keys(["k:5"])
+    [damaged] = manager["r"].store.tags.keys(["k:5"])
     assert client.set(damaged, b"not a number", noreply=False)  # written by something else
     assert value(5) == 2 and value(5) == 2  # holds no number: a miss, then replaced by a counter
-    [damaged] = manager["r"].store.tag_keys(["k:700"])
+    [damaged] = manager["r"].store.tags.keys(["k:700"])
     assert client.set(damaged, b"not a number either", noreply=False)
     assert manager.invalidate_tags(*(f"k:{k}" for k in keys)) is True  # the others still bumped
     assert client.get(damaged) is None  # removed: k:700's entries miss

@@ -3,14 +3,22 @@
 * One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value, behind
   ``R1`` and a 32-byte tag over the key and the pickle (:mod:`regions.signing`), checked before
   anything is unpickled. Counters and parts travel as raw bytes; parts are checked against the
-  digest in their (tagged) head.
+  digest in their (tagged) head (:mod:`.parts`).
+* Every entry's key holds the storage format (:data:`FORMAT`): an entry written in another format
+  is never read, only missed.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
-  a server that fails is skipped until it answers again (:mod:`.memcached_nodes`,
+  a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
+
+This module holds the store and the namespace manager; each holds its parts as collaborators:
+:mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
+:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.keys` (valid memcached keys),
+:mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
+and :mod:`.log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
@@ -26,24 +34,31 @@ from typing import Any
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
-from .. import binding
-from ..errors import BackendUnavailable, UnstorableValue
-from ..signing import TAG_SIZE, RejectedEntry
-from . import keyguard, memcached_get
-from .contract import Backend, Entry, Store
-from .memcached_lock import AddLock
-from .memcached_log import MemcachedLog
-from .memcached_nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
-from .memcached_parts import MemcachedParts, _Chunked  # _Chunked: heads pickled before the move
-from .memcached_tags import MemcachedTaggedEntries, MemcachedTagStore, StoreTags
+from ... import binding
+from ...errors import BackendUnavailable, UnstorableValue
+from ...signing import TAG_SIZE, RejectedEntry
+from ..contract import Backend, Entry, LogStorage, Store
+from .keys import guarded, safe_namespace
+from .lock import AddLock
+from .log import MemcachedLog
+from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
+from .parts import HEAD_MARK, Parts
+from .tags import MemcachedTags
+from .wire import as_int, get_many
+from .wire import get as wire_get
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
 _MAGIC = b"R1"
-_HEAD = 2 + TAG_SIZE
+_PICKLE_AT = 2 + TAG_SIZE  # after the magic and the tag
+#: Storage format of entries (the sealed pickle of an entry or of a head of parts), part of every
+#: entry's key. ``F`` is no hex digit: no key of the format before it (no mark) can equal one.
+FORMAT = "F2"
 
 
-class MemcachedStore(MemcachedTagStore, Store):
+class MemcachedStore(Store):
+    """A memcached region: its servers (:attr:`nodes`), tag versions (:attr:`tags`) and options."""
+
     name = "memcached"
     needs_location = True
     signs = True
@@ -76,10 +91,10 @@ class MemcachedStore(MemcachedTagStore, Store):
         self.item_size = max(1024, int(get("item_size", 1_000_000)))
         #: Key of the region-wide generation counter (the identity sets regions apart); namespaces
         #: add their own, under their namespace (which starts with the identity).
-        self.generation_key = keyguard.safe_namespace(self.identity, 150) + ":__generation__"
+        self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
-        self.nodes = Nodes(self, self.servers)
-        self.tags = StoreTags(self)
+        self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
+        self.tags: MemcachedTags = MemcachedTags(self)
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -98,7 +113,7 @@ class MemcachedStore(MemcachedTagStore, Store):
 
     # generations --------------------------------------------------------------------------
     def read_generations(self, names: list[str]) -> list[int]:
-        """Current values of the named counters (see :class:`.memcached_nodes.Nodes`)."""
+        """Current values of the named counters (see :class:`.nodes.Nodes`)."""
         return self.nodes.read_generations(names)
 
     def bump(self, name: str) -> None:
@@ -111,7 +126,7 @@ class MemcachedStore(MemcachedTagStore, Store):
     def reread(self) -> None:
         self.cleared_at = time.monotonic()  # generation counters are read again at the next call
 
-    def sync_storage(self, name: str) -> MemcachedLog:
+    def sync_storage(self, name: str) -> LogStorage:
         return MemcachedLog(self, name)
 
     def derive(self, region: str, identity: str) -> MemcachedStore:
@@ -158,20 +173,25 @@ class MemcachedStore(MemcachedTagStore, Store):
         return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
 
 
-class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend):
+class MemcachedNamespaceManager(Backend):
+    """One namespace of a memcached region: its entries, keyed under its generation counters."""
+
     store_class = MemcachedStore
     store: MemcachedStore
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self._ns = keyguard.safe_namespace(namespace, 160)
+        self._ns = safe_namespace(namespace, 160)
         self._ns_generation_key = self._ns + ":__generation__"
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
+        self._tag_keys = self.store.tags.raw_keys  # the tagged hit's counter keys, one hop away
+        #: Values larger than one item, stored in parts.
+        self.parts = Parts(self._ns, self.store)
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
-        """``(namespace:<region gen>.<namespace gen>, wire keys built under it)``.
+        """``(namespace:F2.<region gen>.<namespace gen>, wire keys built under it)``.
 
         Re-read every ``sync_interval`` seconds (at once after a clear in this process). Prefix and
         memo live in one tuple so that a thread never pairs a new prefix with the old memo.
@@ -181,7 +201,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         if now - self._synced_at < store.sync_interval and self._synced_at > store.cleared_at:
             return self._current
         region_gen, ns_gen = store.read_generations([store.generation_key, self._ns_generation_key])
-        prefix = f"{self._ns}:{region_gen:x}.{ns_gen:x}"
+        prefix = f"{self._ns}:{FORMAT}.{region_gen:x}.{ns_gen:x}"
         if prefix != self._current[0]:
             self._current = (prefix, {})
         self._synced_at = now
@@ -192,7 +212,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         wire = wires.get(key)
         if wire is None:
             text = str(key)
-            wire = keyguard.guarded(prefix, text, MemcachedStore.key_limit)
+            wire = guarded(prefix, text, MemcachedStore.key_limit)
             if len(text) <= binding.MEMO_TEXT_LIMIT:  # long keys are hashed anyway: never keep them alive
                 if len(wires) >= binding.MEMO_SIZE:
                     wires.clear()
@@ -209,7 +229,7 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         pool = node.pool
         client = pool.acquire()
         try:
-            data = memcached_get.get(client, raw)
+            data = wire_get(client, raw)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
@@ -218,9 +238,45 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         if data is None:
             return None
         found = self._unseal(raw, data)
-        if isinstance(found, _Chunked):
-            return self._get_chunks(node, wire, found)
+        if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
+            return self.parts.get(node, wire, found)
         return found
+
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+        """The entry and its tags' counters, read from the entry's server in one ``get_many``."""
+        wire = self.wire_key(key)
+        nodes = self.store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        tag_keys = self._tag_keys(names)
+        pool = node.pool
+        client = pool.acquire()
+        try:
+            found = get_many(client, [raw, *tag_keys])
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        finally:
+            pool.release(client)
+        versions = [as_int(found.get(k)) for k in tag_keys]
+        data = found.get(raw)
+        if data is None:
+            return None, versions
+        try:
+            entry = self._unseal(raw, data)
+        except RejectedEntry as exc:
+            exc.tag_versions = versions  # type: ignore[attr-defined]
+            raise
+        if entry[0] == HEAD_MARK:
+            return self.parts.get(node, wire, entry), versions
+        return entry, versions
+
+    def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
+        """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
+        store = self.store
+        return store.tags.create_on(store.node_for(self.wire_key(key)), names)
 
     def _seal(self, wire: str, data: bytes) -> bytes:
         """``R1`` + tag + pickle: the tag covers the key, so an entry copied to another key fails."""
@@ -229,10 +285,10 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
 
     def _unseal(self, key: bytes, blob: bytes) -> Any:
         """The entry in ``blob`` read under ``key`` (encoded), if its tag is ours."""
-        if blob[:2] != _MAGIC or len(blob) < _HEAD:
+        if blob[:2] != _MAGIC or len(blob) < _PICKLE_AT:
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
-        data = memoryview(blob)[_HEAD:]
-        if not self.store.signer.check(blob[2:_HEAD], bytes((len(key),)) + key, data):
+        data = memoryview(blob)[_PICKLE_AT:]
+        if not self.store.signer.check(blob[2:_PICKLE_AT], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")
         return pickle.loads(data)
 
@@ -244,8 +300,8 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
             data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnstorableValue(store.region, entry[2], exc) from exc
-        if len(data) + _HEAD > store.item_size:
-            head = self._set_chunks(node, wire, data, expire)
+        if len(data) + _PICKLE_AT > store.item_size:
+            head = self.parts.put(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
         data = self._seal(wire, data)
         try:
@@ -311,5 +367,5 @@ class MemcachedNamespaceManager(MemcachedTaggedEntries, MemcachedParts, Backend)
         node = self.store.node_for(wire)
         if node.breaker.down:
             return None  # nothing to lock against: the value is computed here and not stored
-        name = keyguard.guarded("lock", wire, MemcachedStore.key_limit)
+        name = guarded("lock", wire, MemcachedStore.key_limit)
         return AddLock(self.store.lock_timeout, node, name)

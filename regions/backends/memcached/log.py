@@ -12,13 +12,13 @@ import itertools
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import BackendUnavailable
-from ..sync.log import RECORD_TTL
-from . import keyguard
+from ...errors import BackendUnavailable
+from ...sync.log import RECORD_TTL
+from .keys import safe_namespace
 
 if TYPE_CHECKING:
-    from .memcached import MemcachedStore
-    from .memcached_nodes import Node
+    from . import MemcachedStore
+    from .nodes import Node
 
 _appends = itertools.count()
 
@@ -28,7 +28,7 @@ class MemcachedLog:
 
     def __init__(self, store: MemcachedStore, name: str) -> None:
         self.store = store
-        self.seq_key = keyguard.safe_namespace(name, 200) + ":__sync__"
+        self.seq_key = safe_namespace(name, 200) + ":__sync__"
 
     @property
     def node(self) -> Node:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..locks import poll
-from .memcached_nodes import Node
+from ...locks import poll
+from .nodes import Node
 
 
 class AddLock:

@@ -1,7 +1,7 @@
 """The servers of a memcached region: one :class:`Node` per server, keys spread over them, and the
 generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
 
-* Each node has a bounded :class:`~regions.backends.pool.Pool` of pymemcache clients and a
+* Each node has a bounded :class:`~regions.backends.memcached.pool.Pool` of pymemcache clients and a
   :class:`~regions.breaker.Breaker`. A network failure marks the node down; its keys are then not
   cached (reads miss, writes are skipped, no network wait) until a probe finds it answering.
   They are never moved to another node: a value written elsewhere during the outage would outlive
@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownCommandError
 
-from ..breaker import Breaker
-from ..errors import BackendUnavailable
+from ...breaker import Breaker
+from ...errors import BackendUnavailable
 from .pool import Pool
+from .wire import as_int
 
 if TYPE_CHECKING:
-    from .memcached import MemcachedStore
+    from . import MemcachedStore
 
 #: Failures that say the server (or the link to it) is not answering. A refusal of one value
 #: (``SERVER_ERROR object too large``) or bad input is not one.
@@ -167,7 +168,7 @@ class Nodes:
             except Exception as exc:
                 failure = exc
                 continue
-            found.append((node, {k: n for k, v in raw.items() if (n := _as_int(v)) is not None}))
+            found.append((node, {k: n for k, v in raw.items() if (n := as_int(v)) is not None}))
         if not found:
             raise failure or BackendUnavailable(self._all_down())
         missing = [name for name in names if not any(name in v for _, v in found)]
@@ -228,7 +229,7 @@ class Nodes:
             value = max(self.seen.get(name, 0), time.time_ns() // 1_000_000) + 1
             if not node.direct("add", name, str(value).encode(), noreply=False):
                 value = node.direct("incr", name, 1, noreply=False) or value
-        value = _as_int(value)
+        value = as_int(value)
         if value is not None and value > self.seen.get(name, 0):
             self.seen[name] = value
         # now that the server holds it, this process re-reads its counters on the next call (a
@@ -238,10 +239,3 @@ class Nodes:
     def close(self) -> None:
         for node in self.all:
             node.close()
-
-
-def _as_int(raw: Any) -> int | None:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return None

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import PoolExhausted
+from ...errors import PoolExhausted
 
 
 class Pool:

@@ -1,0 +1,212 @@
+"""Commands on a pooled pymemcache client's own socket: the hit path's round trips.
+
+pymemcache's ``Client.get`` is general (many keys, key checks, prefixes, serde, ``gets``) and reads
+the reply a line at a time; a hit here needs keys that the key guard already made valid, and one
+``recv`` usually holds the whole reply. Reading it in one piece halves the time of a hit on a
+loopback server (``benchmarks/run.py``). Everything else (sets, counters) stays with pymemcache,
+which also makes the connection: a client not yet connected does its first command through
+pymemcache itself.
+
+* :func:`get`: one key, the plain hit. A reply that is not exactly
+  ``VALUE <key> <flags> <bytes>\\r\\n<data>\\r\\nEND\\r\\n`` or ``END\\r\\n`` raises.
+* :func:`get_many`: ``get <entry> <counter> ...``, the tagged hit.
+* :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
+  whose replies are read before the next batch goes (a long batch must not fill both directions'
+  buffers at once).
+
+Any error or reply out of step closes the socket, as pymemcache does, so a connection is never
+left with unread bytes that the next command would take for its own reply.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+from typing import Any
+
+from pymemcache.exceptions import (
+    MemcacheClientError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
+)
+
+#: Linux's ``struct timeval`` is two native longs; elsewhere Python's own timeouts stay.
+KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
+#: Commands :func:`incr_many` sends before reading their replies.
+BATCH = 256
+_RECV = 65536
+_CLOSED = "the server closed the connection"
+_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
+_OUT_OF_STEP_MANY = "a reply that does not answer this command (connection dropped)"
+_END = b"END\r\n"
+_TAIL = b"\r\nEND\r\n"
+_NOT_A_NUMBER = b"CLIENT_ERROR cannot increment"
+
+
+def get(client: Any, key: bytes) -> bytes | None:
+    """The value stored under ``key`` (a valid memcached key, encoded), or ``None``."""
+    sock = client.sock
+    if sock is None:
+        return client.get(key)  # connects (pymemcache owns the connection settings)
+    if sock.gettimeout() is not None and KERNEL_TIMEOUTS:
+        kernel_timeouts(sock)
+    try:
+        sock.sendall(b"get " + key + b"\r\n")
+        buf = sock.recv(_RECV)
+        end = buf.find(b"\r\n")
+        while end < 0:
+            more = sock.recv(_RECV)
+            if not more:
+                raise MemcacheUnexpectedCloseError(_CLOSED)
+            buf += more
+            end = buf.find(b"\r\n")
+        if end == 3 and buf == _END:
+            return None
+        head = buf[:end].split(b" ")
+        if head[0] != b"VALUE" or len(head) < 4 or head[1] != key:
+            refused(buf[:end])
+        size = int(head[3])
+        start = end + 2
+        need = start + size + 7
+        if len(buf) < need:
+            buf = _read_rest(sock, buf, need)
+        if len(buf) != need or buf[start + size : need] != _TAIL:
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+        return buf[start : start + size]
+    except BaseException:
+        client.close()
+        raise
+
+
+def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
+    """``get k1 k2 ...`` on a pooled client's socket, read in one piece when it fits (as
+    :func:`get` does for one key): ``{key: value}`` of the keys found."""
+    sock = _socket(client)
+    if sock is None:  # connects (pymemcache owns the connection settings)
+        return {k.encode(): v for k, v in client.get_many([k.decode() for k in keys]).items()}
+    try:
+        sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        buf = sock.recv(_RECV)
+        pos = 0
+        found: dict[bytes, bytes] = {}
+        while True:
+            end = buf.find(b"\r\n", pos)
+            while end < 0:
+                buf = buf[pos:] + _more(sock)
+                pos, end = 0, buf.find(b"\r\n")
+            if end - pos == 3 and buf[pos:end] == b"END":
+                if end + 2 != len(buf):
+                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+                return found
+            head = buf[pos:end].split(b" ")
+            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in keys:
+                refused(buf[pos:end])
+            start = end + 2
+            stop = start + int(head[3])
+            while len(buf) < stop + 2:
+                buf += _more(sock)
+            if buf[stop : stop + 2] != b"\r\n":
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+            found[head[1]] = buf[start:stop]
+            pos = stop + 2
+    except BaseException:
+        client.close()  # never leave unread bytes for the next command
+        raise
+
+
+def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:
+    """``incr <key> 1`` for each key; a key that is missing stays missing (``NOT_FOUND``).
+    Returns the keys that hold no number (written by something else), which could not be bumped."""
+    sock = _socket(client)
+    if sock is None and keys:  # connects through pymemcache's own incr
+        client.incr(keys[0].decode(), 1, noreply=False)
+        keys = keys[1:]
+        sock = _socket(client)
+    damaged: list[bytes] = []
+    try:
+        for first in range(0, len(keys), BATCH):
+            batch = keys[first : first + BATCH]
+            sock.sendall(b"".join(b"incr " + key + b" 1\r\n" for key in batch))
+            buf, pos, done = b"", 0, 0
+            while done < len(batch):
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    buf, pos = buf[pos:] + _more(sock), 0
+                    continue
+                line = buf[pos:end]
+                if line.startswith(_NOT_A_NUMBER):
+                    damaged.append(batch[done])
+                elif not (line.isdigit() or line == b"NOT_FOUND"):
+                    refused(line)
+                pos, done = end + 2, done + 1
+            if pos != len(buf):
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+    except BaseException:
+        client.close()
+        raise
+    return damaged
+
+
+def as_int(raw: Any) -> int | None:
+    """A counter's value as memcached returns it, or ``None`` when it holds no number."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def kernel_timeouts(sock: socket.socket) -> None:
+    """Let the kernel enforce the socket's timeout (``SO_RCVTIMEO`` / ``SO_SNDTIMEO``) on a
+    blocking socket. A Python-level timeout makes every ``send`` and ``recv`` a ``poll`` first:
+    two more system calls per hit, about a tenth of a loopback GET. A call that times out now
+    raises ``BlockingIOError`` (an ``OSError``, as ``TimeoutError`` is) after the same time."""
+    timeout = sock.gettimeout()
+    if timeout is None:
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
+
+
+def refused(line: bytes) -> None:
+    """Raise what pymemcache raises for an error line (``ERROR``, ``CLIENT_ERROR``, ...)."""
+    text = line.decode("ascii", "replace")
+    if line.startswith(b"SERVER_ERROR"):
+        raise MemcacheServerError(text)
+    if line.startswith(b"CLIENT_ERROR"):
+        raise MemcacheClientError(text)
+    if line.startswith(b"ERROR"):
+        raise MemcacheUnknownCommandError(text)
+    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+
+
+def _socket(client: Any) -> Any:
+    sock = client.sock
+    if sock is not None and sock.gettimeout() is not None and KERNEL_TIMEOUTS:
+        kernel_timeouts(sock)
+    return sock
+
+
+def _read_rest(sock: Any, buf: bytes, need: int) -> bytes:
+    """Receive a large value into one buffer (no quadratic concatenation)."""
+    out = bytearray(need)
+    out[: len(buf)] = buf
+    got = len(buf)
+    with memoryview(out) as view:  # released before ``out`` is, even on an exception
+        while got < need:
+            n = sock.recv_into(view[got:], need - got)
+            if not n:
+                raise MemcacheUnexpectedCloseError(_CLOSED)
+            got += n
+    return bytes(out)
+
+
+def _more(sock: Any) -> bytes:
+    data = sock.recv(_RECV)
+    if not data:
+        raise MemcacheUnexpectedCloseError(_CLOSED)
+    return data
