@@ -19,7 +19,7 @@ from typing import Any
 
 from ..backends import BUILTIN, store_class
 from ..backends.contract import COMMON_OPTIONS, Store
-from ..backends.file_folders import unwritable
+from ..backends.file.folders import unwritable
 from ..errors import ConfigurationError
 from .beaker import from_beaker, is_beaker
 from .problems import Problem

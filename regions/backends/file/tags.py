@@ -16,10 +16,10 @@ import secrets
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from .file_folders import make_private_dirs
+from .folders import make_private_dirs
 
 if TYPE_CHECKING:
-    from .file import FileStore
+    from . import FileStore
 
 TAGS_FOLDER = ".tags"
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)

@@ -19,8 +19,8 @@ import os
 import pickle
 from typing import IO, Any
 
-from ..errors import UnstorableValue
-from ..signing import TAG_SIZE, RejectedEntry, Signer
+from ...errors import UnstorableValue
+from ...signing import TAG_SIZE, RejectedEntry, Signer
 
 MAGIC = b"RF1"
 _TRAILER = 4 + TAG_SIZE

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, ClassVar
 
-from .contract import Store, is_servable
-from .file_folders import make_private_dirs
+from ..contract import Store, is_servable
+from .folders import make_private_dirs
 
 log = logging.getLogger("regions")
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .file_folders import make_private_dirs
+from .folders import make_private_dirs
 
 #: Records kept in the folder (a process further behind resets).
 KEEP = 1000

@@ -16,11 +16,11 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from .contract import poll
-from .file_folders import make_private_dirs
+from ..contract import poll
+from .folders import make_private_dirs
 
 if TYPE_CHECKING:
-    from .file import FileStore
+    from . import FileStore
 
 
 class _LockFile:

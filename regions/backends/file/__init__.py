@@ -2,7 +2,7 @@
 
 Layout: ``LOCATION/<stem>-<digest>/<aa>/<bb>/<digest>.entry``. A namespace's folder is a readable
 stem of the namespace plus a 128-bit digest of all of it, so two distinct namespaces never share a
-folder, whatever characters they hold. An entry file (:mod:`regions.backends.file_format`) holds
+folder, whatever characters they hold. An entry file (:mod:`.entry_format`) holds
 the value, then a header ``(namespace, key, stored_at, ttl, ...)``, each with its tag: nothing is
 unpickled before its tag is checked, a file of another key or namespace (a copied file) is
 rejected, an expired one is dropped without reading its value, and the value is streamed to and
@@ -14,10 +14,10 @@ cannot be removed is still a miss. With ``fsync``, the entry and then its folder
 before the write returns. A hit is one ``open``, one ``read``, two tags and two ``pickle.loads``.
 
 Creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one lock file per key for
-every process on the host: :mod:`regions.backends.file_locks`. Housekeeping (:meth:`FileStore.cull`),
+every process on the host: :mod:`.locks`. Housekeeping (:meth:`FileStore.cull`),
 on a background thread that writes start, removing dead files and, over ``max_entries`` /
-``max_size``, the oldest entries: :mod:`regions.backends.file_cull`. Folders (made ``0o700``; who
-else could write them): :mod:`regions.backends.file_folders`.
+``max_size``, the oldest entries: :mod:`.cull`. Folders (made ``0o700``; who
+else could write them): :mod:`.folders`.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..signing import RejectedEntry
-from . import file_format
-from .contract import BOOKKEEPING, Backend, Entry, is_servable
-from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
-from .file_folders import folder_exposure, make_private_dirs
-from .file_locks import _KeyLock, _LockFile, open_lock_file
-from .file_log import FileLog
-from .file_tags import FileTagStore, StoreTags
+from ...signing import RejectedEntry
+from ..contract import BOOKKEEPING, Backend, Entry, is_servable
+from . import entry_format
+from .cull import CULL_TO, TEMP_GRACE, Culling, log
+from .folders import folder_exposure, make_private_dirs
+from .locks import _KeyLock, _LockFile, open_lock_file
+from .sync_log import FileLog
+from .tags import FileTagStore, StoreTags
 
-#: The culling constants stay importable from here, where they were defined before file_cull.
+#: The culling constants stay importable from here, where they were defined before the cull module.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
 
 _SUFFIX = ".entry"
@@ -63,7 +63,7 @@ def folder_name(namespace: str) -> str:
 
 class FileStore(FileTagStore, Culling):
     signs = True
-    """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from ``file_locks``."""
+    """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from :mod:`.locks`."""
 
     name = "file"
     entry_suffix = _SUFFIX
@@ -133,7 +133,7 @@ class FileStore(FileTagStore, Culling):
         now = time.time()
         live = 0
         for path in self.entry_files():
-            header = file_format.read_header(str(path), self.signer)
+            header = entry_format.read_header(str(path), self.signer)
             if header is not None and is_servable((header[2], header[3], None), now, self.stale):
                 live += 1
         return live
@@ -156,7 +156,7 @@ class FileStore(FileTagStore, Culling):
         return True
 
     def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
-        found = file_format.header_of(f, self.signer)  # None: not ours or damaged, culled as dead
+        found = entry_format.header_of(f, self.signer)  # None: not ours or damaged, culled as dead
         return None if found is None else found[:4]
 
     # creation locks --------------------------------------------------------------------------
@@ -196,18 +196,18 @@ class FileNamespaceManager(Backend):
         except FileNotFoundError:
             return None
         try:
-            data = file_format.read_fd(fd)
+            data = entry_format.read_fd(fd)
         finally:
             os.close(fd)
         signer = self.store.signer
-        head = file_format.header(data, signer)
+        head = entry_format.header(data, signer)
         namespace, stored_key, stored_at, ttl = head[:4]
         if stored_key != text or namespace != self.namespace:
             raise RejectedEntry("the entry file of another key (copied, or moved)")
         if ttl is not None and stored_at + ttl + self.store.stale <= time.time():
             _discard(path)  # best effort: a folder that is read-only keeps it, still a miss
             return None
-        return (stored_at, ttl, file_format.value(data, head, signer))
+        return (stored_at, ttl, entry_format.value(data, head, signer))
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         text = str(key)
@@ -220,7 +220,7 @@ class FileNamespaceManager(Backend):
         store = self.store
         try:
             with os.fdopen(fd, "wb") as f:
-                size = file_format.write(
+                size = entry_format.write(
                     f, store.signer, self.namespace, text, entry[0], entry[1], entry[2], store.region
                 )
                 if store.fsync:
@@ -264,7 +264,7 @@ class FileNamespaceManager(Backend):
     def keys(self) -> list[Any]:
         found = []
         for path in self.store.entry_files(self.folder):
-            header = file_format.read_header(str(path), self.store.signer)
+            header = entry_format.read_header(str(path), self.store.signer)
             if header is not None and header[0] == self.namespace:
                 found.append(header[1])
         return found
