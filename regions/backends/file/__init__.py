@@ -40,7 +40,7 @@ from .cull import CULL_TO, TEMP_GRACE, Culling, log
 from .folders import folder_exposure, make_private_dirs
 from .locks import _KeyLock, _LockFile, open_lock_file
 from .sync_log import FileLog
-from .tags import FileTagStore, StoreTags
+from .tags import FileTags
 
 #: The culling constants stay importable from here, where they were defined before the cull module.
 __all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
@@ -61,7 +61,7 @@ def folder_name(namespace: str) -> str:
     return f"{stem}-{digest}" if stem else digest
 
 
-class FileStore(FileTagStore, Culling):
+class FileStore(Culling):
     signs = True
     """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from :mod:`.locks`."""
 
@@ -87,7 +87,7 @@ class FileStore(FileTagStore, Culling):
         self.bounded = bool(self.max_entries or self.max_size)
         self.lock_path = str(self.root / _LOCKS / "keys.lock")
         self._init_culling(self.root / _LOCKS / "culled")
-        self.tags = StoreTags(self)
+        self.tags = FileTags(self.root, self.identity, region)
         if exposure := folder_exposure(self.root):  # once per store: who else could plant entries
             log.warning("cache region %r (file): LOCATION %s %s. %s", region, self.root, *exposure)
 
