@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from .folders import make_private_dirs
+from .layout import TAGS_FOLDER
 
-TAGS_FOLDER = ".tags"
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
