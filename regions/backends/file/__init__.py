@@ -49,7 +49,7 @@ from .layout import (
     folder_name,
     walk,
 )
-from .locks import _KeyLock, _LockFile, open_lock_file
+from .locks import KeyLock
 from .sync_log import FileLog
 from .tags import FileTags
 
@@ -144,11 +144,6 @@ class FileStore(Store):
     def after_fork(self) -> None:
         super().after_fork()
         self.culler.after_fork()
-
-    # creation locks --------------------------------------------------------------------------
-    def lock_file(self) -> _LockFile:
-        """This process's open lock file of this folder (made, or opened again, when needed)."""
-        return open_lock_file(self.lock_path)
 
 
 class FileNamespaceManager(Backend):
@@ -256,10 +251,10 @@ class FileNamespaceManager(Backend):
                 found.append(header[1])
         return found
 
-    def shared_lock(self, key: Hashable) -> _KeyLock:
+    def shared_lock(self, key: Hashable) -> KeyLock:
         """This key's lock: one byte of the lock file at 60 bits of a digest of namespace and key."""
         digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8, key=self._lock_key)
-        return _KeyLock(self.store, int.from_bytes(digest.digest(), "big") >> 4)
+        return KeyLock(self.store.lock_path, int.from_bytes(digest.digest(), "big") >> 4)
 
 
 def _make_temp(folder: str) -> tuple[int, str]:
