@@ -47,6 +47,7 @@ from .layout import (
     TIERED_FOLDER,
     entry_files,
     folder_name,
+    unique_name,
     walk,
 )
 from .locks import KeyLock
@@ -120,8 +121,9 @@ class FileStore(Store):
         return FileLog(self.root, name)
 
     def derive(self, region: str, identity: str) -> FileStore:
-        """A folder of its own inside this one (``.tiered/``: never walked by this store)."""
-        root = self.root / TIERED_FOLDER / folder_name(identity)
+        """A folder of its own inside this one (``.tiered/``: never walked by this store). Its name
+        has no version: after an upgrade, its culls remove the entries of the version before."""
+        root = self.root / TIERED_FOLDER / unique_name(identity)
         return FileStore(region, root, self.options, identity=identity, signer=self.signer)
 
     def ping(self) -> bool:

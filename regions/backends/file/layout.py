@@ -6,9 +6,11 @@
     .locks/keys.lock, .locks/culled              creation locks (:mod:`.locks`); mtime: last cull
     .tags/<digest>.tag                           tag versions (:mod:`.tags`)
     .sync/<digest>/                              invalidation logs (:mod:`.sync_log`)
-    .tiered/<name>/                              the shared tier of a tiered region (a region folder)
+    .tiered/<unique_name(identity)>/             a tiered region's shared tier (a region's folder)
 
 Namespace folders never start with ``.``; whatever does, at the top, is never walked as entries.
+Their names end with the storage format's version (:data:`.entry_format.VERSION`): entries written
+by another version are in other folders, never read (misses), and removed by culls.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+from .entry_format import VERSION
 
 ENTRY_SUFFIX = ".entry"
 TEMP_PREFIX = ".tmp-"
@@ -31,9 +35,14 @@ _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def folder_name(namespace: str) -> str:
-    """``<readable stem>-<128-bit digest of namespace>``: distinct for distinct namespaces."""
-    digest = hashlib.blake2b(namespace.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    stem = _STEM_UNSAFE.sub("_", namespace).strip("._-")
+    """The folder of a namespace's entries, ``<unique_name(namespace)>.v<VERSION>``."""
+    return f"{unique_name(namespace)}.v{VERSION}"
+
+
+def unique_name(text: str) -> str:
+    """``<readable stem>-<128-bit digest of text>``: distinct for distinct texts, never ``.``-first."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    stem = _STEM_UNSAFE.sub("_", text).strip("._-")
     if len(stem) > 60:
         stem = f"{stem[:20]}_{stem[-39:]}"
     return f"{stem}-{digest}" if stem else digest
