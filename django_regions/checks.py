@@ -7,7 +7,7 @@ from typing import Any
 from django.core import checks
 
 from django_regions import conf, health, middleware
-from regions.backends.file_folders import folder_exposure
+from regions.backends.file.folders import folder_exposure
 
 MIDDLEWARE_HINT = f"Add {conf.MIDDLEWARE_PATH!r} to MIDDLEWARE."
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import regions
 from regions.backends.file import FileStore
+from regions.backends.file.layout import ENTRY_SUFFIX
 
 #: Folders a dashboard GET lists, at most, to estimate a file region's entries.
 SAMPLE_LISTINGS = 64
-#: Folder levels between a file region's LOCATION and its entry files: namespace/aa/bb (see file.py).
+#: Folder levels between a file region's LOCATION and its entry files: namespace/aa/bb
+#: (regions.backends.file.layout).
 FILE_LEVELS = 3
 
 
@@ -106,7 +108,7 @@ class RegionReport:
         return f"~{self.entries:,}" if self.entries_estimated else str(self.entries)
 
 
-def sample_entry_files(root: Any, suffix: str = FileStore.entry_suffix, budget: int = SAMPLE_LISTINGS,
+def sample_entry_files(root: Any, suffix: str = ENTRY_SUFFIX, budget: int = SAMPLE_LISTINGS,
                        levels: int = FILE_LEVELS) -> Sample:
     """Estimate the entry files under ``root`` listing at most ``budget`` folders.
 

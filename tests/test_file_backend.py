@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -219,6 +220,45 @@ def test_damaged_entry_is_a_miss_and_rejected(files, damage):
     assert len(direct) == 1
     DAMAGE[damage](direct[0])
     assert region.get("direct", MISSING) is MISSING
+
+
+def test_entries_of_the_previous_storage_version_are_misses_then_culled(
+    cache_root, region_config, make_manager, caplog
+):
+    """An entry as the version before wrote it (``b"RF1"``, in a namespace folder without a version
+    mark) is a miss, neither rejected nor logged, is not counted, and a cull removes it."""
+    from regions.backends.file import entry_format
+
+    conf = region_config("file", LOCATION=str(cache_root), OPTIONS={"cull_interval": 0})
+    manager = make_manager({"f": conf})
+    region = manager["f"]
+    calls = []
+
+    @manager.region("f")
+    def compute(x):
+        calls.append(x)
+        return ("computed", x)
+
+    compute(1)
+    path = _only_entry(cache_root)
+    folder = cache_root / path.relative_to(cache_root).parts[0]
+    assert folder.name.endswith(f".v{entry_format.VERSION}"), folder.name
+    old = folder.with_name(folder.name.removesuffix(f".v{entry_format.VERSION}"))
+    folder.rename(old)
+    old_path = old / path.relative_to(folder)
+    old_path.write_bytes(b"RF1" + old_path.read_bytes()[len(entry_format.MAGIC) :])
+    region.reset_stats()
+
+    with caplog.at_level(logging.DEBUG, logger="regions"):
+        assert compute(1) == ("computed", 1)
+    assert calls == [1, 1]
+    stats = region.stats()
+    assert stats["rejected"] == 0 and stats["errors"] == 0, stats
+    assert caplog.records == []
+    assert region.count() == 1  # the new entry only
+    assert region.store.cull() == 1
+    assert not old_path.exists()
+    assert compute(1) == ("computed", 1) and calls == [1, 1]
 
 
 def test_foreign_entry_file_is_never_served_as_another_key(files):

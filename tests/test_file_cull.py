@@ -25,7 +25,7 @@ def entries_in(root: Path) -> list[Path]:
 
 def wait_for_cull(store: Any, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while (thread := store.culling) is not None:
+    while (thread := store.culler.thread) is not None:
         thread.join(max(0.0, deadline - time.monotonic()))
         assert time.monotonic() < deadline, "the background cull did not finish"
 
@@ -70,20 +70,20 @@ def test_writes_start_a_cull_every_cull_interval(cache_root, make_manager):
     for i in range(20):
         region.set(("fresh", i), i, timeout=60)
     if time.monotonic() - created < 0.9:
-        assert store.culling is None, "a cull started before cull_interval"
+        assert store.culler.thread is None, "a cull started before cull_interval"
         assert len(files_in(cache_root)) == 2020
 
     time.sleep(max(0.0, created + 1.1 - time.monotonic()))
     region.set("due", 1, timeout=60)  # the first write past cull_interval starts a cull
-    assert store.culling is not None
+    assert store.culler.thread is not None
     wait_for_cull(store)
     assert len(files_in(cache_root)) == 21
     assert region.get(("fresh", 0)) == 0
 
     # Another process (here: another store on the folder) skips its cull: this one just culled.
     other = FileStore("r", str(cache_root), {"cull_interval": 60})
-    assert other.start_cull(force=False) is None
-    assert other.culling is None
+    assert other.culler.start(force=False) is None
+    assert other.culler.thread is None
 
 
 def test_expired_entries_beyond_stale_only(cache_root, make_manager):

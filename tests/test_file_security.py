@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from regions import CacheManager, ConfigurationError, config
-from regions.backends import file_folders
+from regions.backends.file import folders
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (os.chown to another user)")
 
@@ -86,10 +86,10 @@ def test_a_folder_owned_by_another_user_is_logged(tmp_path: Path, caplog: pytest
 
 
 def test_folder_exposure_of_a_missing_folder_or_a_file_is_none(tmp_path: Path) -> None:
-    assert file_folders.folder_exposure(tmp_path / "missing") is None
+    assert folders.folder_exposure(tmp_path / "missing") is None
     (tmp_path / "a-file").write_text("x")
     os.chmod(tmp_path / "a-file", 0o666)
-    assert file_folders.folder_exposure(tmp_path / "a-file") is None
+    assert folders.folder_exposure(tmp_path / "a-file") is None
 
 
 def test_folders_the_store_makes_are_private_whatever_the_umask(tmp_path: Path, make_manager: Any) -> None:
@@ -115,7 +115,7 @@ def check_in_step(base: str, rounds: int, barrier: Any, out: Any) -> None:
     found = []
     for i in range(rounds):
         barrier.wait(30)
-        why = file_folders.unwritable(os.path.join(base, f"d{i}", "cache"))
+        why = folders.unwritable(os.path.join(base, f"d{i}", "cache"))
         if why is not None:
             found.append(why)
     out.put(found)

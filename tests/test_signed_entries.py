@@ -18,7 +18,7 @@ import pytest
 from pymemcache.client.base import Client
 
 import regions
-from regions.backends import file_format
+from regions.backends.file import entry_format
 from regions.backends.memcached.parts import Head
 from regions.signing import Signer
 
@@ -115,7 +115,7 @@ def test_a_planted_entry_with_a_forged_tag_runs_no_code(setup: Any, memcached_se
 def _file_entry(signer: Signer, f: Any, x: int, value_pickle: bytes) -> bytes:
     """An entry file in the real layout, with the value's pickle as given, tagged by ``signer``."""
     head = pickle.dumps(("ns", "key", time.time(), None, len(value_pickle), signer.tag(b"v", value_pickle)))
-    return file_format.MAGIC + value_pickle + head + len(head).to_bytes(4, "big") + signer.tag(b"h", head)
+    return entry_format.MAGIC + value_pickle + head + len(head).to_bytes(4, "big") + signer.tag(b"h", head)
 
 
 @BACKENDS

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import regions
-from regions.backends.file_tags import TAGS_FOLDER
+from regions.backends.file.layout import TAGS_FOLDER
 from regions.tags import TagError
 
 BACKENDS = ("memcached", "file", "memory", "request")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ..backends import BUILTIN, for_options, store_class
 from ..backends.contract import COMMON_OPTIONS, Store
-from ..backends.file_folders import unwritable
+from ..backends.file.folders import unwritable
 from .problems import Problem
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")

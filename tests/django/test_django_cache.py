@@ -21,6 +21,7 @@ from pymemcache.client.base import Client
 
 import regions
 from django_regions.cache import RegionCache
+from regions.backends.file.entry_format import MAGIC
 from tests.conftest import MemcachedServer
 from tests.faults.conftest import all_threads_stopped
 
@@ -114,7 +115,7 @@ def test_planted_entry_is_a_miss_and_runs_no_code(region: str, memcached_server:
             raw_client(memcached_server).set(str(ns.wire_key(key)), forged, noreply=False)
         else:
             path = Path(ns._path(key))  # type: ignore[attr-defined]
-            path.write_bytes(b"RF1" + forged)
+            path.write_bytes(MAGIC + forged)
         rejected = cache.region.counts.rejected
         assert cache.get("planted", "missed") == "missed"
         assert not marker.exists(), "a planted entry ran code"

@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from regions.backends import file_format
+from regions.backends.file import entry_format
 from regions.signing import RejectedEntry, Signer
 
 #: Bytes of each cached value: a 256 KiB tmpfs holds a handful of them.
 VALUE_SIZE = 40_000
 SECRET = "file-faults-test-secret"
 SIGNER = Signer(SECRET)
-#: Files the lock folder may hold (file_locks, file_cull).
+#: Files the lock folder may hold (the file backend's locks and cull).
 LOCK_FOLDER_FILES = {"keys.lock", "culled"}
 
 
@@ -61,7 +61,7 @@ def _mount(*args: str) -> None:
 
 
 def _unmount(path: Path) -> None:
-    # Lazy: this process keeps a region's lock file open for its lifetime (file_locks), so a plain
+    # Lazy: this process keeps a region's lock file open for its lifetime (file/locks.py), so a plain
     # umount would find the mount busy. -l detaches it now; the kernel frees it once that file closes.
     subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30, check=True)
 
@@ -133,10 +133,10 @@ def stored_values(root: Path) -> dict[int, tuple[int, int, bytes]]:
     found = {}
     for path in root.rglob("*.entry"):
         with open(path, "rb") as f:
-            data = file_format.contents(f)
+            data = entry_format.contents(f)
         try:
-            header = file_format.header(data, SIGNER)
-            value = file_format.value(data, header, SIGNER)
+            header = entry_format.header(data, SIGNER)
+            value = entry_format.value(data, header, SIGNER)
         except RejectedEntry as exc:
             raise AssertionError(f"{path}: not one whole entry ({exc})") from exc
         if complete(value):

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .file_folders import make_private_dirs
+from .folders import make_private_dirs
+from .layout import SYNC_FOLDER
 
 #: Records kept in the folder (a process further behind resets).
 KEEP = 1000
@@ -38,7 +39,7 @@ class FileLog:
 
     def __init__(self, root: str | Path, name: str) -> None:
         digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-        self.folder = os.path.join(str(root), ".sync", digest)
+        self.folder = os.path.join(str(root), SYNC_FOLDER, digest)
         self.seq_path = os.path.join(self.folder, "seq")
 
     def head(self) -> int:

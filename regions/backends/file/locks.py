@@ -1,4 +1,4 @@
-"""Creation locks of the ``file`` backend (:meth:`FileNamespaceManager.shared_lock`).
+"""Creation locks of a file region (:meth:`~regions.backends.file.FileNamespaceManager.shared_lock`).
 
 One per key, a POSIX record lock on one byte of the region's single lock file
 ``LOCATION/.locks/keys.lock``, at an offset taken from 60 bits of a digest of the namespace and key.
@@ -14,16 +14,12 @@ import errno
 import fcntl
 import os
 import threading
-from typing import TYPE_CHECKING
 
-from .contract import poll
-from .file_folders import make_private_dirs
-
-if TYPE_CHECKING:
-    from .file import FileStore
+from ..contract import poll
+from .folders import make_private_dirs
 
 
-class _LockFile:
+class LockFile:
     """One open lock file of this process and the byte offsets its threads hold in it."""
 
     __slots__ = ("fd", "held", "mutex")
@@ -35,7 +31,7 @@ class _LockFile:
 
 
 #: Open lock files of this process by (device, inode).
-_LOCK_FILES: dict[tuple[int, int], _LockFile] = {}
+_LOCK_FILES: dict[tuple[int, int], LockFile] = {}
 _LOCK_FILES_MUTEX = threading.Lock()
 
 
@@ -51,7 +47,7 @@ def _forget_parent_locks() -> None:
 os.register_at_fork(after_in_child=_forget_parent_locks)
 
 
-def _opened(lock_path: str) -> _LockFile | None:
+def _opened(lock_path: str) -> LockFile | None:
     """The lock file this process has open at ``lock_path``; ``None`` if none (or no file)."""
     try:
         st = os.stat(lock_path)
@@ -60,7 +56,7 @@ def _opened(lock_path: str) -> _LockFile | None:
     return _LOCK_FILES.get((st.st_dev, st.st_ino))
 
 
-def open_lock_file(lock_path: str) -> _LockFile:
+def open_lock_file(lock_path: str) -> LockFile:
     """This process's open lock file at ``lock_path`` (made, or opened again, when needed)."""
     found = _opened(lock_path)
     if found is not None:
@@ -74,24 +70,24 @@ def open_lock_file(lock_path: str) -> _LockFile:
         st = os.fstat(fd)
         # Another inode than the one stat() saw (replaced meanwhile) may already be open: keep
         # the registered descriptor and leave this one open, never close it.
-        return _LOCK_FILES.setdefault((st.st_dev, st.st_ino), _LockFile(fd))
+        return _LOCK_FILES.setdefault((st.st_dev, st.st_ino), LockFile(fd))
 
 
-class _KeyLock:
-    """The cross-process creation lock of one key: byte ``offset`` of the region's lock file."""
+class KeyLock:
+    """The cross-process creation lock of one key: byte ``offset`` of the lock file ``lock_path``."""
 
-    __slots__ = ("store", "offset", "file")
+    __slots__ = ("lock_path", "offset", "file")
 
-    def __init__(self, store: FileStore, offset: int) -> None:
-        self.store, self.offset = store, offset
-        self.file: _LockFile | None = None
+    def __init__(self, lock_path: str, offset: int) -> None:
+        self.lock_path, self.offset = lock_path, offset
+        self.file: LockFile | None = None
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock, polling with a growing pause for up to ``timeout`` seconds (0: try once)."""
         return poll(self._try, timeout, 0.001, 0.05)
 
     def _try(self) -> bool:
-        lock_file = self.store.lock_file()
+        lock_file = open_lock_file(self.lock_path)
         with lock_file.mutex:
             if self.offset not in lock_file.held and _try_lockf(lock_file.fd, self.offset):
                 lock_file.held.add(self.offset)

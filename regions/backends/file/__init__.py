@@ -1,73 +1,70 @@
 """``file``: one file per key under ``LOCATION``, so a hit costs the same at 10 entries or 10,000.
 
-Layout: ``LOCATION/<stem>-<digest>/<aa>/<bb>/<digest>.entry``. A namespace's folder is a readable
-stem of the namespace plus a 128-bit digest of all of it, so two distinct namespaces never share a
-folder, whatever characters they hold. An entry file (:mod:`regions.backends.file_format`) holds
-the value, then a header ``(namespace, key, stored_at, ttl, ...)``, each with its tag: nothing is
-unpickled before its tag is checked, a file of another key or namespace (a copied file) is
-rejected, an expired one is dropped without reading its value, and the value is streamed to and
-from disk (pickle protocol 5 writes big buffers directly; large files are mapped, not copied).
+A namespace's folder is a readable stem of the namespace plus a 128-bit digest of all of it, so two
+distinct namespaces never share a folder, whatever characters they hold; an entry's file is named
+by a digest of its key (:mod:`.layout`). An entry file (:mod:`.entry_format`) holds the value, then
+a header ``(namespace, key, stored_at, ttl, ...)``, each with its tag: nothing is unpickled before
+its tag is checked, a file of another key or namespace (a copied file) is rejected, an expired one
+is dropped without reading its value, and the value is streamed to and from disk (pickle protocol
+5 writes big buffers directly; large files are mapped, not copied).
 Writes go to a ``.tmp-*`` file in the same folder, then ``os.replace``: readers see the old entry
 or the new one, never half of one. A write that fails (a full disk, a read-only folder) removes its
 temporary file and raises, for the region to count; on a read-only folder an expired entry that
 cannot be removed is still a miss. With ``fsync``, the entry and then its folder are fsynced
 before the write returns. A hit is one ``open``, one ``read``, two tags and two ``pickle.loads``.
 
-Creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one lock file per key for
-every process on the host: :mod:`regions.backends.file_locks`. Housekeeping (:meth:`FileStore.cull`),
+The store's parts: creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one
+lock file per key for every process on the host (:mod:`.locks`); housekeeping, ``store.culler``,
 on a background thread that writes start, removing dead files and, over ``max_entries`` /
-``max_size``, the oldest entries: :mod:`regions.backends.file_cull`. Folders (made ``0o700``; who
-else could write them): :mod:`regions.backends.file_folders`.
+``max_size``, the oldest entries (:mod:`.cull`); tag versions, ``store.tags`` (:mod:`.tags`);
+invalidation logs (:mod:`.sync_log`); folders made ``0o700``, and who else could write them
+(:mod:`.folders`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from ..signing import RejectedEntry
-from . import file_format
-from .contract import BOOKKEEPING, Backend, Entry, is_servable
-from .file_cull import CULL_TO, TEMP_GRACE, Culling, log
-from .file_folders import folder_exposure, make_private_dirs
-from .file_locks import _KeyLock, _LockFile, open_lock_file
-from .file_log import FileLog
-from .file_tags import FileTagStore, StoreTags
+from ...signing import RejectedEntry
+from ..contract import BOOKKEEPING, Backend, Entry, Store, is_servable
+from . import entry_format
+from .cull import Culler
+from .folders import folder_exposure, make_private_dirs
+from .layout import (
+    BOOKKEEPING_FOLDER,
+    ENTRY_SUFFIX,
+    LOCKS_FOLDER,
+    TEMP_PREFIX,
+    TIERED_FOLDER,
+    entry_files,
+    folder_name,
+    unique_name,
+    walk,
+)
+from .locks import KeyLock
+from .sync_log import FileLog
+from .tags import FileTags
 
-#: The culling constants stay importable from here, where they were defined before file_cull.
-__all__ = ["CULL_TO", "TEMP_GRACE", "FileNamespaceManager", "FileStore", "folder_name"]
+__all__ = ["FileNamespaceManager", "FileStore", "folder_name"]
 
-_SUFFIX = ".entry"
+log = logging.getLogger("regions")
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-_TEMP = ".tmp-"
-_LOCKS = ".locks"
-_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def folder_name(namespace: str) -> str:
-    """``<readable stem>-<128-bit digest of namespace>``: distinct for distinct namespaces."""
-    digest = hashlib.blake2b(namespace.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    stem = _STEM_UNSAFE.sub("_", namespace).strip("._-")
-    if len(stem) > 60:
-        stem = f"{stem[:20]}_{stem[-39:]}"
-    return f"{stem}-{digest}" if stem else digest
+class FileStore(Store):
+    """Entry files under ``LOCATION``; culls by :attr:`culler`, tag versions in :attr:`tags`."""
 
-
-class FileStore(FileTagStore, Culling):
     signs = True
-    """Entry files under ``LOCATION``; culling from :class:`Culling`, locks from ``file_locks``."""
-
     name = "file"
-    entry_suffix = _SUFFIX
-    temp_prefix = _TEMP
     needs_location = True
     options_schema = {
         "fsync": ((bool,), False, "fsync each entry and its folder before a write returns (slower)"),
@@ -81,13 +78,12 @@ class FileStore(FileTagStore, Culling):
         self.root = Path(location)
         get = self.options.get
         self.fsync = bool(get("fsync", False))
-        self.max_entries = int(get("max_entries") or 0)
-        self.max_size = int(get("max_size") or 0)
-        self.cull_interval = float(get("cull_interval", 300))
-        self.bounded = bool(self.max_entries or self.max_size)
-        self.lock_path = str(self.root / _LOCKS / "keys.lock")
-        self._init_culling(self.root / _LOCKS / "culled")
-        self.tags = StoreTags(self)
+        self.lock_path = str(self.root / LOCKS_FOLDER / "keys.lock")
+        self.culler = Culler(
+            region, self.root, self.signer, self.stale, max_entries=int(get("max_entries") or 0),
+            max_size=int(get("max_size") or 0), interval=float(get("cull_interval", 300)),
+        )
+        self.tags = FileTags(self.root, self.identity, region)
         if exposure := folder_exposure(self.root):  # once per store: who else could plant entries
             log.warning("cache region %r (file): LOCATION %s %s. %s", region, self.root, *exposure)
 
@@ -100,40 +96,23 @@ class FileStore(FileTagStore, Culling):
     def namespace(self, namespace: str) -> FileNamespaceManager:
         return FileNamespaceManager(namespace, self)
 
-    def _walk(self, folder: Path | None = None) -> Iterator[tuple[str, list[str]]]:
-        """``(folder, file names)`` of every entry folder: not the lock folder, nor any other
-        top-level folder whose name starts with ``.`` (namespace folders never do: the sync log,
-        tiered regions' folders and tag counters live there)."""
-        top = str(folder or self.root)
-        for dirpath, dirnames, filenames in os.walk(top):
-            if dirpath == top:
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            yield dirpath, filenames
-
-    def entry_files(self, folder: Path | None = None) -> Iterator[Path]:
-        for dirpath, filenames in self._walk(folder):
-            for name in filenames:
-                if name.endswith(_SUFFIX):
-                    yield Path(dirpath, name)
-
     def clear(self) -> None:
         """Remove this region's entry and temporary files (nothing else in LOCATION is touched).
 
         A write under way whose temporary file goes is dropped, as if it had come before the clear.
         """
-        for dirpath, filenames in self._walk():
+        for dirpath, filenames in walk(self.root):
             for name in filenames:
-                if name.endswith(_SUFFIX) or name.startswith(_TEMP):
+                if name.endswith(ENTRY_SUFFIX) or name.startswith(TEMP_PREFIX):
                     _unlink(os.path.join(dirpath, name))
-        if self.bounded:
-            self._counted = (0, 0, self._files_written, self._bytes_written)
+        self.culler.cleared()
 
     def count(self) -> int:
         """Entries that can be served now (fresh, or expired within ``stale``): reads each header."""
         now = time.time()
         live = 0
-        for path in self.entry_files():
-            header = file_format.read_header(str(path), self.signer)
+        for path in entry_files(self.root):
+            header = entry_format.read_header(str(path), self.signer)
             if header is not None and is_servable((header[2], header[3], None), now, self.stale):
                 live += 1
         return live
@@ -142,8 +121,9 @@ class FileStore(FileTagStore, Culling):
         return FileLog(self.root, name)
 
     def derive(self, region: str, identity: str) -> FileStore:
-        """A folder of its own inside this one (``.tiered/``: never walked by this store)."""
-        root = self.root / ".tiered" / folder_name(identity)
+        """A folder of its own inside this one (``.tiered/``: never walked by this store). Its name
+        has no version: after an upgrade, its culls remove the entries of the version before."""
+        root = self.root / TIERED_FOLDER / unique_name(identity)
         return FileStore(region, root, self.options, identity=identity, signer=self.signer)
 
     def ping(self) -> bool:
@@ -155,14 +135,17 @@ class FileStore(FileTagStore, Culling):
             return False
         return True
 
-    def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
-        found = file_format.header_of(f, self.signer)  # None: not ours or damaged, culled as dead
-        return None if found is None else found[:4]
+    def cull(self) -> int:
+        """Cull now (:meth:`.Culler.cull`), as ``manage.py regions cull`` does: files removed."""
+        return self.culler.cull()
 
-    # creation locks --------------------------------------------------------------------------
-    def lock_file(self) -> _LockFile:
-        """This process's open lock file of this folder (made, or opened again, when needed)."""
-        return open_lock_file(self.lock_path)
+    def close(self) -> None:
+        self.culler.close()
+        super().close()
+
+    def after_fork(self) -> None:
+        super().after_fork()
+        self.culler.after_fork()
 
 
 class FileNamespaceManager(Backend):
@@ -173,14 +156,14 @@ class FileNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         top = self.store.root
         if namespace.endswith(":" + BOOKKEEPING):  # in a dot folder: never counted or cleared
-            top = top / ".bookkeeping"
+            top = top / BOOKKEEPING_FOLDER
         self.folder = top / folder_name(namespace)
         self._prefix = f"{self.folder}{os.sep}"
         self._lock_key = hashlib.blake2b(namespace.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
     def _path(self, text: str) -> str:
         d = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
-        return f"{self._prefix}{d[:2]}{os.sep}{d[2:4]}{os.sep}{d}{_SUFFIX}"
+        return f"{self._prefix}{d[:2]}{os.sep}{d[2:4]}{os.sep}{d}{ENTRY_SUFFIX}"
 
     def path(self, key: Hashable) -> Path:
         return Path(self._path(str(key)))
@@ -196,38 +179,39 @@ class FileNamespaceManager(Backend):
         except FileNotFoundError:
             return None
         try:
-            data = file_format.read_fd(fd)
+            data = entry_format.read_fd(fd)
         finally:
             os.close(fd)
         signer = self.store.signer
-        head = file_format.header(data, signer)
+        head = entry_format.header(data, signer)
         namespace, stored_key, stored_at, ttl = head[:4]
         if stored_key != text or namespace != self.namespace:
             raise RejectedEntry("the entry file of another key (copied, or moved)")
         if ttl is not None and stored_at + ttl + self.store.stale <= time.time():
             _discard(path)  # best effort: a folder that is read-only keeps it, still a miss
             return None
-        return (stored_at, ttl, file_format.value(data, head, signer))
+        return (stored_at, ttl, entry_format.value(data, head, signer))
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         text = str(key)
         path = self._path(text)
         folder = os.path.dirname(path)
         try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TEMP)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         except FileNotFoundError:
             fd, tmp = _make_temp(folder)
         store = self.store
+        culler = store.culler
         try:
             with os.fdopen(fd, "wb") as f:
-                size = file_format.write(
+                size = entry_format.write(
                     f, store.signer, self.namespace, text, entry[0], entry[1], entry[2], store.region
                 )
                 if store.fsync:
                     f.flush()
                     os.fsync(f.fileno())
             new_file, old_size = True, 0
-            if store.bounded:
+            if culler.bounded:
                 try:
                     old_size, new_file = os.stat(path).st_size, False
                 except FileNotFoundError:
@@ -241,7 +225,7 @@ class FileNamespaceManager(Backend):
         except BaseException:
             _discard(tmp)  # a failure to clean up must not hide the failure itself
             raise
-        store.wrote(new_file, size - old_size)
+        culler.wrote(new_file, size - old_size)
 
     def delete_entry(self, key: Hashable) -> None:
         _unlink(self._path(str(key)))
@@ -263,16 +247,16 @@ class FileNamespaceManager(Backend):
 
     def keys(self) -> list[Any]:
         found = []
-        for path in self.store.entry_files(self.folder):
-            header = file_format.read_header(str(path), self.store.signer)
+        for path in entry_files(self.folder):
+            header = entry_format.read_header(str(path), self.store.signer)
             if header is not None and header[0] == self.namespace:
                 found.append(header[1])
         return found
 
-    def shared_lock(self, key: Hashable) -> _KeyLock:
+    def shared_lock(self, key: Hashable) -> KeyLock:
         """This key's lock: one byte of the lock file at 60 bits of a digest of namespace and key."""
         digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8, key=self._lock_key)
-        return _KeyLock(self.store, int.from_bytes(digest.digest(), "big") >> 4)
+        return KeyLock(self.store.lock_path, int.from_bytes(digest.digest(), "big") >> 4)
 
 
 def _make_temp(folder: str) -> tuple[int, str]:
@@ -280,10 +264,10 @@ def _make_temp(folder: str) -> tuple[int, str]:
     for _attempt in range(3):
         make_private_dirs(folder)
         try:
-            return tempfile.mkstemp(dir=folder, prefix=_TEMP)
+            return tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         except FileNotFoundError:
             continue
-    return tempfile.mkstemp(dir=folder, prefix=_TEMP)
+    return tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -3,13 +3,18 @@ checked (:mod:`regions.signing`).
 
 Layout::
 
-    b"RF1" | value pickle | header pickle | len(header): 4 bytes | tag of the header: 32 bytes
+    MAGIC | value pickle | header pickle | len(header): 4 bytes | tag of the header: 32 bytes
 
-The header is ``(namespace, key, stored_at, ttl, value size, value tag)``. The value is streamed to
-disk (pickle protocol 5 writes large buffers directly) and tagged on the way; the header, tagged
-last, carries the value's tag. A reader checks the header's tag first, then the namespace, key and
-lifetime, and only for a live entry of its own key reads the value and checks its tag: an expired
-entry costs no read of its value, and a planted or altered file is never unpickled.
+``MAGIC`` is ``b"RF"`` and :data:`VERSION` in digits. The header is plain data, ``(namespace, key,
+stored_at, ttl, value size, value tag)``. The value is streamed to disk (pickle protocol 5 writes
+large buffers directly) and tagged on the way; the header, tagged last, carries the value's tag. A
+reader checks the header's tag first, then the namespace, key and lifetime, and only for a live
+entry of its own key reads the value and checks its tag: an expired entry costs no read of its
+value, and a planted or altered file is never unpickled.
+
+:data:`VERSION` is the storage format's: these bytes and where they are kept (it marks the names of
+namespace folders, :func:`.layout.folder_name`). A change to either bumps it, so that entries of
+another version are never read (another folder: misses) and culls remove them (another magic).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import os
 import pickle
 from typing import IO, Any
 
-from ..errors import UnstorableValue
-from ..signing import TAG_SIZE, RejectedEntry, Signer
+from ...errors import UnstorableValue
+from ...signing import TAG_SIZE, RejectedEntry, Signer
 
-MAGIC = b"RF1"
+#: Version 1: ``b"RF1"`` entries in namespace folders without a version mark. 2: in marked folders.
+VERSION = 2
+MAGIC = b"RF%d" % VERSION
 _TRAILER = 4 + TAG_SIZE
 #: Files up to this size are read in one call; larger ones are mapped (no second copy in memory).
 READ_WHOLE = 1 << 18

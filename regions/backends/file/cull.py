@@ -1,4 +1,4 @@
-"""Culling, the housekeeping of the ``file`` backend: :class:`Culling`, which ``FileStore`` mixes in.
+"""Culling, the housekeeping of a file region: the :class:`Culler` a ``FileStore`` holds (``store.culler``).
 
 What a cull removes: entries expired more than ``stale`` seconds ago, damaged entries, ``.tmp-*``
 files that writers killed mid-write left (older than :data:`TEMP_GRACE`) and emptied folders;
@@ -8,7 +8,7 @@ When it runs: writes start it on a background daemon thread every ``cull_interva
 process per interval, through the mtime of ``LOCATION/.locks/culled``) and as soon as a bound is
 exceeded (counted from the last cull plus this process's writes; a process's first write counts).
 A cull reads every header, so no caller waits for it, and a write only compares a clock.
-:meth:`Culling.cull` can also be called directly, as ``manage.py regions cull`` does.
+:meth:`Culler.cull` can also be called directly, as ``manage.py regions cull`` does.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, ClassVar
 
-from .contract import Store, is_servable
-from .file_folders import make_private_dirs
+from ...signing import Signer
+from ..contract import is_servable
+from . import entry_format
+from .folders import make_private_dirs
+from .layout import ENTRY_SUFFIX, LOCKS_FOLDER, TEMP_PREFIX, walk
 
 log = logging.getLogger("regions")
 
@@ -32,45 +33,26 @@ TEMP_GRACE = 60.0
 CULL_TO = 0.9
 
 
-class Culling(Store):
-    """Culling for a store of entry files; :class:`~regions.backends.file.FileStore` mixes it in.
+class Culler:
+    """Culls the entry files of region ``region`` under ``root``; the store calls :meth:`wrote`
+    after each write, :meth:`cleared` after a clear, :meth:`close` and :meth:`after_fork`."""
 
-    The store sets ``root`` (its folder) and reads its options into ``max_entries``, ``max_size``,
-    ``cull_interval`` and ``bounded``, then calls :meth:`_init_culling`; it provides its folder
-    layout (:attr:`entry_suffix`, :attr:`temp_prefix`, :meth:`_walk`, :meth:`_header`) and calls
-    :meth:`wrote` after each write.
-    """
-
-    #: Entry files' names end with this; writers' temporary files' names start with that.
-    entry_suffix: ClassVar[str]
-    temp_prefix: ClassVar[str]
-
-    root: Path
-    max_entries: int
-    max_size: int
-    cull_interval: float
-    bounded: bool
-
-    def _init_culling(self, marker: Path) -> None:
-        """Set up the cull state; ``marker``'s mtime is when any process last culled."""
-        self._cull_marker = marker
-        self._cull_mutex = threading.Lock()
-        self._culler: threading.Thread | None = None
-        self._cull_again = False
-        self._cull_due = time.monotonic() + self.cull_interval  # of the next cull a write starts
+    def __init__(self, region: str, root: Path, signer: Signer, stale: float, *, max_entries: int = 0,
+                 max_size: int = 0, interval: float = 300) -> None:
+        self.region, self.root, self.signer, self.stale = region, root, signer, stale
+        self.max_entries, self.max_size, self.interval = max_entries, max_size, interval
+        #: Whether a bound is set: writes then count files and bytes.
+        self.bounded = bool(max_entries or max_size)
+        self._marker = root / LOCKS_FOLDER / "culled"  # its mtime: when any process last culled
+        self._mutex = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self._due = time.monotonic() + interval  # of the next cull a write starts
         self._closed = False
         # Bounds: new files and grown bytes written by this process, and (entries, bytes, files
         # written, bytes written) when a cull last counted the folder (None: not yet).
         self._files_written = self._bytes_written = 0
         self._counted: tuple[int, int, int, int] | None = None
-
-    def _walk(self) -> Iterator[tuple[str, list[str]]]:
-        """``(folder, file names)`` of every folder that may hold entry or temporary files."""
-        raise NotImplementedError
-
-    def _header(self, f: IO[bytes]) -> tuple[str, str, float, float | None] | None:
-        """The header of an open entry file, or ``None`` when it is not one."""
-        raise NotImplementedError
 
     def cull(self) -> int:
         """Remove dead files (see the module docstring), then the oldest entries over a bound.
@@ -83,24 +65,24 @@ class Culling(Store):
         removed = 0
         live: list[tuple[float, int, str, int]] = []  # (stored_at, size, path, inode)
         folders: list[str] = []
-        for dirpath, filenames in self._walk():
+        for dirpath, filenames in walk(self.root):
             if self._closed:
                 break
             folders.append(dirpath)
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                if name.endswith(self.entry_suffix):
+                if name.endswith(ENTRY_SUFFIX):
                     try:
                         with open(path, "rb") as f:
                             st = os.fstat(f.fileno())
-                            header = self._header(f)
+                            header = entry_format.header_of(f, self.signer)  # None: not ours, or damaged
                     except OSError:
                         continue
                     if header is None or not is_servable((header[2], header[3], None), now, self.stale):
                         removed += _unlink_same(path, st.st_ino)
                     elif self.bounded:
                         live.append((header[2], st.st_size, path, st.st_ino))
-                elif name.startswith(self.temp_prefix):
+                elif name.startswith(TEMP_PREFIX):
                     try:
                         if os.stat(path).st_mtime < now - TEMP_GRACE:
                             removed += _unlink_same(path, None)
@@ -147,81 +129,84 @@ class Culling(Store):
             self._files_written += new_file
             self._bytes_written += grown_by
             if self._counted is None or self.over_bounds():  # the first write of a process counts
-                self.start_cull(force=True)
+                self.start(force=True)
                 return
-        if self.cull_interval and time.monotonic() >= self._cull_due:
-            self.start_cull(force=False)
+        if self.interval and time.monotonic() >= self._due:
+            self.start(force=False)
 
-    def start_cull(self, force: bool = True) -> threading.Thread | None:
+    def cleared(self) -> None:
+        """After a clear: the folder holds no entries now."""
+        if self.bounded:
+            self._counted = (0, 0, self._files_written, self._bytes_written)
+
+    def start(self, force: bool = True) -> threading.Thread | None:
         """Cull on a daemon thread, unless one runs (forced: it culls again if still over a bound).
 
         Unforced, skipped when any process culled this folder less than ``cull_interval`` ago.
         A write never waits for a cull: one reads every header of the folder.
         """
-        with self._cull_mutex:
+        with self._mutex:
             if self._closed:
                 return None
-            self._cull_due = time.monotonic() + self.cull_interval
-            if self._culler is not None and self._culler.is_alive():
-                self._cull_again = self._cull_again or force
-                return self._culler
-            if not force and not self._claim_cull():
+            self._due = time.monotonic() + self.interval
+            if self._thread is not None and self._thread.is_alive():
+                self._again = self._again or force
+                return self._thread
+            if not force and not self._claim():
                 return None
-            thread = threading.Thread(
-                target=self._cull_in_background, name=f"regions-cull-{self.region}", daemon=True
-            )
+            thread = threading.Thread(target=self._run, name=f"regions-cull-{self.region}", daemon=True)
             try:
                 thread.start()
             except RuntimeError as exc:  # no threads left (or shutting down): the write still counts
                 log.warning("cache region %r (file): cannot start a cull: %s", self.region, exc)
                 return None
-            self._culler = thread
+            self._thread = thread
             return thread
 
-    def _claim_cull(self) -> bool:
+    def _claim(self) -> bool:
         """Whether this process should cull now: no process did in the last ``cull_interval``."""
         try:
-            age = time.time() - os.stat(self._cull_marker).st_mtime
-            if 0 <= age < self.cull_interval:
-                self._cull_due = time.monotonic() + self.cull_interval - age
+            age = time.time() - os.stat(self._marker).st_mtime
+            if 0 <= age < self.interval:
+                self._due = time.monotonic() + self.interval - age
                 return False
         except FileNotFoundError:
             pass
         try:
-            make_private_dirs(str(self._cull_marker.parent))
-            self._cull_marker.touch()
+            make_private_dirs(str(self._marker.parent))
+            self._marker.touch()
         except OSError:
             pass
         return True
 
-    def _cull_in_background(self) -> None:
+    def _run(self) -> None:
         while True:
             try:
                 self.cull()
             except Exception as exc:  # a background thread has nobody to raise to
                 log.warning("cache region %r (file): cull failed: %s: %s", self.region, type(exc).__name__,
                             exc)
-            with self._cull_mutex:
-                again, self._cull_again = self._cull_again, False
+            with self._mutex:
+                again, self._again = self._again, False
                 if self._closed or not (again and self.over_bounds()):
-                    self._culler = None
+                    self._thread = None
                     return
 
     @property
-    def culling(self) -> threading.Thread | None:
+    def thread(self) -> threading.Thread | None:
         """The background cull under way, if any."""
-        return self._culler
+        return self._thread
 
     def close(self) -> None:
-        with self._cull_mutex:
+        """Start no more culls; one under way stops at its next folder."""
+        with self._mutex:
             self._closed = True
-        super().close()
 
     def after_fork(self) -> None:
-        super().after_fork()
-        self._cull_mutex = threading.Lock()
-        self._culler = None
-        self._cull_again = False
+        """In a forked child: the parent's cull thread is not this process's."""
+        self._mutex = threading.Lock()
+        self._thread = None
+        self._again = False
 
 
 def _unlink_same(path: str, inode: int | None) -> int:
