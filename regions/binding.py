@@ -115,8 +115,10 @@ class KeyBuilder:
         return values
 
     def _custom_parts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        custom = self.custom
+        assert custom is not None  # only called for a function with a key= callable
         try:
-            return self.custom(*args, **kwargs)  # type: ignore[misc]
+            return custom(*args, **kwargs)
         except TypeError:
             self.binder.values(args, kwargs)  # bad call: BindError lets the function raise
             raise

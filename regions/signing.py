@@ -31,6 +31,9 @@ _LABEL = b"regions-entry-signing"
 class RejectedEntry(RegionError):
     """A stored entry whose tag does not match: never unpickled, read as a miss and rewritten."""
 
+    #: The tag versions read with the entry (a tagged read), so that it is rewritten with them.
+    tag_versions: list[int | None] | None = None
+
 
 def derive_key(secret: str | bytes) -> bytes:
     """The 256-bit signing key for ``secret``: the secret itself is never used as a key elsewhere."""

@@ -44,9 +44,9 @@ class TaggedView:
         try:
             entry, versions = self.ns.get_entry_tagged(key, names)
         except RejectedEntry as exc:  # read as a miss, and rewritten with the versions read with it
-            found = getattr(exc, "tag_versions", None)
+            found = exc.tag_versions
             if found is not None and None not in found:
-                self.versions = tuple(found)
+                self.versions = tuple(found)  # type: ignore[arg-type]  # no None: checked above
             raise
         if None in versions:  # a miss: create the missing versions before computing
             self.versions = tuple(self.ns.create_tags(key, names))

@@ -267,7 +267,7 @@ class MemcachedNamespaceManager(Backend):
         try:
             entry = self._unseal(raw, data)
         except RejectedEntry as exc:
-            exc.tag_versions = versions  # type: ignore[attr-defined]
+            exc.tag_versions = versions
             raise
         if entry[0] == HEAD_MARK:
             return self.parts.get(node, wire, entry), versions
