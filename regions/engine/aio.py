@@ -8,13 +8,14 @@ while waiting leaves the others waiting; the computation is cancelled only when 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import trace as _trace
 from ..backends.contract import Entries, SharedLock
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps, _monotonic
+from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -124,7 +125,7 @@ async def _poll(engine: Engine, lock: SharedLock, deadline: float) -> bool | Non
         got = await call_io(engine, engine.try_lock, lock, 0)
         if got is not False:
             return got
-        left = deadline - _monotonic()
+        left = deadline - time.monotonic()
         if left <= 0:
             return False
         await asyncio.sleep(min(pause, left))

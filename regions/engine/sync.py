@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..backends.contract import Entries, Entry
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps, _monotonic
+from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -31,7 +32,7 @@ def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) ->
         elif kind == LOCK:
             reply = engine.shared_lock(call.ns, call.key)
         elif kind == ACQUIRE:
-            reply = engine.try_lock(call.shared, max(0.0, op[1] - _monotonic()) if op[1] else 0)  # type: ignore[arg-type]
+            reply = engine.try_lock(call.shared, max(0.0, op[1] - time.monotonic()) if op[1] else 0)  # type: ignore[arg-type]
         elif kind == COMPUTE:
             reply = creator()
         else:

@@ -18,7 +18,7 @@ This module holds the store and the namespace manager; each holds its parts as c
 :mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
 :mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.keys` (valid memcached keys),
 :mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
-and :mod:`.log` (``store.sync_storage``).
+and :mod:`.sync_log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from ...signing import TAG_SIZE, RejectedEntry
 from ..contract import Backend, Entry, LogStorage, Store
 from .keys import guarded, safe_namespace
 from .lock import AddLock
-from .log import MemcachedLog
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .parts import HEAD_MARK, Parts
+from .sync_log import MemcachedLog
 from .tags import MemcachedTags
 from .wire import as_int, get_many
 from .wire import get as wire_get
