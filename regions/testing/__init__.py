@@ -1,7 +1,9 @@
 """The backend contract as a reusable pytest suite: run it against your own backend.
 
 Every built-in backend passes it (``tests/test_contract.py`` holds one subclass each). A third-party
-backend, set as ``"BACKEND": "package.module:Class"``, runs the same tests by subclassing
+backend is one module implementing the interfaces of :mod:`regions.backends.contract` (``Store``,
+``Backend``, and where it shares storage across processes ``SharedLock``, ``TagVersions`` and
+``LogStorage``). Set as ``"BACKEND": "package.module:Class"``, it runs the same tests by subclassing
 :class:`BackendContract` in one of its test modules::
 
     import uuid
