@@ -228,24 +228,26 @@ def _sync_wrapper(
     atomic = ATOMIC_TYPES
     methods = _Methods(func, binding)
 
-    def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def general(*args: Any, **kwargs: Any) -> Any:
         b = binding if binding.epoch == source.epoch else binding.current()
         try:
             key = b.make_key(args, kwargs)
         except BindError:
             return func(*args, **kwargs)  # the call does not fit the signature: let Python say why
-        ns = b.ns if spec is None else _entries(b, spec, args, kwargs)
-        if ns is None:
-            return func(*args, **kwargs)
+        ns: Entries = b.ns
+        if spec is not None:  # _entries() written out: every tagged hit's path
+            names = spec.names(args, kwargs)
+            if uncached(names):
+                return func(*args, **kwargs)
+            ns = TaggedView(b.ns, names)
         region = b.region
-        creator = functools.partial(func, *args, **kwargs)
         if _trace.ON:
-            return _trace.traced(b, ns, key, creator)
+            return _trace.traced(b, ns, key, functools.partial(func, *args, **kwargs))
         seq = FLIGHTS.completed
         entry, fresh = region.read(ns, key)
         if fresh:
             return entry[2]  # type: ignore[index]
-        return region.engine.fill(ns, key, entry, seq, creator, b.ttl)
+        return region.engine.fill(ns, key, entry, seq, functools.partial(func, *args, **kwargs), b.ttl)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -253,24 +255,20 @@ def _sync_wrapper(
         # argument of an exact-equality type. The key is then args itself, the same key
         # KeyBuilder.native builds for these arguments.
         if kwargs or len(args) != size or binding.fast_epoch != source.epoch:
-            return general(args, kwargs)
+            return general(*args, **kwargs)
         for arg in args:
             if type(arg) not in atomic:
-                return general(args, kwargs)
+                return general(*args, **kwargs)
         try:
             entry = binding.get_entry(args)
         except Exception:
-            return general(args, kwargs)
+            return general(*args, **kwargs)
         if entry is not None:
             ttl = entry[1]
             if ttl is None or entry[0] + ttl > now():
                 binding.counts.hits += 1
                 return entry[2]
-        return general(args, kwargs)
-
-    @functools.wraps(func)
-    def tagged(*args: Any, **kwargs: Any) -> Any:
-        return general(args, kwargs)
+        return general(*args, **kwargs)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now, store its result for these arguments (with its tags' current
@@ -287,7 +285,7 @@ def _sync_wrapper(
                 region.remove(b.ns, key)
         return value
 
-    out = wrapper if spec is None else tagged
+    out = wrapper if spec is None else functools.wraps(func)(general)
     out.invalidate = methods.invalidate  # type: ignore[attr-defined]
     out.refresh = refresh  # type: ignore[attr-defined]
     out.cache_key = methods.cache_key  # type: ignore[attr-defined]
