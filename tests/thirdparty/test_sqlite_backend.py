@@ -4,8 +4,10 @@ a ``tiered`` region working through it, and real processes sharing one database 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
+import sqlite3
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -16,11 +18,24 @@ import pytest
 from beaker.cache import clsmap
 
 import regions
+from regions.backends.contract import make_entry
+from regions.errors import UnstorableValue
 from regions.testing import BackendContract
+
+# Imported by the name regions loads it by (not relatively: that would be a second copy of it).
 from tests.thirdparty.sqlite_backend import SqliteNamespaceManager
 
 #: As a package's users would name it (``tests`` is importable from the project's root).
 BACKEND = "tests.thirdparty.sqlite_backend:SqliteNamespaceManager"
+
+#: regions refuses ``sync_with`` / ``over`` naming a region that is not memcached or file (E008:
+#: ``regions.config.validators.references`` checks the backend's name, not what its store can do).
+#: What it blocks runs as a strict xfail: once regions accepts a sqlite region there, these pass and
+#: the strict xfail fails, saying to remove this mark.
+REFUSED_BY_E008 = pytest.mark.xfail(
+    raises=regions.ConfigurationError, strict=True,
+    reason="E008: sync_with / over may name only a memcached or file region",
+)
 
 
 class TestSqlite(BackendContract):
@@ -36,7 +51,94 @@ class TestSqlite(BackendContract):
         monkeypatch.setitem(clsmap._clsmap, self.beaker_type, SqliteNamespaceManager)
 
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
-        return {"BACKEND": BACKEND, "LOCATION": str(tmp_path / f"cache-{next(self.files)}.sqlite3"), **settings}
+        location = str(tmp_path / f"cache-{next(self.files)}.sqlite3")
+        return {"BACKEND": BACKEND, "LOCATION": location, **settings}
 
     def beaker_options(self, tmp_path: Path) -> dict[str, Any]:
         return {"url": str(tmp_path / "beaker.sqlite3")}  # one file per test: caches share it
+
+
+@REFUSED_BY_E008
+class TestSyncedMemoryOverSqlite(BackendContract):
+    """``memory`` with ``sync_with`` naming a sqlite region: its log is a ``SqliteLog``."""
+
+    beaker_type = ""
+
+    def linked_regions(self, tmp_path: Path) -> dict[str, Any]:
+        return {"shared": {"BACKEND": BACKEND, "LOCATION": str(tmp_path / "shared.sqlite3")}}
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"sync_with": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "memory", "OPTIONS": options, **settings}
+
+
+class TestTieredOverSqlite(TestSyncedMemoryOverSqlite):
+    """``tiered`` with ``over`` naming a sqlite region: its shared tier is ``SqliteStore.derive``
+    (refused by E008 too: the mark comes with the class it extends)."""
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"over": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "tiered", "OPTIONS": options, **settings}
+
+
+def test_rows_are_signed_and_checked_before_unpickling(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    manager = regions.CacheManager({"r": {"BACKEND": BACKEND, "LOCATION": str(path)}}, secret="s" * 32)
+    try:
+        region = manager["r"]
+        region.set("k", {"a": 1})
+        assert region.get("k") == {"a": 1}
+        with contextlib.closing(sqlite3.connect(path)) as db, db:  # anyone who can write the file
+            for rowid, data in db.execute("SELECT rowid, data FROM entries").fetchall():
+                db.execute("UPDATE entries SET data = ? WHERE rowid = ?", (data[:-1] + b"!", rowid))
+        assert region.get("k", "missing") == "missing"
+        assert region.stats()["rejected"] == 1
+        with pytest.raises(UnstorableValue):
+            region.namespace("t").set_entry("k", make_entry(lambda: 0, None))
+    finally:
+        manager.close()
+
+
+def price(data: str) -> str:
+    """The "database": a file holding the current price."""
+    return Path(data).read_text()
+
+
+def read_then_invalidate(settings: dict[str, Any], region: str, op: str, data: str) -> str:
+    """In a spawned process: read ``price(data)`` through ``region``, then invalidate it (``op``)."""
+    manager = regions.CacheManager(**settings)
+    try:
+        cached = manager.region(region, tags=["price"])(price)
+        seen = cached(data)
+        assert cached.invalidate(data) if op == "invalidate" else manager.invalidate_tags("price")
+        return seen
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize("op", ["invalidate", "tags"])
+@pytest.mark.parametrize("region", ["shared", pytest.param("local", marks=REFUSED_BY_E008)])
+def test_an_invalidation_in_another_process_is_seen_here(tmp_path: Path, region: str, op: str) -> None:
+    """``shared``: the sqlite region itself (its rows, its tag versions); ``local``: a synced memory
+    region whose invalidations travel through the log in the same file."""
+    config: dict[str, Any] = {"shared": {"BACKEND": BACKEND, "LOCATION": str(tmp_path / "cache.sqlite3")}}
+    if region == "local":
+        config["local"] = {"BACKEND": "memory", "OPTIONS": {"sync_with": "shared", "sync_interval": 0.1}}
+    settings = {"config": config, "key_prefix": uuid.uuid4().hex[:10], "secret": uuid.uuid4().hex}
+    data = tmp_path / "price.txt"
+    data.write_text("1")
+    manager = regions.CacheManager(**settings)
+    try:
+        cached = manager.region(region, tags=["price"])(price)
+        assert cached(str(data)) == "1"
+        data.write_text("2")
+        assert cached(str(data)) == "1"
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            seen = pool.submit(read_then_invalidate, settings, region, op, str(data)).result(timeout=60)
+        assert seen == ("1" if region == "shared" else "2")  # our row; a local region's own memory
+        deadline = time.monotonic() + 5
+        while cached(str(data)) != "2":
+            assert time.monotonic() < deadline, f"the other process's {op} was not seen here in 5 s"
+            time.sleep(0.05)
+    finally:
+        manager.close()
