@@ -28,7 +28,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any, cast
 
@@ -63,10 +62,6 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-class _Connection(sqlite3.Connection):
-    """A connection a :class:`weakref.WeakSet` can hold (``sqlite3.Connection`` cannot be)."""
-
-
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` (the write lock first: two writers never deadlock) ... ``COMMIT``."""
@@ -98,8 +93,7 @@ class SqliteStore(Store):
         self.bookkeeping = _utf8(f"{self.identity}:{BOOKKEEPING}")  # never counted nor cleared
         self.tags = SqliteTags(self)
         self.writes = 0
-        self._local = threading.local()
-        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()  # gone with their thread
+        self._local = threading.local()  # .conn: this thread's connection
 
     @classmethod
     def check_location(cls, location: Any) -> str | None:
@@ -111,16 +105,14 @@ class SqliteStore(Store):
 
     def db(self) -> sqlite3.Connection:
         """This thread's connection, opened (and the tables made) on first use."""
-        conn: _Connection | None = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False, factory=_Connection)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)  # autocommit
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough for a cache, and faster
             conn.executescript(SCHEMA)
             self._local.conn = conn
-            self._opened.add(conn)
         return conn
 
     def namespace(self, namespace: str) -> SqliteNamespaceManager:
@@ -165,7 +157,10 @@ class SqliteStore(Store):
         return SqliteStore(region, self.location, self.options, identity=identity, signer=self.signer)
 
     def close(self) -> None:
-        for conn in list(self._opened):
+        """Close this thread's connection and forget the others: they close when garbage collected
+        (closing a connection that another thread is using can crash the process)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
             conn.close()
         self._local = threading.local()  # a later call opens a new connection
         super().close()
@@ -173,7 +168,6 @@ class SqliteStore(Store):
     def after_fork(self) -> None:
         super().after_fork()
         self._local = threading.local()  # the parent's connections are never used here
-        self._opened = weakref.WeakSet()
 
 
 class SqliteNamespaceManager(Backend):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import os
 import sqlite3
 import time
 import uuid
@@ -23,7 +24,7 @@ from regions.errors import UnstorableValue
 from regions.testing import BackendContract
 
 # Imported by the name regions loads it by (not relatively: that would be a second copy of it).
-from tests.thirdparty.sqlite_backend import SqliteNamespaceManager
+from tests.thirdparty.sqlite_backend import SqliteNamespaceManager, SqliteStore
 
 #: As a package's users would name it (``tests`` is importable from the project's root).
 BACKEND = "tests.thirdparty.sqlite_backend:SqliteNamespaceManager"
@@ -104,14 +105,16 @@ def price(data: str) -> str:
     return Path(data).read_text()
 
 
-def read_then_invalidate(settings: dict[str, Any], region: str, op: str, data: str) -> str:
-    """In a spawned process: read ``price(data)`` through ``region``, then invalidate it (``op``)."""
+def read_then_invalidate(settings: dict[str, Any], region: str, op: str, data: str) -> tuple[str, bool]:
+    """In a spawned process: read ``price(data)`` through ``region``, then invalidate it by key
+    (``op="invalidate"``) or by tag (``"tags"``). Returns what it read and whether that worked."""
     manager = regions.CacheManager(**settings)
     try:
         cached = manager.region(region, tags=["price"])(price)
         seen = cached(data)
-        assert cached.invalidate(data) if op == "invalidate" else manager.invalidate_tags("price")
-        return seen
+        if op == "invalidate":
+            return seen, cached.invalidate(data)
+        return seen, manager.invalidate_tags("price")
     finally:
         manager.close()
 
@@ -124,7 +127,7 @@ def test_an_invalidation_in_another_process_is_seen_here(tmp_path: Path, region:
     config: dict[str, Any] = {"shared": {"BACKEND": BACKEND, "LOCATION": str(tmp_path / "cache.sqlite3")}}
     if region == "local":
         config["local"] = {"BACKEND": "memory", "OPTIONS": {"sync_with": "shared", "sync_interval": 0.1}}
-    settings = {"config": config, "key_prefix": uuid.uuid4().hex[:10], "secret": uuid.uuid4().hex}
+    settings: dict[str, Any] = {"config": config, "key_prefix": uuid.uuid4().hex[:8], "secret": "x" * 32}
     data = tmp_path / "price.txt"
     data.write_text("1")
     manager = regions.CacheManager(**settings)
@@ -134,11 +137,37 @@ def test_an_invalidation_in_another_process_is_seen_here(tmp_path: Path, region:
         data.write_text("2")
         assert cached(str(data)) == "1"
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            seen = pool.submit(read_then_invalidate, settings, region, op, str(data)).result(timeout=60)
+            seen, done = pool.submit(read_then_invalidate, settings, region, op, str(data)).result(60)
         assert seen == ("1" if region == "shared" else "2")  # our row; a local region's own memory
+        assert done
         deadline = time.monotonic() + 5
         while cached(str(data)) != "2":
             assert time.monotonic() < deadline, f"the other process's {op} was not seen here in 5 s"
             time.sleep(0.05)
+    finally:
+        manager.close()
+
+
+def test_a_forked_child_opens_connections_of_its_own(tmp_path: Path) -> None:
+    """``Store.after_fork`` runs in every forked child: the parent's connections are not used there."""
+    config = {"r": {"BACKEND": BACKEND, "LOCATION": str(tmp_path / "cache.sqlite3")}}
+    manager = regions.CacheManager(config, secret="x" * 32, publish_every=0)  # no thread mid-call at fork
+    try:
+        region = manager["r"]
+        store = region.store
+        assert isinstance(store, SqliteStore)
+        region.set("parent", 1)
+        parent_db = store.db()
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 when it read and wrote on a connection of its own
+            code = 1
+            try:
+                if store.db() is not parent_db and region.get("parent") == 1:
+                    region.set("child", 2)
+                    code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert region.get("child") == 2
     finally:
         manager.close()
