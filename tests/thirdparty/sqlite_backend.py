@@ -182,7 +182,7 @@ class SqliteNamespaceManager(Backend):
 
     def _head(self, key: bytes) -> bytes:
         """What the tag covers besides the pickle: format, namespace and key, length-prefixed."""
-        return b"%s%d:%s%d:%s" % (MAGIC, len(self._ns), self._ns, len(key), key)
+        return b"%s:%d:%s:%d:%s" % (MAGIC, len(self._ns), self._ns, len(key), key)
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire, store = _utf8(str(key)), self.store
