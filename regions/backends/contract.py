@@ -12,12 +12,14 @@ The interfaces, each small:
 * :class:`LogStorage`, where an invalidation log's records are kept (:mod:`regions.sync`):
   :meth:`Store.sync_storage` returns one, or ``None`` when the store cannot hold a log.
 
-A backend is two classes:
+Conventions a store relies on:
 
-* a :class:`Store`, one per region: the shared resource (memcached clients, a folder, a dict)
-  plus region-wide operations (``clear``, ``ping``, ``count``);
-* a :class:`Backend`, a Beaker :class:`~beaker.container.NamespaceManager` with one instance per
-  namespace (one per cached function), which reads and writes entries in that store.
+* A region's namespaces are ``<identity>:v<VERSION>:<module.qualname>`` (:attr:`Store.identity`
+  first: what sets regions apart on shared storage). ``<identity>:~fleet`` (:data:`BOOKKEEPING`)
+  holds the deployment figures: ``clear()`` and ``count()`` leave it out. Stores that Beaker
+  creates itself have the identity ``"beaker"`` and Beaker's own namespaces.
+* Keys are ``str`` unless :attr:`Store.native_keys` (in-process stores: any hashable tuple).
+* What is stored is plain data with a format version, never a pickled class of the backend's own.
 
 Entries are Beaker's stored tuple ``(stored_at, ttl, value)``: ``stored_at`` is ``time.time()`` at
 write, ``ttl`` the lifetime in seconds or ``None`` for never. An entry is fresh while
@@ -247,7 +249,9 @@ class Store:
         return True
 
     def close(self) -> None:
-        """Release connections, files and threads."""
+        """Release connections, files and threads. Calls may still be running on the I/O threads
+        (they are not waited for): release only what no call can still be using, or let it fail
+        cleanly (a connection another thread holds must not be closed under it)."""
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
@@ -320,8 +324,9 @@ class Backend(NamespaceManager):
         return self.store.tags.create(names)
 
     def wire_key(self, key: Hashable) -> Hashable:
-        """The key exactly as the storage sees it."""
-        return key
+        """The key exactly as the storage sees it: it names the namespace too (``cache_key()``
+        of a decorated function returns it)."""
+        return (self.namespace, key)
 
     def storage_token(self) -> Hashable:
         """What, besides the key, tells one storage apart: callers sharing it may share a computation."""

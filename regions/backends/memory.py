@@ -49,9 +49,6 @@ class MemoryNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         self._data = self.store.data
 
-    def wire_key(self, key: Hashable) -> tuple[str, Hashable]:
-        return (self.namespace, key)
-
     def get_entry(self, key: Hashable) -> Entry | None:
         full = (self.namespace, key)
         entry = self._data.get(full)

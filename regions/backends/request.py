@@ -48,9 +48,6 @@ class RequestNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         self._slot = (id(self.store), namespace)
 
-    def wire_key(self, key: Hashable) -> tuple[str, Hashable]:
-        return (self.namespace, key)
-
     def get_entry(self, key: Hashable) -> Entry | None:
         data = CURRENT.get()
         if data is None:

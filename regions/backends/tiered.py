@@ -102,7 +102,8 @@ class TieredStore(Store):
     native_keys = True
     timed = False
     options_schema = {
-        "over": ((str,), None, "memcached or file region whose storage holds the shared tier"),
+        "over": ((str,), None, "memcached or file region (or one whose store implements derive) "
+                 "holding the shared tier"),
         "max_entries": ((int,), 10_000, "entries kept in each process before the least recently used go"),
         "sync_interval": ((int, float), 1.0, "seconds between looks at other processes' invalidations"),
     }

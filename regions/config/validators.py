@@ -268,8 +268,22 @@ def options(region: RegionSettings) -> Iterator[Problem]:
 REFERENCES = {"sync_with": "keeps its invalidation log", "over": "is its shared tier"}
 
 
+#: What the store of a region named by each option must implement (beyond :class:`Store`'s
+#: defaults): a synced region keeps its log there; a tiered region derives its shared tier from it
+#: and keeps the tier's log on that.
+_NEEDS = {"sync_with": ("sync_storage",), "over": ("derive", "sync_storage")}
+
+
+def _can_serve(settings: Mapping[str, Any], option: str) -> bool:
+    """Whether the region of ``settings`` can be named by ``option``: its store implements what the
+    option needs (memcached and file do; so may a third-party backend)."""
+    store = settings.get("STORE")
+    return store is not None and all(getattr(store, m) is not getattr(Store, m) for m in _NEEDS[option])
+
+
 def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
-    """E008: ``sync_with`` / ``over`` must name a memcached or file region of the same settings."""
+    """E008: ``sync_with`` / ``over`` must name a region of the same settings whose storage every
+    process shares (memcached, file, or a backend that implements :data:`_NEEDS`)."""
     for name, settings in regions.items():
         for option, role in REFERENCES.items():
             if option not in settings["STORE"].options_schema:
@@ -284,9 +298,9 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                     )
                 continue
             other = regions.get(target)
-            if other is None or other["BACKEND"] not in ("memcached", "file"):
+            if other is None or not _can_serve(other, option):
                 what = "no region of these settings" if other is None else f"a {other['BACKEND']!r} region"
-                shared = [n for n, r in regions.items() if r["BACKEND"] in ("memcached", "file")]
+                shared = [n for n, r in regions.items() if _can_serve(r, option)]
                 yield Problem(
                     "E008", name, f"OPTIONS.{option}",
                     f"region {name!r}: {option}={target!r} names {what}; the region it names {role} "

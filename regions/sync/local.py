@@ -63,7 +63,7 @@ class LocalSync:
         if storage is None:
             raise ConfigurationError(
                 f"region {self.region!r}: {shared.region!r} ({shared.name}) cannot hold an invalidation "
-                "log; name a memcached or file region",
+                "log; name a memcached or file region (or one whose store implements sync_storage)",
                 region=self.region,
             )
         self.shared = shared

@@ -154,7 +154,9 @@ class ContractBase:
 
     def beaker_options(self, tmp_path: Path) -> dict[str, Any]:
         """Options for Beaker's ``Cache``/``SessionMiddleware`` (``url``, ``data_dir``...)."""
-        location = self.config(tmp_path).get("LOCATION")
+        if "_beaker_location" not in vars(self):  # pytest makes one instance per test: one storage
+            self._beaker_location = self.config(tmp_path).get("LOCATION")
+        location = self._beaker_location
         return {} if location is None else {"url": str(location)}
 
     # fixtures -------------------------------------------------------------------------------

@@ -109,11 +109,26 @@ class SqliteStore(Store):
         if conn is None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)  # autocommit
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable enough for a cache, and faster
-            conn.executescript(SCHEMA)
+            self._set_up(conn)
             self._local.conn = conn
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the tables. Switching a new file to WAL takes an exclusive lock that SQLite's
+        busy timeout does not wait for ("database is locked" when connections open at once): retried
+        until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable enough for a cache, and faster
+                conn.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def namespace(self, namespace: str) -> SqliteNamespaceManager:
         return SqliteNamespaceManager(namespace, self)
@@ -227,10 +242,6 @@ class SqliteNamespaceManager(Backend):
             (self._ns, time.time()),
         )
         return [key.decode("utf-8", "surrogatepass") for (key,) in rows]
-
-    def wire_key(self, key: Hashable) -> tuple[str, str]:
-        """The row's primary key, as text: what ``f.cache_key(...)`` returns."""
-        return (self.namespace, str(key))
 
     def shared_lock(self, key: Hashable) -> SqliteLock:
         return SqliteLock(self.store, self._ns, _utf8(str(key)))

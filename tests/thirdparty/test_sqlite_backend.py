@@ -29,16 +29,6 @@ from tests.thirdparty.sqlite_backend import SqliteNamespaceManager, SqliteStore
 #: As a package's users would name it (``tests`` is importable from the project's root).
 BACKEND = "tests.thirdparty.sqlite_backend:SqliteNamespaceManager"
 
-#: regions refuses ``sync_with`` / ``over`` naming a region that is not memcached or file (E008:
-#: ``regions.config.validators.references`` checks the backend's name, not what its store can do).
-#: What it blocks runs as a strict xfail: once regions accepts a sqlite region there, these pass and
-#: the strict xfail fails, saying to remove this mark.
-REFUSED_BY_E008 = pytest.mark.xfail(
-    raises=regions.ConfigurationError, strict=True,
-    reason="E008: sync_with / over may name only a memcached or file region",
-)
-
-
 class TestSqlite(BackendContract):
     #: The name a package would declare as its ``beaker.backends`` entry point.
     beaker_type = "thirdparty.sqlite"
@@ -55,11 +45,7 @@ class TestSqlite(BackendContract):
         location = str(tmp_path / f"cache-{next(self.files)}.sqlite3")
         return {"BACKEND": BACKEND, "LOCATION": location, **settings}
 
-    def beaker_options(self, tmp_path: Path) -> dict[str, Any]:
-        return {"url": str(tmp_path / "beaker.sqlite3")}  # one file per test: caches share it
 
-
-@REFUSED_BY_E008
 class TestSyncedMemoryOverSqlite(BackendContract):
     """``memory`` with ``sync_with`` naming a sqlite region: its log is a ``SqliteLog``."""
 
@@ -74,8 +60,7 @@ class TestSyncedMemoryOverSqlite(BackendContract):
 
 
 class TestTieredOverSqlite(TestSyncedMemoryOverSqlite):
-    """``tiered`` with ``over`` naming a sqlite region: its shared tier is ``SqliteStore.derive``
-    (refused by E008 too: the mark comes with the class it extends)."""
+    """``tiered`` with ``over`` naming a sqlite region: its shared tier is ``SqliteStore.derive``."""
 
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         options = {"over": "shared", **settings.pop("OPTIONS", {})}
@@ -120,7 +105,7 @@ def read_then_invalidate(settings: dict[str, Any], region: str, op: str, data: s
 
 
 @pytest.mark.parametrize("op", ["invalidate", "tags"])
-@pytest.mark.parametrize("region", ["shared", pytest.param("local", marks=REFUSED_BY_E008)])
+@pytest.mark.parametrize("region", ["shared", "local"])
 def test_an_invalidation_in_another_process_is_seen_here(tmp_path: Path, region: str, op: str) -> None:
     """``shared``: the sqlite region itself (its rows, its tag versions); ``local``: a synced memory
     region whose invalidations travel through the log in the same file."""
