@@ -140,7 +140,7 @@ class Region:
         #: Invalidations noted in this process: a computation they may touch does not store.
         self.marks = InvalidationMarks()
         self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
-        if hasattr(store, "on_remote"):  # invalidations from other processes count as ours
+        if hasattr(store, "on_remote"):  # invalidations from other processes count as ours, each as narrow
             store.on_remote = self.marks.note
 
     def __repr__(self) -> str:
