@@ -11,7 +11,9 @@ configure. Every entry goes through the region: its key guard, failure policy, s
   function entries).
 * ``TIMEOUT`` defaults to the region's ``TIMEOUT`` (Django's 300 s only when the alias sets it).
 * ``add``, ``incr``, ``decr`` and ``touch`` read and write under the key's lock: the in-process lock
-  and the backend's cross-process one (a memcached ``add`` lock, a file lock).
+  and the backend's cross-process one (a memcached ``add`` lock, a file lock), each waited for
+  ``lock_timeout`` at most. An in-process lock kept longer by another thread raises
+  :class:`regions.errors.LockTimeout` (:meth:`regions.region.Region.locked` says why).
 * In-process regions (memory, request, synced, tiered) keep each value pickled, as Django's
   ``locmem`` does: a value mutated after ``set`` is not changed in the cache, and an unpicklable
   one raises :class:`pickle.PickleError` on every region type.

@@ -61,3 +61,8 @@ class UnstorableValue(RegionError, pickle.PicklingError):
             f"region {region!r} cannot store a value of type {type(value).__name__}: "
             f"{type(exc).__name__}: {exc}; cache a picklable value (or use a memory region)"
         )
+
+
+class LockTimeout(RegionError, TimeoutError):
+    """A key's in-process lock for a read-modify-write stayed held by another thread of this process
+    for longer than the region's ``lock_timeout`` (see :meth:`regions.region.Region.locked`)."""

@@ -1,11 +1,15 @@
 """Creation locks: the cross-process :class:`SharedLock` contract, the polling wait every backend's
-lock uses, and :class:`BeakerLock`, the creation lock Beaker's ``Value`` takes (the in-process
-``NameLock`` of a key, then the backend's shared lock)."""
+lock uses, :class:`BeakerLock`, the creation lock Beaker's ``Value`` takes (the in-process
+``NameLock`` of a key, then the backend's shared lock), and :data:`UPDATE_LOCKS`, the in-process
+locks of read-modify-writes (:meth:`regions.region.Region.locked`)."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from beaker.synchronization import NameLock
@@ -66,3 +70,41 @@ class BeakerLock:
         finally:
             self.held_shared = False
             self.local.release()
+
+
+class LocalKeyLock:
+    """One in-process lock of a key, kept in :class:`KeyLocks` while someone refers to it."""
+
+    __slots__ = ("lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class KeyLocks:
+    """In-process locks by name, as Beaker's ``NameLock`` registry, but this package's own: a forked
+    child gets new ones (:meth:`after_fork`), where Beaker's registry would hand it a lock held by a
+    thread of the parent, which the child does not have and which never releases it there."""
+
+    def __init__(self) -> None:
+        self.locks: weakref.WeakValueDictionary[Hashable, LocalKeyLock] = weakref.WeakValueDictionary()
+        self.mutex = threading.Lock()
+
+    def get(self, name: Hashable) -> LocalKeyLock:
+        """The lock of ``name``; keep the returned object while the lock is held (it stays in the
+        registry only while referred to)."""
+        with self.mutex:
+            found = self.locks.get(name)
+            if found is None:
+                found = self.locks[name] = LocalKeyLock()
+            return found
+
+    def after_fork(self) -> None:
+        """In a forked child: no lock of the parent's threads is held here."""
+        self.locks = weakref.WeakValueDictionary()
+        self.mutex = threading.Lock()
+
+
+#: The locks of :meth:`regions.region.Region.locked` (Django's ``add``, ``incr``, ``touch``).
+UPDATE_LOCKS = KeyLocks()
+os.register_at_fork(after_in_child=UPDATE_LOCKS.after_fork)

@@ -18,14 +18,13 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from beaker.synchronization import NameLock
-
 from . import keys
 from . import trace as _trace
 from .backends.contract import Backend, Entries, Entry, SharedLock, Store, make_entry
 from .engine import Engine
 from .engine.marks import InvalidationMarks
-from .errors import BackendUnavailable, UnstorableValue
+from .errors import BackendUnavailable, LockTimeout, UnstorableValue
+from .locks import UPDATE_LOCKS
 from .signing import RejectedEntry
 from .throttle import LOG_EVERY, Throttle
 
@@ -141,7 +140,7 @@ class Region:
         #: Invalidations noted in this process: a computation they may touch does not store.
         self.marks = InvalidationMarks()
         self._throttle = Throttle(f"cache region {name!r} ({self.backend}): ", LOG_EVERY)
-        if hasattr(store, "on_remote"):  # invalidations from other processes count as ours
+        if hasattr(store, "on_remote"):  # invalidations from other processes count as ours, each as narrow
             store.on_remote = self.marks.note
 
     def __repr__(self) -> str:
@@ -328,11 +327,27 @@ class Region:
     @contextmanager
     def locked(self, ns: Backend, key: Hashable) -> Iterator[None]:
         """Hold ``key``'s lock for a read-modify-write: the in-process lock, then the backend's
-        cross-process one (waited for ``lock_timeout`` at most: a holder that died frees it when it
-        expires). A lock the backend cannot take is skipped: whatever this process then writes
-        cannot reach that backend either."""
-        local = NameLock(identifier=("regions.update", id(ns), key), reentrant=False)
-        local.acquire(True)
+        cross-process one. A lock the backend cannot take is skipped: whatever this process then
+        writes cannot reach that backend either.
+
+        Every wait ends: the cross-process lock is waited for ``lock_timeout`` at most (a holder that
+        died frees it when it expires; past that, the body runs without it, as before), and so is
+        the in-process one. When another thread of this process keeps the in-process lock longer
+        than ``lock_timeout``, this call counts a lock timeout and raises
+        :class:`~regions.errors.LockTimeout` naming the region, the key and ``lock_timeout``, whatever
+        ``raise_errors`` says: there is no safe way on. Running the body without the lock lets two
+        ``incr`` read the same count and one increment be lost, or two ``add`` both succeed; and
+        unlike a missing key (Django's ``ValueError``, which callers often answer with
+        ``set(key, 1)``), it must not reset a counter. A forked child gets new in-process locks
+        (:data:`~regions.locks.UPDATE_LOCKS`): a lock held by a parent's thread at fork time is
+        not held there."""
+        local = UPDATE_LOCKS.get(("regions.update", id(ns), key))  # kept while held: see KeyLocks.get
+        if not local.lock.acquire(timeout=self.lock_timeout):
+            self.counts.lock_timeouts += 1
+            raise LockTimeout(
+                f"cache region {self.name!r}: the lock of key {key!r} stayed held by another thread of "
+                f"this process for lock_timeout={self.lock_timeout:g} s; the read-modify-write was not made"
+            )
         shared: SharedLock | None = None
         try:
             try:
@@ -349,7 +364,7 @@ class Region:
             except Exception as exc:  # an unreachable server: its lock key expires by itself
                 self.failed("unlock", exc, reraise=False)
             finally:
-                local.release()
+                local.lock.release()
 
     async def call_io(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking call of this region's backend on its I/O threads (in-process regions: on

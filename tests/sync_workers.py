@@ -52,16 +52,21 @@ def write_version(data: str, version: int) -> None:
 
 
 def make_reader(
-    manager: regions.CacheManager, region: str, data: str, log: str, tagged: bool = False
+    manager: regions.CacheManager, region: str, data: str, log: str, tagged: bool = False,
+    hold: Callable[[], None] | None = None,
 ) -> Callable[[int], Any]:
     """``value(x) -> (x, version)``, cached in ``region`` (``tagged``: with tag ``item:<x>``); each
-    computation appends ``x`` to ``log``."""
+    computation appends ``x`` to ``log``. ``hold()``, if given, runs in each computation after the
+    version was read (a test keeps a computation under way with it)."""
 
     @manager.region(region, tags=(lambda x: [f"item:{x}"]) if tagged else None)
     def value(x: int) -> tuple[int, int]:
         with open(log, "a") as f:
             f.write(f"{x}\n")
-        return (x, read_version(data))
+        version = read_version(data)
+        if hold is not None:
+            hold()
+        return (x, version)
 
     return value
 
@@ -108,6 +113,23 @@ def read_once(settings: dict[str, Any], region: str, data: str, log: str, keys: 
     value = make_reader(manager, region, data, log, settings.get("tagged", False))
     out.put((os.getpid(), [value(x) for x in keys]))
     manager.close()
+
+
+def invalidate_once(settings: dict[str, Any], region: str, data: str, log: str, op: str, x: int) -> None:
+    """Invalidate once, as the test says (``op``: ``key`` / ``namespace`` / ``clear`` / ``tags`` of
+    key ``x``), and exit: the record goes to the invalidation log for every other process."""
+    manager = build(settings)
+    value = make_reader(manager, region, data, log, settings.get("tagged", False))
+    if op == "key":
+        done = value.invalidate(x)
+    elif op == "namespace":
+        done = value.invalidate_all()
+    elif op == "clear":
+        done = manager[region].clear()
+    else:
+        done = manager.invalidate_tags(f"item:{x}")
+    manager.close()
+    assert done is True, f"{op} of {x} did not reach the shared storage"
 
 
 def wait_ready(ready: Any, procs: list[Any], timeout: float = 120) -> None:

@@ -11,10 +11,10 @@ when nothing changed). While the log cannot be read, only entries stored in the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-from ..sync import LocalSync, Record, apply_changes
+from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import LocalVersions
 from .contract import Entry, Store
 from .memory import MemoryNamespaceManager, MemoryStore
@@ -50,9 +50,9 @@ class SyncedMemoryStore(MemoryStore):
         self.sync = LocalSync(region, self.identity, interval, self._apply)
         self.local_tags = LocalVersions()
         self.tags = PublishedVersions(self.local_tags, self.sync)
-        #: Called with no argument after invalidations from other processes were applied (the
-        #: region bumps its count so that a computation under way does not store its result).
-        self.on_remote: Callable[[], None] | None = None
+        #: Told what each invalidation from another process covers, before it is applied (the
+        #: region's marks: a computation under way that it covers does not store its result).
+        self.on_remote: Note | None = None
 
     def link(self, stores: Mapping[str, Store]) -> None:
         self.sync.attach(stores[self.sync_with])
@@ -70,9 +70,8 @@ class SyncedMemoryStore(MemoryStore):
         self.sync.publish("clear")
 
     def _apply(self, changes: list[Record] | None) -> None:
+        note_changes(self.on_remote, changes)
         apply_changes(self, self.sync, changes, self.local_tags.bump)
-        if self.on_remote is not None:
-            self.on_remote()
 
     def after_fork(self) -> None:
         super().after_fork()

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from .. import keys
 from ..errors import ConfigurationError
-from ..sync import LocalSync, Record, apply_changes
+from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import MAX_TAGS
 from .contract import Backend, Entry, SharedLock, Store
 from .memory import MemoryNamespaceManager, MemoryStore
@@ -122,7 +122,8 @@ class TieredStore(Store):
         self.sync = LocalSync(region, self.identity, interval, self._apply)
         self.far: Store = self.local  # the shared tier, from link()
         self.tags: SharedTierVersions = SharedTierVersions(self)
-        self.on_remote: Callable[[], None] | None = None
+        #: Told what each invalidation from another process covers (see the synced store's).
+        self.on_remote: Note | None = None
 
     def link(self, stores: Mapping[str, Store]) -> None:
         over = stores[self.over]
@@ -148,13 +149,12 @@ class TieredStore(Store):
         _all(self.far.clear, lambda: self.sync.publish("clear"))
 
     def _apply(self, changes: list[Record] | None) -> None:
+        note_changes(self.on_remote, changes)  # first: a computation under way must not store over them
         if changes is None or any(rec.op in ("clear", "namespace") for rec in changes):
             self.far.reread()  # the shared tier's own counters changed too
         if changes is None:
             self.tags.forget(None)
         apply_changes(self.local, self.sync, changes, self.tags.forget)
-        if self.on_remote is not None:
-            self.on_remote()
 
     def ping(self) -> bool:
         return self.far.ping()

@@ -11,8 +11,9 @@ One protocol for threads and coroutines, per region (:mod:`.protocol`, written o
    of this region finished meanwhile, or the backend is shared with other processes), takes the
    backend's cross-process :meth:`~regions.backends.contract.Backend.shared_lock` with the same
    deadline (or serves the stale value when another process holds it), re-reads once more,
-   **computes**, **stores** (unless an invalidation noted meanwhile may have made the value
-   obsolete: :mod:`.marks`), and hands the value (or the exception) to every caller that joined.
+   **computes**, **stores** (unless an invalidation of its key, its namespace or the region noted
+   meanwhile may have made the value obsolete: :mod:`.marks`), and hands the value (or the
+   exception) to every caller that joined.
 
 :mod:`.sync` drives the steps in the calling thread, :mod:`.aio` in coroutines. The decorator's
 inline hit path (:mod:`regions.decorator`) is step 1 written out for speed.

@@ -1,12 +1,15 @@
 """The computations under way in this process: one :class:`Flight` per storage, namespace and key.
 
 :mod:`regions.engine` decides who leads a flight and who waits for it; this module only holds them.
+A forked child starts with none: the flights it inherits belong to threads of the parent, which do
+not exist in the child (waiting for one would cost every miss of its key ``lock_timeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Hashable
 from typing import Any
@@ -65,5 +68,12 @@ class Flights:
             if self.table.get(token) is flight:
                 del self.table[token]
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's flights (their leaders are threads of the parent;
+        one may also have held the lock of the table)."""
+        self.table = {}
+        self.lock = threading.Lock()
+
 
 FLIGHTS = Flights()
+os.register_at_fork(after_in_child=FLIGHTS.after_fork)

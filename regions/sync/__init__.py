@@ -4,13 +4,16 @@ local tiers) learn of invalidations made in other processes.
 * :mod:`~regions.sync.records`: the record format (versioned JSON);
 * :mod:`~regions.sync.log`: :class:`SyncLog`, the reader with its gap and reset rules;
 * :mod:`~regions.sync.local`: :class:`LocalSync`, a store's side (when to look, degraded mode,
-  counters) and :func:`apply_changes`.
+  counters), :func:`note_changes` and :func:`apply_changes`.
 
 A backend supplies only where the records are kept (:class:`~regions.backends.contract.LogStorage`).
 """
 
-from .local import LocalSync, apply_changes
+from .local import LocalSync, Note, apply_changes, note_changes
 from .log import MAX_GAP, RECORD_TTL, SyncLog
 from .records import Record, record
 
-__all__ = ["MAX_GAP", "RECORD_TTL", "LocalSync", "Record", "SyncLog", "apply_changes", "record"]
+__all__ = [
+    "MAX_GAP", "RECORD_TTL", "LocalSync", "Note", "Record", "SyncLog", "apply_changes", "note_changes",
+    "record",
+]

@@ -3,8 +3,9 @@
 :class:`LocalSync` belongs to one store with process-local entries (a synced ``memory`` region,
 a ``tiered`` region's local tier). At most once per ``interval`` one caller looks at the log (on
 an event loop's thread, on a thread of its own); while the log cannot be read the store is
-"degraded" and serves only entries younger than ``interval``. :func:`apply_changes` applies what a
-look found to the store's entries. The counters feed the region's ``stats()``.
+"degraded" and serves only entries younger than ``interval``. :func:`note_changes` tells the
+region what a look found (so that a computation under way does not store over it), then
+:func:`apply_changes` applies it to the store's entries. The counters feed the region's ``stats()``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BackendUnavailable, ConfigurationError
 from ..throttle import LOG_EVERY, Throttle
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     from ..backends.memory import MemoryStore
 
 _monotonic = time.monotonic
+
+
+class Note(Protocol):
+    """What a store calls for each invalidation applied from the log (the region's
+    :meth:`~regions.engine.marks.InvalidationMarks.note`): ``key`` of ``namespace``; all of
+    ``namespace`` (``key`` ``None``); all of the region (no argument)."""
+
+    def __call__(self, namespace: str | None = None, key: Hashable = None) -> None: ...
 
 
 class LocalSync:
@@ -133,6 +142,26 @@ class LocalSync:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "synced_ago": _monotonic() - self.synced_at if self.synced_at > 0 else None}
+
+
+def note_changes(note: Note | None, changes: list[Record] | None) -> None:
+    """Tell ``note`` what each record of ``changes`` invalidates, before it is applied (a computation
+    that checks its mark afterwards then does not store over it): a key, a namespace, the region
+    (``clear``, or ``None``: the log was reset). A ``tags`` record needs no note: an entry a
+    computation under way stores carries the tag versions read before it, which the bump made old
+    (:class:`~regions.tags.view.TaggedView`)."""
+    if note is None:
+        return
+    if changes is None:
+        note()
+        return
+    for rec in changes:
+        if rec.op == "clear":
+            note()
+        elif rec.op == "namespace":
+            note(rec.namespace)
+        elif rec.op == "key":
+            note(rec.namespace, rec.key)
 
 
 def apply_changes(

@@ -1,13 +1,16 @@
 """``django_regions.cache.RegionCache`` where Django's own suite does not look: what ``clear()``
 leaves, request regions, copies, planted entries, a hung server, ``incr`` from several processes,
-sessions, and the E020 check. Django's suite itself: test_django_conformance.py."""
+``incr`` in a child forked while a parent thread increments, a key's lock held past
+``lock_timeout``, sessions, and the E020 check. Django's suite itself: test_django_conformance.py."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,10 @@ from pymemcache.client.base import Client
 import regions
 from django_regions.cache import RegionCache
 from regions.backends.file.entry_format import MAGIC
+from regions.errors import LockTimeout
 from tests.conftest import MemcachedServer
 from tests.faults.conftest import all_threads_stopped
+from tests.faults.test_fork_and_pool import read_child
 
 BACKEND = "django_regions.cache.RegionCache"
 
@@ -225,6 +230,106 @@ def test_incr_is_atomic_across_processes(memcached_server: str, region_prefix: s
         p.join(60)
         assert p.exitcode == 0
     assert cache.get("hits") == 450
+
+
+#: Holds the thread named "slow-incr" inside its ``incr`` (so inside the key's lock) until released.
+INSIDE_INCR, RELEASE_INCR = threading.Event(), threading.Event()
+
+
+class SlowCount(int):
+    """A stored count whose ``+`` (run by ``incr`` under the key's lock) holds the "slow-incr" thread."""
+
+    def __add__(self, other: Any) -> int:
+        if threading.current_thread().name == "slow-incr":
+            INSIDE_INCR.set()
+            assert RELEASE_INCR.wait(30)
+        return int(self) + other
+
+
+def start_slow_incr(cache: Any, key: str) -> threading.Thread:
+    """A thread inside ``cache.incr(key)``, holding the key's lock until ``RELEASE_INCR`` is set."""
+    INSIDE_INCR.clear()
+    RELEASE_INCR.clear()
+    cache.set(key, SlowCount(5))
+    slow = threading.Thread(target=cache.incr, args=(key,), name="slow-incr", daemon=True)
+    slow.start()
+    assert INSIDE_INCR.wait(10)
+    return slow
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+@pytest.mark.parametrize(("region", "expected"), [("local", 15), ("functions", 16)])
+def test_incr_in_a_child_forked_while_a_parent_thread_increments(
+    region: str, expected: int, settings: Any, cache_regions: dict[str, Any]
+) -> None:
+    """A parent thread is inside ``incr("n")`` (so it holds the key's lock) when the process forks.
+    The child's ``incr("n", 10)`` answers: the lock it inherited belonged to a thread the child does
+    not have, and it waited for it forever. On an in-process region the child increments its own copy
+    (5 + 10); on memcached it waits for the parent's increment (its cross-process lock), then adds."""
+    settings.CACHE_REGIONS = {**cache_regions, "local": {"BACKEND": "memory"}}
+    with override_settings(CACHES=aliases(default=region)):
+        cache = caches["default"]
+        slow = start_slow_incr(cache, "n")
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, and never return into pytest
+            code = 1
+            try:
+                os.close(read_end)
+                start = time.monotonic()
+                value = cache.incr("n", 10)
+                os.write(write_end, json.dumps({"value": value, "took": time.monotonic() - start}).encode())
+                code = 0
+            except BaseException as exc:
+                os.write(write_end, json.dumps({"error": repr(exc)}).encode())
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        time.sleep(0.2)
+        RELEASE_INCR.set()  # the parent's increment ends; a child still waiting on memcached goes on
+        raw = read_child(read_end, pid, 15)
+        slow.join(10)
+        assert raw, "the child's incr did not return within 15 s: it waited for the parent's thread"
+        report = json.loads(raw)
+        assert "error" not in report, report["error"]
+        print(f"\n{region}: the child's incr took {report['took']:.3f} s")
+        assert report["value"] == expected
+        assert cache.get("n") == (6 if region == "local" else 16)
+
+
+def test_a_key_lock_held_past_lock_timeout_raises(settings: Any, cache_regions: dict[str, Any]) -> None:
+    """Another thread of this process keeps the key's lock (inside ``incr``): a second ``incr`` waits
+    ``lock_timeout`` and then raises :class:`LockTimeout` naming the region, the key and the timeout;
+    it neither waits forever nor increments without the lock (a lost increment). Not a ValueError: a
+    caller's ``except ValueError: cache.set(key, 1)`` would reset the counter."""
+    local = {"BACKEND": "memory", "OPTIONS": {"lock_timeout": 0.5}}
+    settings.CACHE_REGIONS = {**cache_regions, "local": local}
+    with override_settings(CACHES=aliases(default="local")):
+        cache = caches["default"]
+        slow = start_slow_incr(cache, "n")
+        outcome: list[Any] = []
+
+        def second() -> None:
+            start = time.monotonic()
+            try:
+                outcome.append(cache.incr("n", 10))
+            except Exception as exc:
+                outcome.append(exc)
+            outcome.append(time.monotonic() - start)
+
+        waiter = threading.Thread(target=second, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        RELEASE_INCR.set()
+        slow.join(10)
+        assert outcome, "the second incr did not return within 10 s (lock_timeout 0.5 s)"
+        error, took = outcome
+        assert isinstance(error, LockTimeout) and not isinstance(error, ValueError), error
+        message = str(error)
+        assert "'local'" in message and repr(cache.make_key("n")) in message and "0.5 s" in message, message
+        assert took < 5, took
+        assert cache.get("n") == 6, "the second incr changed the count although it raised"
+        assert cache.region.stats()["lock_timeouts"] == 1
 
 
 def test_sessions_over_a_region(client: Any, django_user_model: Any) -> None:

@@ -6,12 +6,16 @@ of large values under concurrent writers.
 * 500 short-lived threads, 50 at once: the process holds at most ``max_connections`` sockets to the
   server afterwards (counted in ``/proc`` and by memcached's ``curr_connections``); 32 by default.
 * Writers of one key whose value is split into parts never make readers miss or read a mix.
+* A child forked while a parent thread computes a key does not wait for that computation (its
+  thread does not exist in the child): each of its calls costs the function's own time.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import select
 import sys
 import threading
 import time
@@ -223,3 +227,82 @@ def test_concurrent_writers_of_a_value_split_in_parts(
     assert reads >= 100, counts
     assert counts["hit"] >= 0.8 * reads, f"{counts['miss']} of {reads} reads missed while writers wrote"
     assert stats["errors"] == 0, stats
+
+
+def read_child(fd: int, pid: int, budget: float) -> bytes:
+    """What a forked child wrote to ``fd`` before it exited, or ``b""`` if it did not finish within
+    ``budget`` seconds (it is then killed)."""
+    out, deadline = b"", time.monotonic() + budget
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                os.kill(pid, 9)
+                return b""
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return out
+            out += chunk
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+
+
+BODY, LOCK_TIMEOUT = 1.0, 3.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+@pytest.mark.parametrize("backend", ["memory", "memcached"])
+def test_a_child_forked_during_a_computation_does_not_wait_for_it(
+    backend: str, region_config: Callable[..., Any], make_manager: Callable[..., Any]
+) -> None:
+    """A parent thread is computing ``f(1)`` (a 1 s body, ``lock_timeout`` 3 s) when the process
+    forks, as gunicorn ``--preload`` and Celery prefork do. The child invalidates and calls ``f(1)``
+    3 times: each call computes at once (about 1 s). The parent's computation is still listed among
+    the in-process flights the child inherited, but its thread does not exist there: waiting for it
+    cost ``lock_timeout`` + 1 s per call, for every miss of that key, forever."""
+    manager = make_manager({"r": region_config(backend, TIMEOUT=300, OPTIONS={"lock_timeout": LOCK_TIMEOUT})})
+    inside = threading.Event()
+
+    @manager.region("r")
+    def f(x: int) -> int:
+        if threading.current_thread().name == "parent-computation":
+            inside.set()
+        time.sleep(BODY)
+        return x * 10
+
+    computing = threading.Thread(target=f, args=(1,), name="parent-computation")
+    computing.start()
+    assert inside.wait(10)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            waits = []
+            for _ in range(3):
+                f.invalidate(1)  # every call a miss: a new computation of the parent's key
+                start = time.monotonic()
+                assert f(1) == 10
+                waits.append(time.monotonic() - start)
+            report = {"waits": waits, "stats": manager["r"].stats()}
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"error": repr(exc)}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    raw = read_child(read_end, pid, 60)
+    computing.join(10)
+    assert raw, "the child did not finish its 3 calls within 60 s"
+    report = json.loads(raw)
+    assert "error" not in report, report["error"]
+    waits = report["waits"]
+    print(f"\n{backend}: the child's calls took {[round(w, 2) for w in waits]} s "
+          f"(body {BODY} s, lock_timeout {LOCK_TIMEOUT} s); child stats {report['stats']}")
+    assert max(waits) < LOCK_TIMEOUT, (
+        f"a call in the child took {max(waits):.2f} s: it waited for the parent's computation"
+    )
+    assert report["stats"]["lock_timeouts"] == 0, report["stats"]
