@@ -10,7 +10,7 @@ A backend supplies only where the records are kept (:class:`~regions.backends.co
 """
 
 from .local import LocalSync, apply_changes
-from .log import MAX_GAP, RECORD_TTL, SyncLog
+from .log import CHUNK, MAX_GAP, RECORD_TTL, SyncLog
 from .records import Record, record
 
-__all__ = ["MAX_GAP", "RECORD_TTL", "LocalSync", "Record", "SyncLog", "apply_changes", "record"]
+__all__ = ["CHUNK", "MAX_GAP", "RECORD_TTL", "LocalSync", "Record", "SyncLog", "apply_changes", "record"]
