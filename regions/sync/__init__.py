@@ -10,10 +10,10 @@ A backend supplies only where the records are kept (:class:`~regions.backends.co
 """
 
 from .local import LocalSync, Note, apply_changes, note_changes
-from .log import MAX_GAP, RECORD_TTL, SyncLog
+from .log import CHUNK, MAX_GAP, RECORD_TTL, SyncLog
 from .records import Record, record
 
 __all__ = [
-    "MAX_GAP", "RECORD_TTL", "LocalSync", "Note", "Record", "SyncLog", "apply_changes", "note_changes",
-    "record",
+    "CHUNK", "MAX_GAP", "RECORD_TTL", "LocalSync", "Note", "Record", "SyncLog", "apply_changes",
+    "note_changes", "record",
 ]

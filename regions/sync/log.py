@@ -3,7 +3,8 @@
 A log on shared storage (:class:`~regions.backends.contract.LogStorage`) is a counter ``seq`` and
 one record (:mod:`regions.sync.records`) per invalidation, record ``n`` under the value ``seq``
 took when it was appended. A look reads ``seq`` (one round trip when nothing changed) and fetches
-the records not seen yet in one more.
+the records not seen yet, :data:`CHUNK` per round trip: a burst of invalidations costs a look in
+proportion to its size, and drops only what its records name.
 
 Whenever continuity cannot be shown (the first read, a counter that went back or jumped by more
 than :data:`MAX_GAP`, a record missing because it was evicted or lost in a restart, a record that
@@ -25,8 +26,12 @@ from .records import Record, record
 if TYPE_CHECKING:
     from ..backends.contract import LogStorage
 
-#: More unseen records than this: reset instead of fetching them all.
-MAX_GAP = 500
+#: Unseen records fetched in one round trip.
+CHUNK = 500
+#: More unseen records than this: reset instead of fetching them (a look then costs at most
+#: ``MAX_GAP / CHUNK`` round trips). Storage keeps at least this many records (memcached: for
+#: :data:`RECORD_TTL` seconds).
+MAX_GAP = 20_000
 #: Seconds a record is kept on memcached: a process that did not look for longer (no reads for
 #: 5 minutes) resets at its next look, and a busy log holds at most this many seconds of records.
 RECORD_TTL = 300
@@ -69,10 +74,11 @@ class SyncLog:
             return None
         if head == seen:
             return []
-        found = self.storage.records(seen + 1, head)
+        found = self._fetch(seen + 1, head)
         if len(found) < head - seen:  # appended a moment ago: its counter before its record?
             time.sleep(0.002)
-            found.update(self.storage.records(seen + 1, head))
+            first_missing = next(n for n in range(seen + 1, head + 1) if n not in found)
+            found.update(self._fetch(first_missing, head))
             if len(found) < head - seen:
                 return None
         mine = self.origin
@@ -85,3 +91,10 @@ class SyncLog:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return None
         return out
+
+    def _fetch(self, first: int, last: int) -> dict[int, bytes]:
+        """The records ``first`` .. ``last`` that are present, :data:`CHUNK` per round trip."""
+        found: dict[int, bytes] = {}
+        for start in range(first, last + 1, CHUNK):
+            found.update(self.storage.records(start, min(start + CHUNK - 1, last)))
+        return found

@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from ...sync.log import MAX_GAP
 from .folders import make_private_dirs
 from .layout import SYNC_FOLDER
 
-#: Records kept in the folder (a process further behind resets).
-KEEP = 1000
+#: Records kept in the folder: as many as a reader fetches before it resets.
+KEEP = MAX_GAP
 _READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
