@@ -24,6 +24,13 @@ between two flushes are not counted.
 worker writes its own figures there and any worker's ``/metrics`` sums them. There are no gauges,
 so no ``child_exit`` hook is needed: a dead worker's counts stay in the totals, as counters should.
 
+*What it serves*: the regions' metrics only, from a registry of their own (:attr:`Exporter.registry`;
+under ``PROMETHEUS_MULTIPROC_DIR``, only their families of the workers' files), never
+prometheus_client's default registry: the rest of the process's metrics (another app's, the process
+and platform collectors) are not shown to whoever may read this view. To export the regions'
+metrics from an endpoint of your own too,
+``prometheus_client.REGISTRY.register(django_regions.metrics.start().registry)``.
+
 *Who may read it*: counts and timings by region name and backend name, nothing else (no keys,
 values, addresses). It is open by default, as scrapers do not log in: restrict it at the proxy, or
 set ``REGIONS_METRICS_PRIVATE = True`` to give it the dashboard's rule (staff,
@@ -141,14 +148,21 @@ class Exporter:
     """This process's Prometheus metrics and the regions whose counts it adds to them."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        #: The regions' metrics only: what ``/metrics`` serves (never prometheus_client's default registry).
+        self.registry = CollectorRegistry()
         labels = ["region", "backend"]
-        self.counters = {name: Counter(f"regions_{name}", text, labels) for name, text in COUNTERS.items()}
+        self.counters = {
+            name: Counter(f"regions_{name}", text, labels, registry=self.registry)
+            for name, text in COUNTERS.items()
+        }
         self.latency = Histogram(
             "regions_backend_latency_seconds", "Seconds of the backend calls the regions timed",
-            labels, buckets=BUCKETS,
+            labels, buckets=BUCKETS, registry=self.registry,
         )
+        #: Their family names: what the view takes from the workers' files under PROMETHEUS_MULTIPROC_DIR.
+        self.names = frozenset(m.name for c in (*self.counters.values(), self.latency) for m in c.describe())
         self.tracked: dict[int, _Tracked] = {}
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -246,9 +260,10 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
 
 @never_cache
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The metrics in Prometheus's text format: every worker's sum under ``PROMETHEUS_MULTIPROC_DIR``,
-    else this process's registry. 501 without ``prometheus_client``; 403 for a visitor the
-    dashboard would refuse when ``REGIONS_METRICS_PRIVATE`` is ``True``."""
+    """The regions' metrics in Prometheus's text format: every worker's sum under
+    ``PROMETHEUS_MULTIPROC_DIR``, else this process's. Only theirs (:attr:`Exporter.registry`), not
+    the rest of prometheus_client's default registry. 501 without ``prometheus_client``; 403 for a
+    visitor the dashboard would refuse when ``REGIONS_METRICS_PRIVATE`` is ``True``."""
     if not available():
         return HttpResponse(NOT_INSTALLED, status=501, content_type="text/plain; charset=utf-8")
     if getattr(settings, "REGIONS_METRICS_PRIVATE", False) is True:
@@ -257,20 +272,33 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if may_see(request) is not True:
             return HttpResponse("forbidden: REGIONS_METRICS_PRIVATE is set\n", status=403,
                                 content_type="text/plain; charset=utf-8")
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    flush()
-    registry = REGISTRY
+    exporter = start()
+    exporter.flush()
+    registry = exporter.registry
     if multiprocess_dir():
+        registry = CollectorRegistry()
+        registry.register(_Summed(exporter.names))
+    return HttpResponse(generate_latest(registry), content_type=TEXT_FORMAT)
+
+
+class _Summed:
+    """The families named ``names`` summed over every worker's file under ``PROMETHEUS_MULTIPROC_DIR``
+    (where the other metrics of the project's processes are too)."""
+
+    def __init__(self, names: frozenset[str]) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-    return HttpResponse(generate_latest(registry), content_type=TEXT_FORMAT)
+        self.all = MultiProcessCollector(None)  # registered nowhere: collected through this one
+        self.names = names
+
+    def collect(self) -> Any:
+        return (family for family in self.all.collect() if family.name in self.names)
 
 
 if available():
     try:
         start()
-    except Exception:  # a clash with the project's own metrics: /metrics answers 500, the site works
+    except Exception:  # whatever it is, /metrics answers 500 and the site works
         logger.exception("cache regions: the Prometheus metrics could not be set up")

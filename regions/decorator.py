@@ -136,7 +136,10 @@ def decorate(
         )
 
     def decorator(func: Callable[P, R]) -> CachedFunction[P, R]:
-        qualname = f"{func.__module__}.{func.__qualname__}"
+        # a process started by multiprocessing spawn/forkserver imports the parent's script as
+        # __mp_main__: keyed as __main__, its functions share entries with the parent's
+        module = "__main__" if func.__module__ == "__mp_main__" else func.__module__
+        qualname = f"{module}.{func.__qualname__}"
         check_timeout(qualname, timeout)
         binding: Binding[P, R] = Binding(source, name, qualname, timeout, KeyBuilder(func, qualname, key))
         if not source.binds_late:

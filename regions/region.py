@@ -190,11 +190,15 @@ class Region:
                 "%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc
             )
 
-    def reject(self, key: Hashable, why: str) -> None:
+    def reject(self, ns: Entries, key: Hashable, why: str) -> None:
         """Count and log a stored entry that is not one of ours (planted, altered, malformed): it is
-        read as a miss, never unpickled, and rewritten."""
+        read as a miss, never unpickled, and rewritten. The log names the namespace (the function)
+        and a digest of the key, never the key: it holds the arguments, perhaps personal data."""
         self.counts.rejected += 1
-        self._throttle.warning("rejected %s for %r; recomputing it", why, key)
+        self._throttle.warning(
+            "rejected %s in %s (key digest %s); recomputing it", why, ns.namespace,
+            self.store.signer.key_digest(key),
+        )
 
     def _timed(self, call: Callable[..., T], *args: Any) -> T:
         stats = self.counts
@@ -231,7 +235,7 @@ class Region:
                 if self.on_timing is not None:
                     self.on_timing(elapsed)
         except RejectedEntry as exc:
-            self.reject(key, str(exc))
+            self.reject(ns, key, str(exc))
             return None, False
         except Exception as exc:
             self.failed("get", exc)
@@ -244,7 +248,7 @@ class Region:
             ttl = entry[1]
             fresh = ttl is None or entry[0] + ttl > time.time()
         except TypeError:  # not an entry, or stored_at / ttl are not numbers
-            self.reject(key, f"a malformed entry ({type(entry).__name__})")
+            self.reject(ns, key, f"a malformed entry ({type(entry).__name__})")
             return None, False
         if fresh:
             stats.hits += 1
@@ -264,7 +268,7 @@ class Region:
         try:
             entry = ns.get_entry(key)
         except RejectedEntry as exc:
-            self.reject(key, str(exc))
+            self.reject(ns, key, str(exc))
             return None  # not ours: a miss, and replaced
         except Exception as exc:
             self.failed(operation, exc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from .errors import RegionError
@@ -26,6 +26,8 @@ from .errors import RegionError
 #: Bytes of a tag.
 TAG_SIZE = 32
 _LABEL = b"regions-entry-signing"
+#: Starts the message of a key's digest for logs (:meth:`Signer.key_digest`): never an entry's.
+_LOG_LABEL = b"\0regions-log-key\0"
 
 
 class RejectedEntry(RegionError):
@@ -93,6 +95,13 @@ class Signer:
     def tag(self, *parts: bytes | memoryview) -> bytes:
         """The tag of ``parts`` (hashed in order, as one message) under the current key."""
         return self._current.tag(parts)
+
+    def key_digest(self, key: Hashable) -> str:
+        """12 hex digits naming ``key`` in a log line, never the key itself (a cached function's
+        arguments may be personal data): alike in every process sharing the secret, and keyed, so
+        that nobody without the secret can try candidate arguments against it."""
+        text = str(key).encode("utf-8", "surrogatepass")
+        return self._current.tag((_LOG_LABEL, text))[:6].hex()
 
     def running(self, *parts: bytes | memoryview) -> _Running:
         """A tag under the current key of ``parts`` and whatever is ``update``-d after them."""

@@ -1,5 +1,9 @@
 """Throttled logging: the first problem of a subject is logged at once, then at most one line per
-:data:`LOG_EVERY` seconds with a count of what was not logged (a failure never floods the log)."""
+:data:`LOG_EVERY` seconds with a count of what was not logged (a failure never floods the log).
+
+Every text put into such a line goes through :func:`loggable`: exceptions and server answers can
+carry bytes planted in a server or a folder, which must neither forge log lines nor drive the
+terminal that shows them."""
 
 from __future__ import annotations
 
@@ -11,6 +15,31 @@ log = logging.getLogger("regions")
 
 #: Seconds between two log lines of one subject (the first is logged at once).
 LOG_EVERY = 10.0
+
+#: Characters of one text put into a log line, at most (escapes included); the rest is cut.
+LOG_TEXT_LIMIT = 200
+
+
+def loggable(value: Any, limit: int = LOG_TEXT_LIMIT) -> str:
+    """``str(value)`` fit for one log line: every unprintable character (line breaks, ESC and the
+    other controls, bidirectional overrides, line separators) escaped as ``\\n``, ``\\x1b``,
+    ``\\u202e``, and cut after ``limit`` characters with a count of those cut."""
+    try:
+        text = str(value)
+    except Exception:
+        return f"<a {loggable(type(value).__name__)} that cannot be shown>"
+    if len(text) <= limit and text.isprintable():
+        return text
+    out: list[str] = []
+    size = 0
+    for n, char in enumerate(text):
+        if not char.isprintable():
+            char = char.encode("unicode_escape").decode("ascii")
+        size += len(char)
+        if size > limit:
+            return f"{''.join(out)}... ({len(text) - n} more characters)"
+        out.append(char)
+    return "".join(out)
 
 
 class Throttle:
@@ -29,4 +58,5 @@ class Throttle:
             return
         more, self.unlogged, self.logged_at = self.unlogged, 0, now
         suffix = f" ({more} more problem(s) since the last report)" if more else ""
-        log.warning("%s" + message + suffix, self.prefix, *args)
+        shown = [a if isinstance(a, (int, float)) else loggable(a) for a in args]
+        log.warning("%s" + message + suffix, self.prefix, *shown)

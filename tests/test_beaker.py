@@ -105,3 +105,45 @@ def test_creation_lock_that_fails_frees_its_process_lock(memcached_factory: Any,
         assert got == [True], "another thread could not take the key's lock: the failed acquire kept it"
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("data_dir", ["./cache", "cache", "a/b"])
+def test_relative_data_dir_from_an_empty_working_directory(
+    data_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beaker's own tests use ``data_dir='./cache'`` from wherever they run: the folder, and every
+    folder above it inside the working directory, is made on first use, from several threads at once
+    (``os.path.dirname`` of a relative path ends at ``''``, which is the working directory)."""
+    import stat
+    import threading
+
+    from beaker.cache import Cache
+
+    work = tmp_path / "empty"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cache = Cache("relative", type="regions.file", data_dir=data_dir)
+    created: list[str] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def use(n: int) -> None:
+        try:
+            start.wait(10)
+            for i in range(30):
+                key = f"k{(n + i) % 5}"
+                got = cache.get(key, createfunc=lambda key=key: created.append(key) or key.upper())
+                assert got == key.upper()
+        except BaseException as exc:  # reported below, with the thread's traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(created) == [f"k{i}" for i in range(5)]  # one computation per key, entries shared
+    assert Cache("relative", type="regions.file", data_dir=str(work / data_dir)).get("k3") == "K3"
+    assert stat.S_IMODE((work / data_dir).stat().st_mode) == 0o700
+    assert stat.S_IMODE((work / Path(data_dir).parts[0]).stat().st_mode) == 0o700  # "a" of "a/b" too

@@ -199,6 +199,65 @@ def test_who_may_read_it(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None
     assert response.status_code == 501 and b"regions[prometheus]" in response.content
 
 
+OURS = {*(name.removesuffix("_total") for name in COUNTED), "regions_backend_latency_seconds"}
+
+
+def families(text: str) -> set[str]:
+    """The metric families in ``text`` (a counter's ``_created`` samples parse as one of their own)."""
+    return {family.name.removesuffix("_created") for family in text_string_to_metric_families(text)}
+
+
+def test_only_the_regions_metrics_are_served() -> None:
+    """/metrics serves the regions' own registry: what else the process registers on
+    prometheus_client's default registry (another app's metrics, its process and platform
+    collectors) is not shown to whoever may scrape it."""
+    from prometheus_client import REGISTRY, Counter
+
+    foreign = Counter("someone_elses_logins", "Logins, by user", ["user"])
+    try:
+        foreign.labels(user="alice").inc()
+        double(1)
+        response = Client().get("/metrics")
+    finally:
+        REGISTRY.unregister(foreign)
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "someone_elses" not in text and "alice" not in text
+    assert families(text) == OURS
+
+
+MULTIPROCESS_SCRAPE = """
+import django
+django.setup()
+from django.test import RequestFactory
+from prometheus_client import Counter
+from django_regions.metrics import metrics_view
+from config.shop import services
+
+Counter("someone_elses_logins", "Logins, by user", ["user"]).labels(user="alice").inc()
+services.product_price(1)
+print(metrics_view(RequestFactory().get("/metrics")).content.decode())
+"""
+
+
+def test_only_the_regions_metrics_are_served_from_the_multiprocess_folder(
+    memcached_server: str, tmp_path: Path
+) -> None:
+    """Under ``PROMETHEUS_MULTIPROC_DIR`` every metric of every worker is in the folder: the view
+    sums the regions' only."""
+    prom = tmp_path / "prometheus"
+    prom.mkdir()
+    env = example_env(memcached_server, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(prom))
+    run = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRAPE], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "someone_elses" not in run.stdout and "alice" not in run.stdout
+    got = parse(run.stdout)
+    calls = [got.get((f"regions_{n}_total", "functions", "memcached"), 0.0) for n in ("hits", "misses")]
+    assert sum(calls) == 1, run.stdout  # the example's prefix: another test may have stored it
+    assert families(run.stdout) <= OURS
+
+
 def test_the_app_never_imports_prometheus_client() -> None:
     code = ("import sys, django; django.setup(); import django_regions.views, django_regions.conf; "
             "assert 'prometheus_client' not in sys.modules, 'imported'")

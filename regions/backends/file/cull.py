@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ...signing import Signer
+from ...throttle import loggable
 from ..contract import is_servable
 from . import entry_format
 from .folders import make_private_dirs
@@ -185,7 +186,7 @@ class Culler:
                 self.cull()
             except Exception as exc:  # a background thread has nobody to raise to
                 log.warning("cache region %r (file): cull failed: %s: %s", self.region, type(exc).__name__,
-                            exc)
+                            loggable(exc))  # an error may name a file planted in the folder
             with self._mutex:
                 again, self._again = self._again, False
                 if self._closed or not (again and self.over_bounds()):

@@ -98,9 +98,11 @@ def folder_exposure(location: Any) -> tuple[str, str] | None:
 
 def make_private_dirs(path: str) -> None:
     """``mkdir -p`` where every folder made is ``0o700`` (``os.makedirs`` gives all but the last the
-    umask's mode): nobody else may plant entries in a folder this process creates."""
+    umask's mode): nobody else may plant entries in a folder this process creates. A relative
+    ``path`` ends, going up, at ``''`` (``os.path.dirname("cache")``): the working directory, which
+    exists, so it is never made."""
     missing = []
-    while not os.path.isdir(path):
+    while path and not os.path.isdir(path):
         missing.append(path)
         parent = os.path.dirname(path)
         if parent == path:
