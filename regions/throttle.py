@@ -1,5 +1,6 @@
 """Throttled logging: the first problem of a subject is logged at once, then at most one line per
-:data:`LOG_EVERY` seconds with a count of what was not logged (a failure never floods the log)."""
+:data:`LOG_EVERY` seconds with a count of what was not logged (a failure never floods the log).
+:func:`shown` puts a value read from a server or a file into such a line."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ class Throttle:
         more, self.unlogged, self.logged_at = self.unlogged, 0, now
         suffix = f" ({more} more problem(s) since the last report)" if more else ""
         log.warning("%s" + message + suffix, self.prefix, *args)
+
+
+def shown(raw: bytes | str | None, limit: int = 40) -> str:
+    """``raw`` as a log line shows what a server or a file held: escaped (``repr``), at most
+    ``limit`` bytes of it, and its size when cut short. A value written by something else may be
+    anything: never the whole of it, never a control character, in a log line."""
+    if raw is None:
+        return "nothing"
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return repr(bytes(raw))
+    return f"{bytes(raw[:limit])!r}... ({len(raw)} bytes)"

@@ -9,6 +9,9 @@
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
+* A counter (generation, tag, invalidation log) that holds no number, written by something else
+  under the region's keys, is replaced by the read or the bump that finds it, which counts as a
+  bump; the log says what it held. It never blocks an invalidation.
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
@@ -37,6 +40,7 @@ from pymemcache.exceptions import MemcacheServerError
 from ... import binding
 from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import TAG_SIZE, RejectedEntry
+from ...throttle import Throttle
 from ..contract import Backend, Entry, LogStorage, Store
 from .keys import guarded, safe_namespace
 from .lock import AddLock
@@ -93,6 +97,8 @@ class MemcachedStore(Store):
         #: add their own, under their namespace (which starts with the identity).
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
+        #: Per kind of counter: which held no number, and what (:meth:`.nodes.Node.replace_non_number`).
+        self.counter_logs: dict[str, Throttle] = {}
         self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
         self.tags: MemcachedTags = MemcachedTags(self)
 
@@ -107,6 +113,13 @@ class MemcachedStore(Store):
     def node_for(self, wire: str) -> Node:
         """The node holding ``wire``."""
         return self.nodes.node_for(wire)
+
+    def counter_log(self, what: str) -> Throttle:
+        """The throttled log of counters of kind ``what`` that held no number."""
+        found = self.counter_logs.get(what)
+        if found is None:
+            found = self.counter_logs[what] = Throttle(f"cache region {self.region!r} (memcached): ")
+        return found
 
     def namespace(self, namespace: str) -> MemcachedNamespaceManager:
         return MemcachedNamespaceManager(namespace, self)

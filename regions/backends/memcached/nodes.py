@@ -9,8 +9,12 @@ generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
 * Keys go to nodes by rendezvous hashing: each node scores ``blake2b(key)`` mixed with a seed of
   its address; the highest score wins. Adding or removing a server moves only its share of keys.
 * Generation counters live on every node and are read as their maximum (lagging nodes are raised
-  to it), and each process never goes back to a lower value than one it has seen. A node that was
-  away while a counter was bumped is bumped when it returns, before any read reaches it.
+  to it), and each process never goes back to a lower value than one it has seen: a counter found
+  below it (set by something else) is raised above it, which is a bump. A node that was away while
+  a counter was bumped is bumped when it returns, before any read reaches it.
+* A counter that holds no number (written by something else under the region's keys) is
+  replaced by one above any value a process can have seen (the time in µs; counters are made from
+  the time in ms): a bump, for a read or a bump that finds it (:meth:`Node.replace_non_number`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownC
 
 from ...breaker import Breaker
 from ...errors import BackendUnavailable
+from ...throttle import shown
 from .pool import Pool
-from .wire import as_int
+from .wire import as_int, not_a_number
 
 if TYPE_CHECKING:
     from . import MemcachedStore
@@ -126,6 +131,24 @@ class Node:
     def defer(self, key: Any, action: Callable[[], Any]) -> None:
         self.breaker.defer(key, action)
 
+    def replace_non_number(
+        self, key: str, value: int, what: str, meaning: str = "a bump: entries made under it miss"
+    ) -> bool:
+        """Replace ``key``'s value by ``value`` if it holds no number (:func:`.wire.as_int`), and
+        say what it held (throttled per region). ``False`` when it is gone or holds a number by now
+        (another process replaced it first): nothing to do. Runs while the node is down too (a
+        replayed bump)."""
+        held, cas = self.direct("gets", key)
+        if held is None or as_int(held) is not None:
+            return False
+        self.direct("cas", key, str(value).encode(), cas, noreply=False)  # lost to a writer: fine
+        self.store.counter_log(what).warning(
+            "%s %r on memcached %s held %s, not a number; replaced by %d (%s). Something else "
+            "writes under this region's keys: give the region a KEY_PREFIX or a server of its own",
+            what, key, self.label, shown(held), value, meaning,
+        )
+        return True
+
     def close(self) -> None:
         self.breaker.close()
         self.pool.close()
@@ -158,9 +181,11 @@ class Nodes:
         return f"cache region {self.store.region!r}: every memcached server is down"
 
     # generation counters -----------------------------------------------------------------------
-    def read_generations(self, names: list[str], _create: bool = True) -> list[int]:
-        """The current value of each counter: the maximum over the live nodes (created if missing)."""
+    def read_generations(self, names: list[str], _create: bool = True, _replaced: bool = False) -> list[int]:
+        """The current value of each counter: the maximum over the live nodes (created if missing,
+        replaced if it holds no number)."""
         found: list[tuple[Node, dict[str, int]]] = []
+        damaged: list[tuple[Node, str]] = []
         failure: Exception | None = None
         for node in self.live():
             try:
@@ -168,26 +193,48 @@ class Nodes:
             except Exception as exc:
                 failure = exc
                 continue
-            found.append((node, {k: n for k, v in raw.items() if (n := as_int(v)) is not None}))
+            got = {}
+            for name, held in raw.items():
+                value = as_int(held)
+                if value is None:
+                    damaged.append((node, name))
+                else:
+                    got[name] = value
+            found.append((node, got))
         if not found:
             raise failure or BackendUnavailable(self._all_down())
+        if damaged and not _replaced:  # then read back what won (another process may replace too)
+            for node, name in damaged:
+                above = max((v.get(name, 0) for _, v in found), default=0)
+                try:
+                    node.replace_non_number(name, self._above(name, above), "generation counter")
+                except Exception:
+                    pass  # a network failure marked the node down; the read below sees what is left
+            return self.read_generations(names, _create, _replaced=True)
         missing = [name for name in names if not any(name in v for _, v in found)]
         if missing and _create:  # new, or evicted everywhere: start at the time in ms, above any
             start = str(time.time_ns() // 1_000_000).encode()  # value used before; read back what
             for node, _ in found:  # won (another process may have added its own first)
                 for name in missing:
                     self._try(node, "add", name, start, noreply=False)
-            return self.read_generations(names, _create=False)
+            return self.read_generations(names, _create=False, _replaced=_replaced)
         values = []
         for name in names:
             top = max((v[name] for _, v in found if name in v), default=time.time_ns() // 1_000_000)
-            top = max(top, self.seen.get(name, 0))
+            seen = self.seen.get(name, 0)
+            if top < seen:  # below what this process used: set by something else. Going back to the
+                top = seen + 1  # value it had would serve entries older than the bumps made since
             for node, got in found:
                 if got.get(name) != top:
                     self._raise_to(node, name, top, got.get(name))
             self.seen[name] = top
             values.append(top)
         return values
+
+    def _above(self, name: str, value: int) -> int:
+        """A value for counter ``name`` above ``value``, above any this process has seen, and above
+        any counter made from the time in ms (the time in µs)."""
+        return max(value + 1, self.seen.get(name, 0) + 1, time.time_ns() // 1000)
 
     def _raise_to(self, node: Node, name: str, value: int, current: int | None) -> None:
         if current is None:
@@ -224,13 +271,25 @@ class Nodes:
             raise failure or BackendUnavailable(self._all_down())
 
     def _bump_on(self, node: Node, name: str) -> None:
-        value = node.direct("incr", name, 1, noreply=False)
+        try:
+            value = node.direct("incr", name, 1, noreply=False)
+        except Exception as exc:
+            if not not_a_number(exc):
+                raise
+            # holds no number: replaced by a value above any in use (that is the bump), or by
+            # another process's meanwhile, which is one too
+            node.replace_non_number(name, self._above(name, 0), "generation counter")
+            value = as_int(node.direct("get", name))
         if value is None:  # missing here: one above the highest value known
             value = max(self.seen.get(name, 0), time.time_ns() // 1_000_000) + 1
             if not node.direct("add", name, str(value).encode(), noreply=False):
                 value = node.direct("incr", name, 1, noreply=False) or value
         value = as_int(value)
-        if value is not None and value > self.seen.get(name, 0):
+        seen = self.seen.get(name, 0)
+        if value is not None and value <= seen:  # below a value in use: set by something else
+            value = seen + 1
+            self._raise_to(node, name, value, as_int(node.direct("get", name)))
+        if value is not None and value > seen:
             self.seen[name] = value
         # now that the server holds it, this process re-reads its counters on the next call (a
         # bump replayed by the probe thread too, or a read made meanwhile would keep the old one)
