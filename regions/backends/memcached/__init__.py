@@ -196,7 +196,7 @@ class MemcachedStore(Store):
 
     def close(self) -> None:
         super().close()
-        pending = sum(len(node.breaker.pending) for node in self.nodes.all)
+        pending = sum(len(node.backlog) for node in self.nodes.all)
         if pending:  # they die with this process: other processes may serve those keys' old values
             log.warning(
                 "cache region %r closes with %d invalidation(s) that never reached memcached; "
@@ -211,8 +211,12 @@ class MemcachedStore(Store):
         self.nodes = Nodes(self, self.servers)
 
     def health(self) -> list[dict[str, Any]]:
-        """State of each server's breaker, without touching the network."""
-        return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
+        """State of each server's breaker (shared with every region on that server) and this
+        region's invalidations waiting for it, without touching the network."""
+        return [
+            {"server": node.label, **node.breaker.state(), "pending": len(node.backlog)}
+            for node in self.nodes.all
+        ]
 
 
 class MemcachedNamespaceManager(Backend):

@@ -1,10 +1,14 @@
 """The servers of a memcached region: one :class:`Node` per server, keys spread over them, and the
 generation counters that ``clear()`` / ``invalidate_all()`` bump on every node.
 
-* Each node has a bounded :class:`~regions.backends.memcached.pool.Pool` of pymemcache clients and a
-  :class:`~regions.breaker.Breaker`. A network failure marks the node down; its keys are then not
-  cached (reads miss, writes are skipped, no network wait) until a probe finds it answering.
-  They are never moved to another node: a value written elsewhere during the outage would outlive
+* Each node has a bounded :class:`~regions.backends.memcached.pool.Pool` of pymemcache clients and
+  the :class:`~regions.breaker.Breaker` of its server, one per server and process (:class:`Server`:
+  every region, of every manager, whose LOCATION names the server shares it), with a
+  :class:`~regions.breaker.Backlog` of its own. A network failure marks the server down for all of
+  them; its keys are then not cached (reads miss, writes are skipped, no network wait) until a probe
+  finds it answering, and each region's invalidations made meanwhile are replayed first. A forked
+  child starts with servers of its own, up, with nothing to replay (its parent replays its own).
+  Keys are never moved to another node: a value written elsewhere during the outage would outlive
   invalidations made after the node returns.
 * Keys go to nodes by rendezvous hashing: each node scores ``blake2b(key)`` mixed with a seed of
   its address; the highest score wins. Adding or removing a server moves only its share of keys.
@@ -21,7 +25,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +82,93 @@ def parse_servers(location: Any) -> list[tuple[str, int]]:
     return servers
 
 
+class Server:
+    """One memcached server as this process sees it: the breaker every node naming it shares (the
+    first timeout marks it down for every region), and those nodes (held weakly)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.nodes: weakref.WeakSet[Node] = weakref.WeakSet()
+        self.breaker = Breaker(f"memcached {label}", self.probe, 1.0, on_down=self.disconnect)
+
+    def probe(self) -> None:
+        """Raise unless the server answers (through the node of the shortest timeouts: nodes differ
+        by their region's timeouts only)."""
+        nodes = list(self.nodes)
+        if nodes:
+            min(nodes, key=lambda node: node.store.connect_timeout + node.store.timeout).probe()
+            return
+        _forget(self)  # every node was dropped without closing: nothing left to probe for
+        raise ConnectionError(f"no region uses memcached {self.label} any more")
+
+    def disconnect(self) -> None:
+        """The server is down: every node closes its idle connections (they may be stuck)."""
+        for node in list(self.nodes):
+            node.pool.disconnect()
+
+    def describe(self) -> None:
+        """Name the regions using the server in the breaker's log lines; probe as often as the most
+        eager of them asks."""
+        nodes = list(self.nodes)
+        if not nodes:
+            return
+        names = ", ".join(map(repr, sorted({node.store.region for node in nodes})))
+        many = "s" if "," in names else ""
+        self.breaker.name = f"cache region{many} {names}: memcached {self.label}"
+        self.breaker.retry_interval = min(node.store.retry_interval for node in nodes)
+
+
+_servers: dict[str, Server] = {}
+_servers_lock = threading.Lock()
+_servers_pid = os.getpid()
+
+
+def _forget_parent_servers() -> None:
+    """In a forked child: the parent's servers (breakers, threads, backlogs) are not its own."""
+    global _servers_lock, _servers_pid
+    if _servers_pid != os.getpid():
+        _servers_lock = threading.Lock()  # the parent's may have been held by one of its threads
+        _servers.clear()
+        _servers_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_parent_servers)
+
+
+def _attach(node: Node) -> Server:
+    """The :class:`Server` of ``node``'s address in this process, ``node`` now one of its users."""
+    _forget_parent_servers()  # (a store's own after-fork rebuild may come before the hook above)
+    with _servers_lock:
+        server = _servers.get(node.label)
+        if server is None or server.breaker.closed:
+            server = _servers[node.label] = Server(node.label)
+        server.nodes.add(node)
+        server.describe()
+        return server
+
+
+def _detach(node: Node) -> None:
+    """``node`` no longer uses its server; the last one to go stops the server's breaker."""
+    with _servers_lock:
+        server = node.host
+        server.nodes.discard(node)
+        if server.nodes:
+            server.describe()
+            return
+    _forget(server)
+
+
+def _forget(server: Server) -> None:
+    with _servers_lock:
+        if server.nodes:
+            return
+        server.breaker.close()
+        if _servers.get(server.label) is server:
+            del _servers[server.label]
+
+
 class Node:
-    """One server: its pool of clients and its breaker."""
+    """One server as one region uses it: its pool of clients, the server's breaker, its backlog."""
 
     def __init__(self, store: MemcachedStore, server: tuple[str, int]) -> None:
         self.server = server
@@ -85,11 +177,11 @@ class Node:
         self.store = store
         name = f"cache region {store.region!r}: memcached {self.label}"
         self.pool = Pool(self._client, store.max_connections, store.timeout, name)
+        self.host = _attach(self)
+        self.breaker = self.host.breaker
         # too many invalidations pending for this node: a region-wide clear stands for them all
         overflow = lambda: store.nodes._bump_on(self, store.generation_key)  # noqa: E731
-        self.breaker = Breaker(
-            name, self.probe, store.retry_interval, overflow=overflow, on_down=self.pool.disconnect
-        )
+        self.backlog = self.breaker.backlog(overflow)
         self.unavailable = f"{name} is down; retrying every {store.retry_interval:g} s"
 
     def _client(self) -> Client:
@@ -129,7 +221,8 @@ class Node:
             client.close()
 
     def defer(self, key: Any, action: Callable[[], Any]) -> None:
-        self.breaker.defer(key, action)
+        """Replay ``action`` (this region's invalidation) before the server serves reads again."""
+        self.backlog.defer(key, action)
 
     def replace_non_number(
         self, key: str, value: int, what: str, meaning: str = "a bump: entries made under it miss"
@@ -150,7 +243,8 @@ class Node:
         return True
 
     def close(self) -> None:
-        self.breaker.close()
+        self.backlog.drop()  # (the store said how many die with it)
+        _detach(self)
         self.pool.close()
 
 
