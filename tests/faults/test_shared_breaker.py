@@ -148,3 +148,42 @@ def test_a_forked_child_starts_with_the_server_up_and_nothing_to_replay(
     down, shared, pending, hit = report
     assert (down, shared, pending, hit) == (False, True, 0, True)
     assert parent.down and [h["pending"] for h in manager["b"].store.health()] == [1]  # the parent's own
+
+
+def test_a_replayed_bump_over_a_damaged_tag_counter_brings_the_server_back(
+    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
+) -> None:
+    """A tag bump made while the server hung is replayed by the probe over a counter something else
+    wrote (no number): it is replaced, the replay goes on, and the server is up again for both
+    regions. Before, the replay raised on every round: the server stayed down for good."""
+    from pymemcache.client.base import Client
+
+    server = faulty_memcached()
+    settings = region_settings(server.address, timeout=0.3, connect_timeout=0.3)
+    manager = make_manager({"a": settings, "b": settings})
+    data = {"v": 1}
+
+    @manager.region("a", tags=lambda x: [f"item:{x}"])
+    def in_a(x: int) -> int:
+        return data["v"]
+
+    @manager.region("b")
+    def in_b(x: int) -> int:
+        return data["v"]
+
+    assert in_a(1) == 1 == in_a(1) and in_b(1) == 1
+    [damaged] = manager["a"].store.tags.keys(["item:0"])
+    client = Client(("127.0.0.1", server.port))
+    assert client.set(damaged, b"not a number", noreply=False)
+    server.pause()
+    assert in_a(1) == 1  # one timeout: down
+    data["v"] = 2
+    assert manager.invalidate_tags("item:0", "item:1") is False  # deferred, in this order
+    server.resume()
+    deadline = time.monotonic() + RECOVERY
+    while node_of(manager, "b").breaker.down and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not node_of(manager, "b").breaker.down, f"still down {RECOVERY:g} s after SIGCONT"
+    assert in_a(1) == 2, "the replayed bump of item:1 did not hold"
+    assert (client.get(damaged) or b"").isdigit()
+    client.close()
