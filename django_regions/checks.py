@@ -1,4 +1,5 @@
-"""System checks: ``django_regions.E0xx`` mirror :func:`regions.config.check`; W001-W003 add the rest."""
+"""System checks: ``django_regions.E0xx`` and ``W010``... mirror :func:`regions.config.check`; W001-W003
+add the rest (the core's warnings number from W010, the app's own from W001; errors: E001, E020)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ def _obj(region: str | None) -> str:
 
 
 def check_config(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """One ``django_regions.E0xx`` error per problem in CACHE_REGIONS (same number as regions' Problem)."""
+    """One ``django_regions.<id>`` message per problem in CACHE_REGIONS (same id as regions'
+    Problem): an error, or a warning for a problem whose settings still work (W010)."""
     return [
-        checks.Error(p.message, hint=p.hint, obj=_obj(p.region), id=f"django_regions.{p.id}")
+        (checks.Error if p.is_error else checks.Warning)(
+            p.message, hint=p.hint, obj=_obj(p.region), id=f"django_regions.{p.id}"
+        )
         for p in conf.problems()
     ]
 
@@ -86,7 +90,7 @@ def check_region_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     no region of ``CACHE_REGIONS`` (Django-only checks number from E020; the core's from E001)."""
     from django.conf import settings
 
-    if conf.problems():
+    if any(p.is_error for p in conf.problems()):
         return []  # E001-E008 say what is wrong with CACHE_REGIONS first
     names = set(conf.normalized())
     messages: list[checks.CheckMessage] = []

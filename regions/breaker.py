@@ -1,10 +1,15 @@
-"""Whether a server answers: a circuit breaker per server.
+"""Whether a server answers: a circuit breaker per server, shared by everything that uses it.
 
 A server is *up* until a call to it fails on the network (a timeout, a refused or reset connection,
 an ``ERROR`` reply). It is then *down*: callers skip it at once, with no network wait, and use the
 function's own result. A background thread probes it every ``retry_interval`` seconds; when it
 answers, the invalidations that could not reach it are replayed in order, and only then is it up
 again, so no read is served before the invalidations made during the outage are in force.
+
+One breaker stands for one server, whatever number of regions use it: the first failure marks it
+down for all of them. Each user (a region's view of the server) keeps its own :class:`Backlog` of
+invalidations, in its own order and with its own overflow action; the breaker replays every
+backlog before the server is up again.
 """
 
 from __future__ import annotations
@@ -20,12 +25,37 @@ from .throttle import Throttle
 MAX_PENDING = 10_000
 
 
+class Backlog:
+    """One user's invalidations that did not reach the server, replayed in the order they were
+    made before the server is up again (:meth:`Breaker.backlog`). ``overflow()`` stands for all of
+    them when more than :data:`MAX_PENDING` pile up (the user's region-wide clear)."""
+
+    __slots__ = ("breaker", "overflow", "pending")
+
+    def __init__(self, breaker: Breaker, overflow: Callable[[], Any] | None) -> None:
+        self.breaker = breaker
+        self.overflow = overflow
+        self.pending: dict[Hashable, Callable[[], Any]] = {}
+
+    def defer(self, key: Hashable, action: Callable[[], Any]) -> None:
+        """Replay ``action`` (an invalidation that did not reach the server) before it is up again;
+        a later action under the same ``key`` replaces it, and is replayed in its place in line."""
+        self.breaker._defer(self, key, action)
+
+    def drop(self) -> int:
+        """Forget the pending invalidations (their user is closing); how many there were."""
+        return self.breaker._drop(self)
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
 class Breaker:
     """Health of one server (see the module docstring).
 
-    ``probe()`` raises unless the server answers. ``overflow()`` is the action that stands for every
-    pending invalidation when more than :data:`MAX_PENDING` pile up (a region-wide clear).
-    ``on_down()`` runs when the server is marked down (drop connections that may be stuck or dead).
+    ``probe()`` raises unless the server answers. ``on_down()`` runs when the server is marked down
+    (drop connections that may be stuck or dead). ``name`` (who uses the server, and its address)
+    and ``retry_interval`` may change as users come and go.
     """
 
     def __init__(
@@ -33,24 +63,32 @@ class Breaker:
         name: str,
         probe: Callable[[], Any],
         retry_interval: float,
-        overflow: Callable[[], Any] | None = None,
         on_down: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
         self.probe = probe
         self.on_down = on_down
         self.retry_interval = retry_interval
-        self.overflow = overflow
         #: Read on every call: a plain attribute.
         self.down = False
         self.down_since = 0.0
         self.outages = 0
-        self.pending: dict[Hashable, Callable[[], Any]] = {}
+        #: The backlogs holding invalidations, in the order they got their first (held strongly:
+        #: replayed even if their user was dropped without closing).
+        self._waiting: dict[int, Backlog] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down_log = Throttle("")
         self._up_log = Throttle("")  # its own: the line saying it is back is never swallowed
+
+    def backlog(self, overflow: Callable[[], Any] | None = None) -> Backlog:
+        """A new user's backlog of invalidations (see :class:`Backlog`)."""
+        return Backlog(self, overflow)
+
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
 
     def trip(self, exc: BaseException) -> None:
         """Mark the server down after ``exc`` (no-op when it already is) and start probing it."""
@@ -78,14 +116,21 @@ class Breaker:
                 pass
         thread.start()
 
-    def defer(self, key: Hashable, action: Callable[[], Any]) -> None:
-        """Replay ``action`` (an invalidation that did not reach the server) before it is up again."""
+    def _defer(self, backlog: Backlog, key: Hashable, action: Callable[[], Any]) -> None:
         with self._lock:
-            if len(self.pending) >= MAX_PENDING and self.overflow is not None:
-                self.pending = {"overflow": self.overflow}
+            self._waiting[id(backlog)] = backlog
+            if len(backlog.pending) >= MAX_PENDING and backlog.overflow is not None:
+                backlog.pending = {"overflow": backlog.overflow}
                 return
-            self.pending.pop(key, None)  # re-inserted last: replays keep the order of the calls
-            self.pending[key] = action
+            backlog.pending.pop(key, None)  # re-inserted last: replays keep the order of the calls
+            backlog.pending[key] = action
+
+    def _drop(self, backlog: Backlog) -> int:
+        with self._lock:
+            dropped = len(backlog.pending)
+            backlog.pending = {}
+            self._waiting.pop(id(backlog), None)
+            return dropped
 
     def _probe_until_up(self) -> None:
         while not self._stop.wait(self.retry_interval):
@@ -95,7 +140,7 @@ class Breaker:
             except Exception:
                 continue
             with self._lock:
-                if self.pending:  # deferred while we replayed: next round
+                if self.pending_count():  # deferred while we replayed: next round
                     continue
                 self.down = False
                 self._thread = None
@@ -106,27 +151,37 @@ class Breaker:
             return
 
     def _replay(self) -> int:
+        """Every backlog's invalidations, each backlog in its own order; how many were replayed."""
         done = 0
         while True:
             with self._lock:
-                if not self.pending:
+                for backlog in list(self._waiting.values()):
+                    if backlog.pending:
+                        key = next(iter(backlog.pending))
+                        action = backlog.pending[key]
+                        break
+                    del self._waiting[id(backlog)]
+                else:
                     return done
-                key = next(iter(self.pending))
-                action = self.pending[key]
             action()  # raises while the server fails: kept, and tried again next round
             with self._lock:
-                if self.pending.get(key) is action:
-                    del self.pending[key]
+                if backlog.pending.get(key) is action:
+                    del backlog.pending[key]
             done += 1
+
+    def pending_count(self) -> int:
+        """Invalidations waiting for the server, of every backlog."""
+        return sum(len(backlog.pending) for backlog in list(self._waiting.values()))
 
     def close(self) -> None:
         self._stop.set()
 
     def state(self) -> dict[str, Any]:
-        """``{"down": bool, "down_for": seconds or None, "outages": n, "pending": n}``."""
+        """``{"down": bool, "down_for": seconds or None, "outages": n, "pending": n}`` (of every
+        backlog: a user reports its own)."""
         return {
             "down": self.down,
             "down_for": time.monotonic() - self.down_since if self.down else None,
             "outages": self.outages,
-            "pending": len(self.pending),
+            "pending": self.pending_count(),
         }

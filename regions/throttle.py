@@ -3,7 +3,8 @@
 
 Every text put into such a line goes through :func:`loggable`: exceptions and server answers can
 carry bytes planted in a server or a folder, which must neither forge log lines nor drive the
-terminal that shows them."""
+terminal that shows them. :func:`shown` describes a raw value read from a server or a file (what a
+counter held) for such a line."""
 
 from __future__ import annotations
 
@@ -58,5 +59,18 @@ class Throttle:
             return
         more, self.unlogged, self.logged_at = self.unlogged, 0, now
         suffix = f" ({more} more problem(s) since the last report)" if more else ""
-        shown = [a if isinstance(a, (int, float)) else loggable(a) for a in args]
-        log.warning("%s" + message + suffix, self.prefix, *shown)
+        texts = [a if isinstance(a, (int, float)) else loggable(a) for a in args]
+        log.warning("%s" + message + suffix, self.prefix, *texts)
+
+
+def shown(raw: bytes | str | None, limit: int = 40) -> str:
+    """``raw`` as a log line shows what a server or a file held: escaped (``repr``), at most
+    ``limit`` bytes of it, and its size when cut short. A value written by something else may be
+    anything: never the whole of it, never a control character, in a log line."""
+    if raw is None:
+        return "nothing"
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return repr(bytes(raw))
+    return f"{bytes(raw[:limit])!r}... ({len(raw)} bytes)"

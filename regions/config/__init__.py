@@ -25,13 +25,16 @@ __all__ = ["DEFAULT_TIMEOUT", "SETTINGS", "ConfigurationError", "Problem", "chec
 
 
 def check(config: Any) -> list[Problem]:
-    """Every problem in ``config``; an empty list means it is usable."""
+    """Every problem in ``config``, warnings included; an empty list means it is used as written.
+    It is usable when none is an error (:attr:`Problem.is_error`)."""
     return _validate(config)[1]
 
 
 def normalize(config: Any) -> dict[str, dict[str, Any]]:
-    """Settings with defaults filled in; raises :class:`ConfigurationError` for the first problem."""
-    regions, problems = _validate(config)
+    """Settings with defaults filled in; raises :class:`ConfigurationError` for the first error
+    (warnings are left to :func:`check`)."""
+    regions, found = _validate(config)
+    problems = [p for p in found if p.is_error]
     if problems:
         p = problems[0]
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

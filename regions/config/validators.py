@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from ..backends import BUILTIN, for_options, store_class
 from ..backends.contract import COMMON_OPTIONS, Store
 from ..backends.file.folders import unwritable
+from ..backends.memcached import longest_timeout
 from .problems import Problem
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")
@@ -310,6 +311,32 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                 )
 
 
+def memcached_expiry(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
+    """W010 (a warning): a memcached region, or a tiered region over one, whose TIMEOUT (plus
+    ``stale``) ends after 2038-01-19 03:14:07 UTC, the latest expiry memcached takes. Its entries
+    are stored to expire then (:meth:`MemcachedStore.expire_arg`), sooner than asked."""
+    for name, settings in regions.items():
+        holder = settings
+        if settings["BACKEND"] == "tiered":
+            holder = regions.get(settings["OPTIONS"].get("over"), {})  # stores with its stale
+        if holder.get("BACKEND") != "memcached":
+            continue
+        value = settings["TIMEOUT"]
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        stale = holder["OPTIONS"].get("stale", COMMON_OPTIONS["stale"][1])
+        longest = longest_timeout(stale)
+        if value > longest:
+            yield Problem(
+                "W010", name, "TIMEOUT",
+                f"region {name!r}: TIMEOUT={value!r} (plus stale {stale:g} s) ends after 2038-01-19 "
+                "03:14:07 UTC, the latest expiry memcached takes (a 32-bit Unix time): its entries "
+                "expire then, sooner than TIMEOUT says",
+                f"set TIMEOUT to at most {longest} s today, or to None to never expire",
+                level="warning",
+            )
+
+
 class Validator(NamedTuple):
     """One entry of :data:`REGION_VALIDATORS`."""
 
@@ -335,4 +362,5 @@ REGION_VALIDATORS: tuple[Validator, ...] = (
 #: Validators of the accepted regions taken together, run after every region's own.
 CROSS_REGION_VALIDATORS: tuple[Callable[[Mapping[str, Mapping[str, Any]]], Iterable[Problem]], ...] = (
     references,
+    memcached_expiry,
 )

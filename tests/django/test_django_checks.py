@@ -61,6 +61,29 @@ def test_each_error_id(case: str, settings: Any) -> None:
         call_command("check")
 
 
+def test_w010_a_memcached_timeout_past_2038_warns_and_the_regions_work(
+    settings: Any, memcached_server: str
+) -> None:
+    """A TIMEOUT memcached cannot keep for all of it (its expiry is a 32-bit Unix time): usable,
+    capped at 2038-01-19, so a warning, not an error; the regions are built all the same."""
+    import regions
+
+    thirteen_years = 13 * 365 * 24 * 3600
+    settings.CACHE_REGIONS = {
+        "functions": {"BACKEND": "memcached", "LOCATION": memcached_server, "TIMEOUT": thirteen_years}
+    }
+    [message] = ours()
+    assert message.id == "django_regions.W010"
+    assert message.level == checks.WARNING
+    assert message.obj == "CACHE_REGIONS['functions']"
+    assert f"TIMEOUT={thirteen_years}" in message.msg and "2038-01-19" in message.msg
+    assert message.hint and "None" in message.hint
+    call_command("check")  # a warning does not fail the check command
+    functions = regions.get_manager()["functions"]
+    functions.set("k", "v")
+    assert functions.get("k") == "v"
+
+
 def test_e007_file_location_not_creatable(settings: Any, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -240,3 +240,55 @@ def test_clear_that_cannot_reach_memcached_fails_loudly(settings: Any) -> None:
     with pytest.raises(CommandError, match="could not clear 'functions'") as info:
         run("clear", "functions")
     assert "run the command again" in str(info.value)
+
+
+@pytest.mark.parametrize("shared", ["memcached", "file"])
+def test_clear_over_counters_that_hold_no_number_succeeds(
+    shared: str, memcached_factory: Any, tmp_path: Any
+) -> None:
+    """``manage.py regions clear`` of the example's synced region ``local`` (and of the region it
+    syncs through) in a real process, after something else wrote no number in their counters (a
+    raw client on the real server, raw bytes in the folder's ``seq``): before, the clear failed and
+    the command exited 1 with "the backend did not answer"."""
+    from pymemcache.client.base import Client
+
+    from regions.backends.file.sync_log import FileLog
+    from regions.backends.memcached.keys import safe_namespace
+    from regions.region import identity
+
+    garbage = b"\x00\xffnot a number\r\n" + b"#" * 300
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "REGIONS_VAR_DIR": str(tmp_path)}
+    env.pop("REGIONS_MEMCACHED", None)
+    local = identity("example", "local")  # the example's REGIONS_KEY_PREFIX
+    if shared == "memcached":
+        server = memcached_factory()
+        env["REGIONS_MEMCACHED"] = server.address
+        names = ["local", "functions"]
+        client = Client(("127.0.0.1", server.port))
+        damaged = [safe_namespace(local, 200) + ":__sync__",
+                   safe_namespace(identity("example", "functions"), 150) + ":__generation__"]
+        for key in damaged:
+            assert client.set(key, garbage, noreply=False)
+    else:  # no memcached: ``local`` syncs through the file region ``files``
+        names = ["local", "files"]
+        seq = FileLog(tmp_path / "cache" / "files", local).seq_path
+        os.makedirs(os.path.dirname(seq))
+        with open(seq, "wb") as f:
+            f.write(garbage)
+        damaged = [seq]
+    done = subprocess.run(
+        [sys.executable, "manage.py", "regions", "clear", *names],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [f"cleared region {name!r}" for name in names] == done.stdout.splitlines()
+    assert "did not answer" not in done.stderr
+    for key in damaged:
+        [line] = [line for line in done.stderr.splitlines() if key in line]
+        assert "not a number" in line and "\\x00\\xffnot a number\\r\\n" in line and "#" * 60 not in line
+    if shared == "memcached":
+        assert all(client.get(key).isdigit() for key in damaged)
+        client.close()
+    else:
+        with open(damaged[0], "rb") as f:
+            assert f.read().isdigit()

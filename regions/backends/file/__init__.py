@@ -118,7 +118,7 @@ class FileStore(Store):
         return live
 
     def sync_storage(self, name: str) -> FileLog:
-        return FileLog(self.root, name)
+        return FileLog(self.root, name, self.region)
 
     def derive(self, region: str, identity: str) -> FileStore:
         """A folder of its own inside this one (``.tiered/``: never walked by this store). Its name

@@ -9,7 +9,12 @@
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
-* Lifetimes over 30 days are sent as absolute timestamps, as memcached requires.
+* A counter (generation, tag, invalidation log) that holds no number, written by something else
+  under the region's keys, is replaced by the read or the bump that finds it, which counts as a
+  bump; the log says what it held. It never blocks an invalidation.
+* Lifetimes over 30 days are sent as absolute timestamps, as memcached requires; those are 32-bit,
+  so a lifetime ending after 2038-01-19 03:14:07 UTC (:data:`LATEST_EXPIRY`) ends then instead,
+  said once in the log (and by the settings check, W010). memcached would store nothing for it.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
@@ -37,6 +42,7 @@ from pymemcache.exceptions import MemcacheServerError
 from ... import binding
 from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import TAG_SIZE, RejectedEntry
+from ...throttle import Throttle
 from ..contract import Backend, Entry, LogStorage, Store
 from .keys import guarded, safe_namespace
 from .lock import AddLock
@@ -49,11 +55,23 @@ from .wire import get as wire_get
 
 log = logging.getLogger("regions")
 _THIRTY_DAYS = 30 * 24 * 3600
+#: The latest expiry memcached takes, 2038-01-19 03:14:07 UTC: over 30 days an expiry is a Unix
+#: time, read as a signed 32-bit number; a later one is taken ("STORED") and the item dropped at once.
+LATEST_EXPIRY = 2**31 - 1
 _MAGIC = b"R1"
 _PICKLE_AT = 2 + TAG_SIZE  # after the magic and the tag
 #: Storage format of entries (the sealed pickle of an entry or of a head of parts), part of every
 #: entry's key. ``F`` is no hex digit: no key of the format before it (no mark) can equal one.
 FORMAT = "F2"
+
+
+def longest_timeout(stale: float, now: float | None = None) -> int:
+    """The longest TIMEOUT whose entries, stored now, memcached keeps for all of it (and ``stale``)."""
+    return int(LATEST_EXPIRY - (time.time() if now is None else now) - stale)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class MemcachedStore(Store):
@@ -93,6 +111,9 @@ class MemcachedStore(Store):
         #: add their own, under their namespace (which starts with the identity).
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
+        self.capped_said = False  # a lifetime past LATEST_EXPIRY was logged (once per region)
+        #: Per kind of counter: which held no number, and what (:meth:`.nodes.Node.replace_non_number`).
+        self.counter_logs: dict[str, Throttle] = {}
         self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
         self.tags: MemcachedTags = MemcachedTags(self)
 
@@ -107,6 +128,13 @@ class MemcachedStore(Store):
     def node_for(self, wire: str) -> Node:
         """The node holding ``wire``."""
         return self.nodes.node_for(wire)
+
+    def counter_log(self, what: str) -> Throttle:
+        """The throttled log of counters of kind ``what`` that held no number."""
+        found = self.counter_logs.get(what)
+        if found is None:
+            found = self.counter_logs[what] = Throttle(f"cache region {self.region!r} (memcached): ")
+        return found
 
     def namespace(self, namespace: str) -> MemcachedNamespaceManager:
         return MemcachedNamespaceManager(namespace, self)
@@ -144,17 +172,31 @@ class MemcachedStore(Store):
         return True
 
     def expire_arg(self, ttl: float | None) -> int:
-        """memcached's expiry argument for an entry living ``ttl`` seconds (plus the stale window)."""
+        """memcached's expiry argument for an entry living ``ttl`` seconds (plus the stale window):
+        seconds up to 30 days, a Unix time beyond (memcached's rule), at most :data:`LATEST_EXPIRY`."""
         if ttl is None:
             return 0
-        seconds = max(1, math.ceil(ttl + self.stale))
-        if seconds > _THIRTY_DAYS:
-            return int(time.time()) + seconds  # memcached reads such values as a Unix time
-        return seconds
+        seconds = ttl + self.stale
+        if seconds <= _THIRTY_DAYS:
+            return max(1, math.ceil(seconds))
+        now = int(time.time())
+        if seconds < LATEST_EXPIRY - now:  # (an infinite one is not)
+            return now + math.ceil(seconds)
+        if not self.capped_said:
+            self.capped_said = True
+            log.warning(
+                "cache region %r (memcached): TIMEOUT=%s s (or a call's timeout) plus stale %g s ends "
+                "after 2038-01-19 03:14:07 UTC, the latest expiry memcached takes (a 32-bit Unix time); "
+                "such entries are stored to expire then, in %.1f years. Set TIMEOUT below %d s, or to "
+                "None to never expire",
+                self.region, _seconds(ttl), self.stale, (LATEST_EXPIRY - now) / (365 * 24 * 3600),
+                longest_timeout(self.stale, now),
+            )
+        return LATEST_EXPIRY
 
     def close(self) -> None:
         super().close()
-        pending = sum(len(node.breaker.pending) for node in self.nodes.all)
+        pending = sum(len(node.backlog) for node in self.nodes.all)
         if pending:  # they die with this process: other processes may serve those keys' old values
             log.warning(
                 "cache region %r closes with %d invalidation(s) that never reached memcached; "
@@ -169,8 +211,12 @@ class MemcachedStore(Store):
         self.nodes = Nodes(self, self.servers)
 
     def health(self) -> list[dict[str, Any]]:
-        """State of each server's breaker, without touching the network."""
-        return [{"server": node.label, **node.breaker.state()} for node in self.nodes.all]
+        """State of each server's breaker (shared with every region on that server) and this
+        region's invalidations waiting for it, without touching the network."""
+        return [
+            {"server": node.label, **node.breaker.state(), "pending": len(node.backlog)}
+            for node in self.nodes.all
+        ]
 
 
 class MemcachedNamespaceManager(Backend):

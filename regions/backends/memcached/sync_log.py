@@ -3,6 +3,10 @@
 The counter and its records live on one node (the counter key's), so one ``get`` tells a process
 whether anything happened and one ``get_many`` fetches what did. An append made while that node
 is down is queued on its breaker and replayed before the node serves reads again.
+
+A counter that holds no number (written by something else) is replaced by the look or the append
+that finds it, with the time in µs: far above any counter made from the time in ms, so every
+reader resets (:mod:`regions.sync.log`), and the append goes on.
 """
 
 from __future__ import annotations
@@ -12,15 +16,27 @@ import itertools
 import time
 from typing import TYPE_CHECKING
 
-from ...errors import BackendUnavailable
+from ...errors import BackendUnavailable, RegionError
 from ...sync.log import RECORD_TTL
+from ...throttle import shown
 from .keys import safe_namespace
+from .wire import as_int, not_a_number
 
 if TYPE_CHECKING:
     from . import MemcachedStore
     from .nodes import Node
 
 _appends = itertools.count()
+
+
+_WHAT = ("invalidation log counter", "every process reading the log drops its local entries once")
+
+
+def _replacement() -> int:
+    """A counter for a log whose counter held no number: the time in µs, more than
+    :data:`~regions.sync.log.MAX_GAP` above any counter made from the time in ms (every reader
+    resets, and no record number in use is reused)."""
+    return time.time_ns() // 1000
 
 
 class MemcachedLog:
@@ -43,7 +59,19 @@ class MemcachedLog:
         if raw is None:  # new, evicted or restarted: start above any value used before
             node.call("add", self.seq_key, str(time.time_ns() // 1_000_000).encode(), noreply=False)
             raw = node.call("get", self.seq_key)
-        return int(raw)
+        n = as_int(raw)
+        if n is None and raw is not None:  # holds no number: replaced, then read back what won
+            node.replace_non_number(self.seq_key, _replacement(), *_WHAT)
+            raw = node.call("get", self.seq_key)
+            n = as_int(raw)
+        if n is None:
+            raise RegionError(
+                f"cache region {self.store.region!r}: the invalidation log counter {self.seq_key!r} on "
+                f"memcached {node.label} holds {shown(raw)} even after it was replaced (evicted at once, "
+                "or rewritten by something else); give memcached more memory (-m), or this region a "
+                "server of its own"
+            )
+        return n
 
     def append(self, record: bytes) -> int:
         node = self.node
@@ -58,7 +86,13 @@ class MemcachedLog:
             raise
 
     def _append_on(self, node: Node, record: bytes) -> int:
-        n = node.direct("incr", self.seq_key, 1, noreply=False)
+        try:
+            n = node.direct("incr", self.seq_key, 1, noreply=False)
+        except Exception as exc:
+            if not not_a_number(exc):
+                raise
+            node.replace_non_number(self.seq_key, _replacement(), *_WHAT)
+            n = node.direct("incr", self.seq_key, 1, noreply=False)
         if n is None:
             start = time.time_ns() // 1_000_000
             node.direct("add", self.seq_key, str(start).encode(), noreply=False)

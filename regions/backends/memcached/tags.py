@@ -11,6 +11,9 @@
   created by a bump: entries carrying it miss anyway.
 * A missing counter (never made, evicted, a restarted server) is a miss; the miss creates it
   (``add`` of the time in µs, new for every creation) before the value is computed.
+* A counter that holds no number (written by something else) is a miss too, and is replaced by a
+  new version by the read or the bump that finds it (:meth:`.nodes.Node.replace_non_number`): a
+  bump never stops at it, and the tags after it are bumped all the same.
 """
 
 from __future__ import annotations
@@ -116,8 +119,8 @@ class MemcachedTags:
         return groups
 
 
-def _new_version() -> bytes:
-    return str(time.time_ns() // 1000).encode()
+def _new_version() -> int:
+    return time.time_ns() // 1000
 
 
 def _incr_on(node: Node, keys: list[bytes]) -> None:
@@ -131,20 +134,20 @@ def _incr_on(node: Node, keys: list[bytes]) -> None:
         raise
     finally:
         pool.release(client)
-    for key in damaged:  # no number: removed, so entries carrying it miss (and a miss makes it anew)
-        node.direct("delete", key.decode(), noreply=False)
+    for key in damaged:  # no number: a new version, so entries carrying it miss
+        node.replace_non_number(key.decode(), _new_version(), "tag counter")
 
 
 def _create_on(node: Node, keys: list[str]) -> list[int]:
     """The counters ``keys`` on ``node``, created where missing (another process may win the add)."""
     for key in keys:
-        node.call("add", key, _new_version(), noreply=False)
+        node.call("add", key, str(_new_version()).encode(), noreply=False)
     found = node.call("get_many", keys)
     versions = [as_int(found.get(key)) for key in keys]
     for i, key in enumerate(keys):
         if versions[i] is None and key in found:  # holds no number (written by something else)
-            node.call("set", key, _new_version(), noreply=False)
-            versions[i] = as_int(node.call("get", key))
+            node.replace_non_number(key, _new_version(), "tag counter")
+            versions[i] = as_int(node.call("get", key))  # ours, or another process's replacement
     if None in versions:  # evicted at once: a full server; the entry is computed but not stored
         raise BackendUnavailable(f"{node.label}: tag counters are evicted as soon as they are made")
     return [v for v in versions if v is not None]

@@ -43,6 +43,8 @@ _OUT_OF_STEP_MANY = "a reply that does not answer this command (connection dropp
 _END = b"END\r\n"
 _TAIL = b"\r\nEND\r\n"
 _NOT_A_NUMBER = b"CLIENT_ERROR cannot increment"
+#: Counters at or above this hold no number this package wrote (see :func:`as_int`).
+_TOO_LARGE = 1 << 63
 
 
 def get(client: Any, key: bytes) -> bytes | None:
@@ -118,13 +120,19 @@ def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
 
 def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:
     """``incr <key> 1`` for each key; a key that is missing stays missing (``NOT_FOUND``).
-    Returns the keys that hold no number (written by something else), which could not be bumped."""
+    Returns the keys that hold no number (written by something else), which could not be bumped:
+    the caller replaces them. Such a key never stops the bump of the keys after it."""
     sock = _socket(client)
-    if sock is None and keys:  # connects through pymemcache's own incr
-        client.incr(keys[0].decode(), 1, noreply=False)
+    damaged: list[bytes] = []
+    while sock is None and keys:  # connects through pymemcache's own incr
+        try:
+            client.incr(keys[0].decode(), 1, noreply=False)
+        except MemcacheClientError as exc:
+            if not not_a_number(exc):
+                raise
+            damaged.append(keys[0])  # (pymemcache closed the connection: the next key makes one)
         keys = keys[1:]
         sock = _socket(client)
-    damaged: list[bytes] = []
     try:
         for first in range(0, len(keys), BATCH):
             batch = keys[first : first + BATCH]
@@ -150,11 +158,27 @@ def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:
 
 
 def as_int(raw: Any) -> int | None:
-    """A counter's value as memcached returns it, or ``None`` when it holds no number."""
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
+    """A counter's value as memcached returns it, or ``None`` when it holds no number: only digits
+    (``incr`` pads a shorter result with spaces), below 2**63. Python's ``int()`` takes more (a
+    sign, ``_``, a leading space) that ``incr`` refuses, and a value planted near 2**64 would wrap
+    to 0 at the next ``incr``: both are read as no number, and replaced."""
+    if type(raw) is int:
+        return raw if 0 <= raw < _TOO_LARGE else None
+    if not isinstance(raw, bytes):
         return None
+    if not raw.isdigit():
+        raw = raw.rstrip(b" ")
+        if not raw.isdigit():
+            return None
+    if len(raw) > 19:  # at least 10**19 (and ``int()`` of thousands of digits raises)
+        return None
+    value = int(raw)
+    return value if value < _TOO_LARGE else None
+
+
+def not_a_number(exc: BaseException) -> bool:
+    """Whether ``exc`` is memcached's answer to ``incr`` of a value that holds no number."""
+    return isinstance(exc, MemcacheClientError) and "non-numeric" in str(exc)
 
 
 def kernel_timeouts(sock: socket.socket) -> None:
