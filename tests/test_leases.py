@@ -127,3 +127,71 @@ def test_an_async_computation_is_voided_too(memcached_server: str, tmp_path: Pat
         assert manager["functions"].stats()["voided"] == 1
     finally:
         manager.close()
+
+
+# --- the lease itself, on each shared store ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memcached", "file"])
+@pytest.mark.parametrize("size", ["small", "split"])
+def test_a_placeholder_is_a_miss_and_a_delete_voids_the_lease(backend, size, region_config, make_manager):
+    """A lease's placeholder is read as a miss by every reader (not as a planted entry: nothing is
+    rejected), a leased store takes, and a delete between lease and store refuses it."""
+    options = {"item_size": 1024} if backend == "memcached" else {}
+    manager = make_manager({"r": region_config(backend, TIMEOUT=300, OPTIONS=options)})
+    region = manager["r"]
+    ns = region.namespace("leases")
+    value = "v" * (5000 if size == "split" else 10)  # split: stored in parts, the head cas'ed
+
+    lease = ns.lease("k")
+    assert region.read(ns, "k") == (None, False)
+    assert ns.get_entry_tagged("k", ["t"])[0] is None
+    assert "k" not in ns  # Beaker's interface
+    assert region.store_entry(ns, "k", value, 300, lease=lease) is True
+    assert region.get_or_create_in(ns, "k", lambda: "computed", 300) == value
+
+    lease = ns.lease("k")  # on the entry there now
+    assert region.store_entry(ns, "k", value + "2", 300, lease=lease) is True
+    assert region.lookup(ns, "k") == value + "2"
+
+    for before_store in ("delete", "rewritten"):
+        lease = ns.lease("k")
+        if before_store == "delete":
+            region.remove(ns, "k")
+        else:
+            region.store_entry(ns, "k", "newer", 300)
+        assert region.store_entry(ns, "k", "obsolete", 300, lease=lease) is False
+        assert region.lookup(ns, "k") == (None if before_store == "delete" else "newer")
+    stats = region.stats()
+    assert (stats["voided"], stats["rejected"], stats["errors"]) == (2, 0, 0), stats
+
+
+@pytest.mark.parametrize("region", ["functions", "files"])
+def test_a_tagged_function_invalidated_by_key_in_another_process(
+    memcached_server: str, tmp_path: Path, region: str
+) -> None:
+    """Tag versions do not change on ``f.invalidate(x)``: the lease covers tagged functions too."""
+    data = str(tmp_path / "data.txt")
+    w.write_version(data, 1)
+    settings = {**_settings(memcached_server, tmp_path), "tagged": True}
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        if threading.current_thread().name == "slow":
+            inside.set()
+            assert release.wait(30)
+
+    manager = w.build(settings)
+    try:
+        value = w.make_reader(manager, region, data, str(tmp_path / "a.log"), True, hold)
+        slow = threading.Thread(target=value, args=(1,), name="slow")
+        slow.start()
+        assert inside.wait(10)
+        w.write_version(data, 2)
+        _run(w.invalidate_once, settings, region, data, str(tmp_path / "b.log"), "key", 1)
+        release.set()
+        slow.join(10)
+        assert value(1) == (1, 2), "the old value was stored over another process's invalidate"
+    finally:
+        release.set()
+        manager.close()
