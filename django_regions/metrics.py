@@ -72,6 +72,7 @@ COUNTERS: dict[str, str] = {
     "rejected": "Stored entries that were not ours or malformed, read as misses",
     "sets": "Values stored",
     "lock_timeouts": "Waits for another caller's computation that reached lock_timeout",
+    "voided": "Computed values not stored: another process deleted their key during the computation",
 }
 #: Buckets of ``regions_backend_latency_seconds``: 10 microseconds to 1 second.
 BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

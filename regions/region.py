@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from . import keys
 from . import trace as _trace
-from .backends.contract import Backend, Entries, Entry, SharedLock, Store, make_entry
+from .backends.contract import Backend, Entries, Entry, Lease, SharedLock, Store, make_entry
 from .engine import Engine
 from .engine.marks import InvalidationMarks
 from .errors import BackendUnavailable, LockTimeout, UnstorableValue
@@ -68,12 +68,12 @@ class Stats:
     """Counters of one region. Plain integers: exact in one thread, approximate under contention."""
 
     __slots__ = (
-        "hits", "misses", "stale", "errors", "unavailable", "rejected", "sets", "lock_timeouts", "calls",
-        "timed", "timed_time",
+        "hits", "misses", "stale", "errors", "unavailable", "rejected", "sets", "lock_timeouts", "voided",
+        "calls", "timed", "timed_time",
     )
 
     def __init__(self) -> None:
-        self.hits = self.misses = self.stale = self.errors = self.rejected = self.sets = 0
+        self.hits = self.misses = self.stale = self.errors = self.rejected = self.sets = self.voided = 0
         self.unavailable = self.lock_timeouts = self.calls = self.timed = 0
         self.timed_time = 0.0
 
@@ -81,7 +81,9 @@ class Stats:
         """``hits`` count values served without computing (``stale`` ones included); ``misses``
         count computations; ``errors`` backend calls that failed; ``unavailable`` backend calls
         skipped because the server was marked down; ``rejected`` malformed entries read as misses;
-        ``lock_timeouts`` waits for another caller that reached ``lock_timeout``; ``mean_latency``
+        ``lock_timeouts`` waits for another caller that reached ``lock_timeout``; ``voided``
+        computed values the backend refused to store because their key was deleted (or written) in
+        some process after their computation took its lease; ``mean_latency``
         and ``time_spent`` (its estimate over every backend call) come from every write and one read
         in :data:`READ_SAMPLE` (timing each hit would cost a measurable share of it)."""
         looked_up = self.hits + self.misses
@@ -94,6 +96,7 @@ class Stats:
             "unavailable": self.unavailable,
             "rejected": self.rejected,
             "lock_timeouts": self.lock_timeouts,
+            "voided": self.voided,
             "sets": self.sets,
             "hit_rate": self.hits / looked_up if looked_up else None,
             "time_spent": mean * self.calls if mean is not None else 0.0,
@@ -278,14 +281,21 @@ class Region:
         return entry
 
     def store_entry(
-        self, ns: Entries, key: Hashable, value: Any, ttl: float | None, *, replacing: bool = False
+        self, ns: Entries, key: Hashable, value: Any, ttl: float | None, *, replacing: bool = False,
+        lease: Lease | None = None,
     ) -> bool:
         """Store ``value``. ``replacing``: the stored value must not survive a failed write (a
-        refresh), so the entry is then removed, or that removal retried (:meth:`remove`)."""
+        refresh), so the entry is then removed, or that removal retried (:meth:`remove`).
+        ``lease``: the one the computation of ``value`` took (:meth:`Backend.lease`); a store the
+        backend refuses with it (the key was deleted since) is counted as ``voided``, not an error."""
         if replacing:
             self.marks.note(ns.namespace, key)  # a computation under way must not overwrite it
         try:
-            self._timed(ns.set_entry, key, make_entry(value, ttl))
+            if lease is None:
+                self._timed(ns.set_entry, key, make_entry(value, ttl))
+            elif not self._timed(ns.set_entry_leased, key, make_entry(value, ttl), lease):
+                self.counts.voided += 1
+                return False
             self.counts.sets += 1
             return True
         except Exception as exc:

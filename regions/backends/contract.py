@@ -7,6 +7,8 @@ The interfaces, each small:
 * :class:`Backend`, a Beaker :class:`~beaker.container.NamespaceManager` with one instance per
   namespace, which reads and writes entries in that store;
 * :class:`SharedLock`, the cross-process creation lock of one key (:meth:`Backend.shared_lock`);
+* leases (optional, :meth:`Backend.lease` / :meth:`Backend.set_entry_leased`): a computation takes
+  one before it starts, and its store is refused when the key was deleted meanwhile (in any process);
 * :class:`TagVersions`, where tag versions live (:mod:`regions.tags`); a store holds one as
   ``store.tags`` (in-process by default);
 * :class:`LogStorage`, where an invalidation log's records are kept (:mod:`regions.sync`):
@@ -44,10 +46,16 @@ from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
 
-__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "Backend", "BeakerLock", "Entries", "Entry", "LogStorage",
-           "SharedLock", "Store", "TagVersions", "is_fresh", "is_servable", "make_entry", "poll"]
+__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "LEASE_SECONDS", "Backend", "BeakerLock", "Entries", "Entry",
+           "Lease", "LogStorage", "SharedLock", "Store", "TagVersions", "is_fresh", "is_servable",
+           "make_entry", "poll"]
 
 Entry = tuple[float, float | None, Any]
+#: What :meth:`Backend.lease` returns: opaque, handed back to :meth:`Backend.set_entry_leased` as it is.
+Lease = Any
+#: Least lifetime, in seconds, of what a lease leaves in the storage (a placeholder where the key is
+#: absent; ``lock_timeout`` when longer): a computation that outlasts it is not stored.
+LEASE_SECONDS = 3600.0
 
 #: The last part of the namespace of a region's own bookkeeping (:mod:`regions.fleet`'s figures):
 #: stored like entries, never counted, culled or cleared as entries.
@@ -126,6 +134,8 @@ class Entries(Protocol):
     def wire_key(self, key: Hashable) -> Hashable: ...
     def storage_token(self) -> Hashable: ...
     def shared_lock(self, key: Hashable) -> SharedLock | None: ...
+    def lease(self, key: Hashable) -> Lease | None: ...
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool: ...
 
 
 class Store:
@@ -314,6 +324,24 @@ class Backend(NamespaceManager):
 
     def delete_entry(self, key: Hashable) -> None:
         raise NotImplementedError
+
+    def lease(self, key: Hashable) -> Lease | None:
+        """Taken by a computation of ``key`` before it starts; its store hands it back to
+        :meth:`set_entry_leased`. A delete of ``key`` in any process after the lease was taken voids
+        it (memcached leases: "Scaling Memcache at Facebook", NSDI 2013), so a computation that an
+        invalidation made obsolete cannot store its value over the delete.
+
+        Optional: ``None`` (the default) means no lease, and the store is a plain :meth:`set_entry`.
+        A lease leaves nothing that a reader takes for an entry: whatever it stores at the key is
+        read as a miss by every reader (:meth:`get_entry`, :meth:`get_entry_tagged`, Beaker's).
+        """
+        return None
+
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool:
+        """Store ``entry`` unless ``key`` was deleted (or written) since ``lease`` was taken:
+        ``False`` when the store was refused (not an error: the value is not stored)."""
+        self.set_entry(key, entry)
+        return True
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
         """:meth:`get_entry` and the current versions of tags ``names`` (memcached: one round trip)."""

@@ -22,7 +22,7 @@ from .. import keys
 from ..errors import ConfigurationError
 from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import MAX_TAGS
-from .contract import Backend, Entry, SharedLock, Store
+from .contract import Backend, Entry, Lease, SharedLock, Store
 from .memory import MemoryNamespaceManager, MemoryStore
 
 _monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
@@ -210,6 +210,21 @@ class TieredNamespaceManager(Backend):
             sync.check()
         self.local.set_entry(key, entry)
         self.far.set_entry(shared_key(key), entry)
+
+    def lease(self, key: Hashable) -> Lease | None:
+        """The shared tier's lease: another process's delete reaches the shared tier at once (the
+        local tiers only through the log, within ``sync_interval``)."""
+        return self.far.lease(shared_key(key))
+
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool:
+        """Both tiers, or neither: kept locally only when the shared tier took it."""
+        sync = self.store.sync
+        if _monotonic() >= sync.due:
+            sync.check()
+        if not self.far.set_entry_leased(shared_key(key), entry, lease):
+            return False
+        self.local.set_entry(key, entry)
+        return True
 
     def delete_entry(self, key: Hashable) -> None:
         self.local.delete_entry(key)

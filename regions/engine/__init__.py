@@ -12,7 +12,9 @@ One protocol for threads and coroutines, per region (:mod:`.protocol`, written o
    backend's cross-process :meth:`~regions.backends.contract.Backend.shared_lock` with the same
    deadline (or serves the stale value when another process holds it), re-reads once more,
    **computes**, **stores** (unless an invalidation of its key, its namespace or the region noted
-   meanwhile may have made the value obsolete: :mod:`.marks`), and hands the value (or the
+   meanwhile may have made the value obsolete: :mod:`.marks`; on shared storage, the lease taken
+   before computing makes the backend refuse the store when another process deleted the key
+   meanwhile: ``stats()["voided"]``), and hands the value (or the
    exception) to every caller that joined.
 
 :mod:`.sync` drives the steps in the calling thread, :mod:`.aio` in coroutines. The decorator's
@@ -24,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from ..backends.contract import Entries, SharedLock
+from ..backends.contract import Entries, Lease, SharedLock
+from ..errors import BackendUnavailable
 from . import aio, sync
 
 if TYPE_CHECKING:
@@ -51,6 +54,17 @@ class Engine:
             return ns.shared_lock(key)
         except Exception as exc:
             self.region.failed("lock", exc)
+            return None
+
+    def lease(self, ns: Entries, key: Hashable) -> Lease | None:
+        """The backend's lease of ``key``, or ``None`` (none, or it failed: the store is then a plain
+        write, as without leases). A server marked down is not a new failure: not counted again."""
+        try:
+            return ns.lease(key)
+        except BackendUnavailable:
+            return None
+        except Exception as exc:
+            self.region.failed("lease", exc)
             return None
 
     def try_lock(self, lock: SharedLock, timeout: float) -> bool | None:

@@ -8,6 +8,7 @@ while waiting leaves the others waiting; the computation is cancelled only when 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import trace as _trace
 from ..backends.contract import Entries, SharedLock
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps
+from .protocol import ACQUIRE, COMPUTE, LEASE, LOCK, READ, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -53,10 +54,13 @@ async def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Aw
                 reply = await _poll(engine, lock, op[1])
             else:
                 reply = await call_io(engine, engine.try_lock, lock, 0)
+        elif kind == LEASE:
+            reply = await call_io(engine, engine.lease, call.ns, call.key)
         elif kind == COMPUTE:
             reply = await creator()
         else:
-            await call_io(engine, region.store_entry, call.ns, call.key, op[1], call.ttl)
+            store = functools.partial(region.store_entry, lease=op[2])
+            await call_io(engine, store, call.ns, call.key, op[1], call.ttl)
             reply = None
 
 

@@ -8,8 +8,10 @@ and receive its result, as h11 and hyper-h2 keep a protocol apart from its I/O:
 ``(LOCK,)``              the backend's cross-process lock of the key: reply a lock or ``None``
 ``(ACQUIRE, deadline)``  take that lock, waiting until ``deadline`` (``0``: try once): reply
                          ``True`` (held), ``False`` (another holder kept it), ``None`` (it failed)
+``(LEASE,)``             the backend's lease of the key, taken before computing: reply a lease
+                         or ``None`` (no lease: the store is a plain write)
 ``(COMPUTE,)``           call the function: reply its value
-``(STORE, value)``       store ``value`` under the key: reply ``None``
+``(STORE, value, lease)`` store ``value`` under the key with that lease: reply ``None``
 
 :mod:`regions.engine.sync` performs them in the calling thread, :mod:`regions.engine.aio` on the
 event loop and the store's I/O threads. Joining, leading and waiting for in-process flights
@@ -30,12 +32,13 @@ from .flights import FLIGHTS, Flight
 if TYPE_CHECKING:
     from ..region import Region
 
-READ, LOCK, ACQUIRE, COMPUTE, STORE = range(5)
+READ, LOCK, ACQUIRE, LEASE, COMPUTE, STORE = range(6)
 Op = tuple[Any, ...]
 Steps = Generator[Op, Any, Any]
 
 _READ: Op = (READ,)
 _LOCK: Op = (LOCK,)
+_LEASE: Op = (LEASE,)
 _COMPUTE: Op = (COMPUTE,)
 _monotonic = time.monotonic
 
@@ -116,12 +119,15 @@ class Call:
         return (yield from self.compute())
 
     def compute(self) -> Steps:
-        """Compute, and store unless an invalidation since the start may have made it obsolete."""
+        """Compute, and store unless an invalidation since the start may have made it obsolete: one
+        noted in this process (:mod:`.marks`), or a delete of the key in any process since the lease
+        was taken (the backend refuses the store)."""
         region = self.region
         region.counts.misses += 1
         marks = region.marks
         mark = marks.mark(self.ns.namespace, self.key)
+        lease = yield _LEASE  # before the function reads its data: a later delete voids it
         value = yield _COMPUTE
         if not marks.changed(mark):
-            yield (STORE, value)
+            yield (STORE, value, lease)
         return value

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..backends.contract import Entries, Entry
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LOCK, READ, Call, Steps
+from .protocol import ACQUIRE, COMPUTE, LEASE, LOCK, READ, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -33,10 +33,12 @@ def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) ->
             reply = engine.shared_lock(call.ns, call.key)
         elif kind == ACQUIRE:
             reply = engine.try_lock(call.shared, max(0.0, op[1] - time.monotonic()) if op[1] else 0)  # type: ignore[arg-type]
+        elif kind == LEASE:
+            reply = engine.lease(call.ns, call.key)
         elif kind == COMPUTE:
             reply = creator()
         else:
-            region.store_entry(call.ns, call.key, op[1], call.ttl)
+            region.store_entry(call.ns, call.key, op[1], call.ttl, lease=op[2])
             reply = None
 
 

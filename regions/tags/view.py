@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..signing import RejectedEntry
 
 if TYPE_CHECKING:
-    from ..backends.contract import Backend, Entry
+    from ..backends.contract import Backend, Entry, Lease
     from ..locks import SharedLock
 
 
@@ -69,6 +69,18 @@ class TaggedView:
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         if self.versions is not None:
             self.ns.set_entry(key, (entry[0], entry[1], stamp(self.names, self.versions, entry[2])))
+
+    def lease(self, key: Hashable) -> Lease | None:
+        """The namespace's lease: a tag bump already makes the entry stale, a delete of the key
+        (``f.invalidate(x)`` in another process) voids the lease."""
+        return self.ns.lease(key)
+
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool:
+        if self.versions is None:
+            return True  # nothing is stored without versions (as set_entry): not a voided store
+        return self.ns.set_entry_leased(
+            key, (entry[0], entry[1], stamp(self.names, self.versions, entry[2])), lease
+        )
 
     def delete_entry(self, key: Hashable) -> None:
         self.ns.delete_entry(key)

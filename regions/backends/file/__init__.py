@@ -13,6 +13,13 @@ temporary file and raises, for the region to count; on a read-only folder an exp
 cannot be removed is still a miss. With ``fsync``, the entry and then its folder are fsynced
 before the write returns. A hit is one ``open``, one ``read``, two tags and two ``pickle.loads``.
 
+Leases (misses only): a computation takes the identity of the key's file (inode, size, mtime and
+its last 32 bytes: the header's tag, new for each write), creating a placeholder file
+(:data:`.entry_format.PLACEHOLDER`, a miss for readers) where there is none; its store replaces the
+file only if it still has that identity, checked and replaced under the key's write lock, which
+:meth:`FileNamespaceManager.delete_entry` takes too: a delete by any process on the host after the
+lease voids it.
+
 The store's parts: creation locks (:meth:`FileNamespaceManager.shared_lock`), one byte of one
 lock file per key for every process on the host (:mod:`.locks`); housekeeping, ``store.culler``,
 on a background thread that writes start, removing dead files and, over ``max_entries`` /
@@ -23,6 +30,7 @@ invalidation logs (:mod:`.sync_log`); folders made ``0o700``, and who else could
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,10 @@ __all__ = ["FileNamespaceManager", "FileStore", "folder_name"]
 
 log = logging.getLogger("regions")
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+#: Write locks of keys are bytes of the creation locks' file above every creation lock's offset.
+_WRITE_LOCKS = 1 << 60
+#: What a lease knows of a file: (inode, size, mtime_ns, last 32 bytes); ``None``: no file.
+Identity = tuple[int, int, int, bytes] | None
 
 
 class FileStore(Store):
@@ -183,7 +195,12 @@ class FileNamespaceManager(Backend):
         finally:
             os.close(fd)
         signer = self.store.signer
-        head = entry_format.header(data, signer)
+        try:
+            head = entry_format.header(data, signer)
+        except RejectedEntry:
+            if entry_format.is_placeholder(data):
+                return None  # a computation of this key holds a lease: a miss
+            raise
         namespace, stored_key, stored_at, ttl = head[:4]
         if stored_key != text or namespace != self.namespace:
             raise RejectedEntry("the entry file of another key (copied, or moved)")
@@ -192,16 +209,14 @@ class FileNamespaceManager(Backend):
             return None
         return (stored_at, ttl, entry_format.value(data, head, signer))
 
-    def set_entry(self, key: Hashable, entry: Entry) -> None:
-        text = str(key)
-        path = self._path(text)
-        folder = os.path.dirname(path)
+    def _write_temp(self, text: str, entry: Entry) -> tuple[str, int]:
+        """Write ``entry`` to a new temporary file next to its entry file: ``(its path, size)``."""
+        folder = os.path.dirname(self._path(text))
         try:
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
         except FileNotFoundError:
             fd, tmp = _make_temp(folder)
         store = self.store
-        culler = store.culler
         try:
             with os.fdopen(fd, "wb") as f:
                 size = entry_format.write(
@@ -210,6 +225,16 @@ class FileNamespaceManager(Backend):
                 if store.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+        except BaseException:
+            _discard(tmp)
+            raise
+        return tmp, size
+
+    def _commit(self, tmp: str, path: str, size: int) -> None:
+        """Move the temporary file ``tmp`` to ``path`` (removed on a failure)."""
+        store = self.store
+        culler = store.culler
+        try:
             new_file, old_size = True, 0
             if culler.bounded:
                 try:
@@ -221,14 +246,75 @@ class FileNamespaceManager(Backend):
             except FileNotFoundError:
                 return  # a clear removed the temporary file meanwhile: the value goes with the rest
             if store.fsync:
-                _fsync_folder(folder)
+                _fsync_folder(os.path.dirname(path))
         except BaseException:
             _discard(tmp)  # a failure to clean up must not hide the failure itself
             raise
         culler.wrote(new_file, size - old_size)
 
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        text = str(key)
+        tmp, size = self._write_temp(text, entry)
+        self._commit(tmp, self._path(text), size)
+
+    def lease(self, key: Hashable) -> tuple[str, Identity]:
+        """``(path, identity)`` of the key's file; where there is none, of a placeholder made now
+        (linked into place: it appears whole, and never over a file another process made)."""
+        path = self._path(str(key))
+        found = _identity(path)
+        if found is None:
+            folder = os.path.dirname(path)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+            except FileNotFoundError:
+                fd, tmp = _make_temp(folder)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(entry_format.placeholder())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass  # another computation's placeholder, or an entry just stored: lease it
+            finally:
+                _discard(tmp)
+            found = _identity(path)  # None: deleted already, and the lease is void
+        return path, found
+
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: tuple[str, Identity]) -> bool:
+        """Replace the file only if it is still the one leased (checked under the key's write lock,
+        which deletes take too); ``False``: deleted or rewritten since."""
+        text = str(key)
+        path, leased = lease
+        if leased is None or path != self._path(text):
+            return False
+        tmp, size = self._write_temp(text, entry)
+        try:
+            with self._write_lock(key) as held:
+                if not held or _identity(path) != leased:
+                    return False
+                self._commit(tmp, path, size)
+                return True
+        finally:
+            _discard(tmp)  # gone when committed
+
     def delete_entry(self, key: Hashable) -> None:
-        _unlink(self._path(str(key)))
+        with self._write_lock(key):
+            _unlink(self._path(str(key)))
+
+    @contextlib.contextmanager
+    def _write_lock(self, key: Hashable) -> Iterator[bool]:
+        """The key's write lock, held for a check-and-replace or a delete (short): yields whether it
+        is held (a lock file that cannot be opened: a delete goes on without it)."""
+        lock = KeyLock(self.store.lock_path, _WRITE_LOCKS | self.shared_lock(key).offset)
+        try:
+            held = lock.acquire(self.store.lock_timeout)
+        except OSError:
+            held = False
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
 
     def do_remove(self) -> None:
         """Remove this namespace's folder; raises the first failure (files already gone are none)."""
@@ -257,6 +343,19 @@ class FileNamespaceManager(Backend):
         """This key's lock: one byte of the lock file at 60 bits of a digest of namespace and key."""
         digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8, key=self._lock_key)
         return KeyLock(self.store.lock_path, int.from_bytes(digest.digest(), "big") >> 4)
+
+
+def _identity(path: str) -> Identity:
+    """What tells one write of ``path`` from another (``None``: no file)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, os.pread(fd, 32, max(0, st.st_size - 32)))
+    finally:
+        os.close(fd)
 
 
 def _make_temp(folder: str) -> tuple[int, str]:

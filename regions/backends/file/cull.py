@@ -1,6 +1,7 @@
 """Culling, the housekeeping of a file region: the :class:`Culler` a ``FileStore`` holds (``store.culler``).
 
-What a cull removes: entries expired more than ``stale`` seconds ago, damaged entries, ``.tmp-*``
+What a cull removes: entries expired more than ``stale`` seconds ago, damaged entries, leases'
+placeholders older than :data:`~regions.backends.contract.LEASE_SECONDS`, ``.tmp-*``
 files that writers killed mid-write left (older than :data:`TEMP_GRACE`) and emptied folders;
 with ``max_entries`` / ``max_size``, also the oldest entries, down to :data:`CULL_TO` of the bound.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ...signing import Signer
 from ...throttle import loggable
-from ..contract import is_servable
+from ..contract import LEASE_SECONDS, is_servable
 from . import entry_format
 from .folders import make_private_dirs
 from .layout import ENTRY_SUFFIX, LOCKS_FOLDER, TEMP_PREFIX, walk
@@ -77,6 +78,10 @@ class Culler:
                         with open(path, "rb") as f:
                             st = os.fstat(f.fileno())
                             header = entry_format.header_of(f, self.signer)  # None: not ours, or damaged
+                            if header is None and st.st_mtime > now - LEASE_SECONDS:
+                                f.seek(0)
+                                if entry_format.is_placeholder(f.read(len(entry_format.PLACEHOLDER))):
+                                    continue  # a computation under way holds this lease
                     except OSError:
                         continue
                     if header is None or not is_servable((header[2], header[3], None), now, self.stale):

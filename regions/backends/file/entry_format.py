@@ -36,6 +36,19 @@ READ_WHOLE = 1 << 18
 
 Header = tuple[str, str, float, float | None, int, bytes]
 
+#: A lease's placeholder file (:meth:`~regions.backends.file.FileNamespaceManager.lease`): this
+#: mark, its format (1) and a random token. No entry starts so; readers take it for a miss.
+PLACEHOLDER = b"RFL1:"
+
+
+def placeholder() -> bytes:
+    """The bytes of a new placeholder (the token tells two of them apart)."""
+    return PLACEHOLDER + os.urandom(16).hex().encode()
+
+
+def is_placeholder(data: bytes | memoryview) -> bool:
+    return bytes(data[: len(PLACEHOLDER)]) == PLACEHOLDER
+
 
 class _TaggingWriter:
     """A file object for ``pickle.dump`` that tags and counts the bytes on their way to disk."""

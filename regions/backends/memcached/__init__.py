@@ -15,6 +15,11 @@
 * Lifetimes over 30 days are sent as absolute timestamps, as memcached requires; those are 32-bit,
   so a lifetime ending after 2038-01-19 03:14:07 UTC (:data:`LATEST_EXPIRY`) ends then instead,
   said once in the log (and by the settings check, W010). memcached would store nothing for it.
+* Leases (:meth:`MemcachedNamespaceManager.lease`, misses only): a computation adds a
+  placeholder (:data:`LEASE_MARK`, never unpickled, a miss for every reader) where the key is
+  absent, then ``gets`` the key's cas unique; its store is a ``cas`` with it. A delete of the key
+  by any process meanwhile makes that ``cas`` fail, so an obsolete value is never stored over an
+  invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one GET it did.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
@@ -28,10 +33,12 @@ and :mod:`.sync_log` (``store.sync_storage``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import pickle
+import secrets
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -43,11 +50,11 @@ from ... import binding
 from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import TAG_SIZE, RejectedEntry
 from ...throttle import Throttle
-from ..contract import Backend, Entry, LogStorage, Store
+from ..contract import LEASE_SECONDS, Backend, Entry, LogStorage, Store
 from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
-from .parts import HEAD_MARK, Parts
+from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
 from .wire import as_int, get_many
@@ -63,6 +70,17 @@ _PICKLE_AT = 2 + TAG_SIZE  # after the magic and the tag
 #: Storage format of entries (the sealed pickle of an entry or of a head of parts), part of every
 #: entry's key. ``F`` is no hex digit: no key of the format before it (no mark) can equal one.
 FORMAT = "F2"
+#: A lease's placeholder: this mark, its format (1) and a random token. No sealed entry starts so
+#: (they start with ``R1``); readers take it for a miss, and nothing unpickles it.
+LEASE_MARK = b"RL1:"
+
+
+class _Placeholder(Exception):
+    """Raised by ``_unseal`` for a lease's placeholder: the readers return a miss."""
+
+
+#: The lease of a computation whose key was deleted while the lease was being taken: refused.
+_VOID = ("", None)
 
 
 def longest_timeout(stale: float, now: float | None = None) -> int:
@@ -283,7 +301,10 @@ class MemcachedNamespaceManager(Backend):
             pool.release(client)
         if data is None:
             return None
-        found = self._unseal(raw, data)
+        try:
+            found = self._unseal(raw, data)
+        except _Placeholder:
+            return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             return self.parts.get(node, wire, found)
         return found
@@ -312,6 +333,8 @@ class MemcachedNamespaceManager(Backend):
             return None, versions
         try:
             entry = self._unseal(raw, data)
+        except _Placeholder:
+            return None, versions
         except RejectedEntry as exc:
             exc.tag_versions = versions
             raise
@@ -332,33 +355,75 @@ class MemcachedNamespaceManager(Backend):
     def _unseal(self, key: bytes, blob: bytes) -> Any:
         """The entry in ``blob`` read under ``key`` (encoded), if its tag is ours."""
         if blob[:2] != _MAGIC or len(blob) < _PICKLE_AT:
+            if blob[: len(LEASE_MARK)] == LEASE_MARK:
+                raise _Placeholder
             raise RejectedEntry("an entry without a tag (planted, or written before signing)")
         data = memoryview(blob)[_PICKLE_AT:]
         if not self.store.signer.check(blob[2:_PICKLE_AT], bytes((len(key),)) + key, data):
             raise RejectedEntry("an entry whose tag does not match its key and bytes")
         return pickle.loads(data)
 
-    def set_entry(self, key: Hashable, entry: Entry) -> None:
-        wire, store = self.wire_key(key), self.store
-        node = store.node_for(wire)
+    def _pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
+        """``(sealed item, expire argument, head or None)`` of ``entry``; a value too large for one
+        item is written in parts first (:mod:`.parts`) and the item is their head."""
+        store = self.store
         expire = store.expire_arg(entry[1])
         try:
             data = pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnstorableValue(store.region, entry[2], exc) from exc
+        head = None
         if len(data) + _PICKLE_AT > store.item_size:
             head = self.parts.put(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
-        data = self._seal(wire, data)
+        return self._seal(wire, data), expire, head
+
+    def _store(self, node: Node, method: str, wire: str, data: bytes, *args: Any, expire: int) -> Any:
         try:
-            node.call("set", wire, data, expire=expire, noreply=False)
+            return node.call(method, wire, data, *args, expire=expire, noreply=False)
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
             raise ValueError(
-                f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
+                f"region {self.store.region!r}: memcached refused an item of {len(data)} bytes; lower "
                 "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
             ) from exc
+
+    def set_entry(self, key: Hashable, entry: Entry) -> None:
+        wire = self.wire_key(key)
+        node = self.store.node_for(wire)
+        data, expire, _head = self._pack(wire, node, entry)
+        self._store(node, "set", wire, data, expire=expire)
+
+    def lease(self, key: Hashable) -> tuple[str, bytes | None]:
+        """``(wire key, cas unique)``: of a placeholder added where the key is absent, else of the
+        item there (an expired entry, another computation's placeholder). Two round trips, on a
+        miss only. The placeholder lives :data:`~regions.backends.contract.LEASE_SECONDS` (or
+        ``lock_timeout`` if longer): a computation that outlasts it is not stored."""
+        wire, store = self.wire_key(key), self.store
+        node = store.node_for(wire)
+        expire = max(1, math.ceil(max(store.lock_timeout, LEASE_SECONDS)))
+        node.call("add", wire, LEASE_MARK + secrets.token_hex(8).encode(), expire=expire, noreply=False)
+        data, cas = node.call("gets", wire)
+        if data is None:  # deleted between the two: an invalidation came first, the lease is void
+            return _VOID
+        return wire, cas
+
+    def set_entry_leased(self, key: Hashable, entry: Entry, lease: tuple[str, bytes | None]) -> bool:
+        """``cas`` with the lease's unique: refused (``False``) when the key was deleted or written
+        since the lease, or its namespace or region invalidated (another wire key now)."""
+        leased, cas = lease
+        wire = self.wire_key(key)
+        if cas is None or wire != leased:
+            return False
+        node = self.store.node_for(wire)
+        data, expire, head = self._pack(wire, node, entry)
+        if self._store(node, "cas", wire, data, cas, expire=expire):
+            return True
+        if head is not None:  # its parts are nobody's: remove them now rather than at their expiry
+            with contextlib.suppress(Exception):
+                node.call("delete_many", self.parts.keys(wire, Head.read(head)), noreply=False)  # type: ignore[arg-type]
+        return False
 
     def delete_entry(self, key: Hashable) -> None:
         """Delete ``key``'s entry; when that fails it is retried before the node serves reads again.
