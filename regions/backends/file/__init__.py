@@ -257,28 +257,37 @@ class FileNamespaceManager(Backend):
         tmp, size = self._write_temp(text, entry)
         self._commit(tmp, self._path(text), size)
 
-    def lease(self, key: Hashable) -> tuple[str, Identity]:
+    def lease(self, key: Hashable) -> tuple[str, Identity] | None:
         """``(path, identity)`` of the key's file; where there is none, of a placeholder made now
-        (linked into place: it appears whole, and never over a file another process made)."""
+        (linked into place: it appears whole, and never over a file another process made).
+        ``None`` (no lease: a plain store) when the folder takes no placeholder (read-only, full):
+        the store then fails too, and is counted once, as without leases."""
         path = self._path(str(key))
         found = _identity(path)
         if found is None:
-            folder = os.path.dirname(path)
             try:
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
-            except FileNotFoundError:
-                fd, tmp = _make_temp(folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(entry_format.placeholder())
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    pass  # another computation's placeholder, or an entry just stored: lease it
-            finally:
-                _discard(tmp)
+                self._place_holder(path)
+            except OSError:
+                return None
             found = _identity(path)  # None: deleted already, and the lease is void
         return path, found
+
+    @staticmethod
+    def _place_holder(path: str) -> None:
+        folder = os.path.dirname(path)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+        except FileNotFoundError:
+            fd, tmp = _make_temp(folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(entry_format.placeholder())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another computation's placeholder, or an entry just stored: lease it
+        finally:
+            _discard(tmp)
 
     def set_entry_leased(self, key: Hashable, entry: Entry, lease: tuple[str, Identity]) -> bool:
         """Replace the file only if it is still the one leased (checked under the key's write lock,
@@ -287,7 +296,11 @@ class FileNamespaceManager(Backend):
         path, leased = lease
         if leased is None or path != self._path(text):
             return False
-        tmp, size = self._write_temp(text, entry)
+        try:
+            tmp, size = self._write_temp(text, entry)
+        except BaseException:
+            self._drop_placeholder(key, path, leased)  # a full disk leaves no placeholder behind
+            raise
         try:
             with self._write_lock(key) as held:
                 if not held or _identity(path) != leased:
@@ -296,6 +309,17 @@ class FileNamespaceManager(Backend):
                 return True
         finally:
             _discard(tmp)  # gone when committed
+
+    def _drop_placeholder(self, key: Hashable, path: str, leased: Identity) -> None:
+        """Remove the placeholder this lease made, if it is still there (best effort)."""
+        try:
+            with self._write_lock(key) as held:
+                if held and _identity(path) == leased:
+                    with open(path, "rb") as f:
+                        if entry_format.is_placeholder(f.read(len(entry_format.PLACEHOLDER))):
+                            os.unlink(path)
+        except OSError:
+            pass
 
     def delete_entry(self, key: Hashable) -> None:
         with self._write_lock(key):
