@@ -10,7 +10,7 @@ already times (every write, one read in :data:`regions.region.READ_SAMPLE`; in-p
 not timed). Counts are this process's since it started, or since the fork for a forked worker (the
 parent's counts are its own).
 
-*How*, off the hit path: regions keep plain integers (:class:`regions.region.Stats`); a daemon
+*How*, off the hit path: regions keep plain integers (:class:`regions.stats.Stats`); a daemon
 thread per process, started when this module is imported and again in each forked child
 (``os.register_at_fork``), adds every :func:`flush_every` seconds each region's increase since its
 last flush to the Prometheus counters, and the scraping process flushes right before it answers. A

@@ -36,7 +36,8 @@ from . import fleet_board
 from .backends.contract import Backend, Store
 from .errors import BackendUnavailable, ConfigurationError
 from .fleet_board import NAMESPACE
-from .region import Region, Stats
+from .region import Region
+from .stats import Stats
 from .throttle import LOG_EVERY, Throttle
 
 #: Default seconds between two publishes of one process (``CacheManager(publish_every=...)``).

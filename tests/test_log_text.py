@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pymemcache.client.base import Client
 
-from regions.backends.memcached import _MAGIC
+from regions.backends.memcached.entry_format import MAGIC
 from regions.keys import encode
 from regions.signing import Signer
 from regions.throttle import LOG_TEXT_LIMIT, loggable
@@ -165,7 +165,7 @@ def test_a_planted_entry_s_text_is_escaped_in_the_log(
 
     wire = f.cache_key(1)
     key = wire.encode()
-    forged = _MAGIC + Signer(None).tag(bytes((len(key),)) + key, data) + data
+    forged = MAGIC + Signer(None).tag(bytes((len(key),)) + key, data) + data
     host, port = memcached_server.rsplit(":", 1)
     client = Client((host, int(port)))
     try:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from ..backends import BUILTIN, for_options, store_class
 from ..backends.contract import COMMON_OPTIONS, Store
 from ..backends.file.folders import unwritable
-from ..backends.memcached import longest_timeout
+from ..backends.memcached.expiry import longest_timeout
 from .problems import Problem
 
 SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")

@@ -4,8 +4,8 @@
   ``R1`` and a 32-byte tag over the key and the pickle (:mod:`regions.signing`), checked before
   anything is unpickled. Counters and parts travel as raw bytes; parts are checked against the
   digest in their (tagged) head (:mod:`.parts`).
-* Every entry's key holds the storage format (:data:`FORMAT`): an entry written in another format
-  is never read, only missed.
+* Every entry's key holds the storage format (:data:`.entry_format.FORMAT`): an entry written in
+  another format is never read, only missed.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
   nothing else on the server is touched (no ``flush_all``). Each process re-reads the counters at
   most every ``sync_interval`` seconds; its own clears take effect at once.
@@ -16,7 +16,7 @@
   so a lifetime ending after 2038-01-19 03:14:07 UTC (:data:`LATEST_EXPIRY`) ends then instead,
   said once in the log (and by the settings check, W010). memcached would store nothing for it.
 * Leases (:meth:`MemcachedNamespaceManager.lease`, misses only): a computation adds a
-  placeholder (:data:`LEASE_MARK`, never unpickled, a miss for every reader) where the key is
+  placeholder (:data:`.entry_format.LEASE_MARK`, never unpickled, a miss for every reader) where the key is
   absent, then ``gets`` the key's cas unique; its store is a ``cas`` with it. A delete of the key
   by any process meanwhile makes that ``cas`` fail, so an obsolete value is never stored over an
   invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one GET it did.
@@ -48,9 +48,11 @@ from pymemcache.exceptions import MemcacheServerError
 
 from ... import binding
 from ...errors import BackendUnavailable, UnstorableValue
-from ...signing import TAG_SIZE, RejectedEntry
+from ...signing import RejectedEntry
 from ...throttle import Throttle
 from ..contract import LEASE_SECONDS, Backend, Entry, LogStorage, Store
+from .entry_format import FORMAT, LEASE_MARK, PICKLE_AT, Placeholder, seal, unseal
+from .expiry import LATEST_EXPIRY, expiry, longest_timeout
 from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
@@ -61,31 +63,8 @@ from .wire import as_int, get_many
 from .wire import get as wire_get
 
 log = logging.getLogger("regions")
-_THIRTY_DAYS = 30 * 24 * 3600
-#: The latest expiry memcached takes, 2038-01-19 03:14:07 UTC: over 30 days an expiry is a Unix
-#: time, read as a signed 32-bit number; a later one is taken ("STORED") and the item dropped at once.
-LATEST_EXPIRY = 2**31 - 1
-_MAGIC = b"R1"
-_PICKLE_AT = 2 + TAG_SIZE  # after the magic and the tag
-#: Storage format of entries (the sealed pickle of an entry or of a head of parts), part of every
-#: entry's key. ``F`` is no hex digit: no key of the format before it (no mark) can equal one.
-FORMAT = "F2"
-#: A lease's placeholder: this mark, its format (1) and a random token. No sealed entry starts so
-#: (they start with ``R1``); readers take it for a miss, and nothing unpickles it.
-LEASE_MARK = b"RL1:"
-
-
-class _Placeholder(Exception):
-    """Raised by ``_unseal`` for a lease's placeholder: the readers return a miss."""
-
-
 #: The lease of a computation whose key was deleted while the lease was being taken: refused.
 _VOID = ("", None)
-
-
-def longest_timeout(stale: float, now: float | None = None) -> int:
-    """The longest TIMEOUT whose entries, stored now, memcached keeps for all of it (and ``stale``)."""
-    return int(LATEST_EXPIRY - (time.time() if now is None else now) - stale)
 
 
 def _seconds(value: float) -> str:
@@ -192,15 +171,11 @@ class MemcachedStore(Store):
     def expire_arg(self, ttl: float | None) -> int:
         """memcached's expiry argument for an entry living ``ttl`` seconds (plus the stale window):
         seconds up to 30 days, a Unix time beyond (memcached's rule), at most :data:`LATEST_EXPIRY`."""
-        if ttl is None:
-            return 0
-        seconds = ttl + self.stale
-        if seconds <= _THIRTY_DAYS:
-            return max(1, math.ceil(seconds))
+        expire = expiry(ttl, self.stale)
+        if expire != LATEST_EXPIRY or self.capped_said:
+            return expire
         now = int(time.time())
-        if seconds < LATEST_EXPIRY - now:  # (an infinite one is not)
-            return now + math.ceil(seconds)
-        if not self.capped_said:
+        if ttl is not None:
             self.capped_said = True
             log.warning(
                 "cache region %r (memcached): TIMEOUT=%s s (or a call's timeout) plus stale %g s ends "
@@ -302,8 +277,8 @@ class MemcachedNamespaceManager(Backend):
         if data is None:
             return None
         try:
-            found = self._unseal(raw, data)
-        except _Placeholder:
+            found = unseal(self.store.signer, raw, data)
+        except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             return self.parts.get(node, wire, found)
@@ -332,8 +307,8 @@ class MemcachedNamespaceManager(Backend):
         if data is None:
             return None, versions
         try:
-            entry = self._unseal(raw, data)
-        except _Placeholder:
+            entry = unseal(self.store.signer, raw, data)
+        except Placeholder:
             return None, versions
         except RejectedEntry as exc:
             exc.tag_versions = versions
@@ -347,22 +322,6 @@ class MemcachedNamespaceManager(Backend):
         store = self.store
         return store.tags.create_on(store.node_for(self.wire_key(key)), names)
 
-    def _seal(self, wire: str, data: bytes) -> bytes:
-        """``R1`` + tag + pickle: the tag covers the key, so an entry copied to another key fails."""
-        key = wire.encode()  # at most 250 bytes: one length byte keeps key and data apart
-        return _MAGIC + self.store.signer.tag(bytes((len(key),)) + key, data) + data
-
-    def _unseal(self, key: bytes, blob: bytes) -> Any:
-        """The entry in ``blob`` read under ``key`` (encoded), if its tag is ours."""
-        if blob[:2] != _MAGIC or len(blob) < _PICKLE_AT:
-            if blob[: len(LEASE_MARK)] == LEASE_MARK:
-                raise _Placeholder
-            raise RejectedEntry("an entry without a tag (planted, or written before signing)")
-        data = memoryview(blob)[_PICKLE_AT:]
-        if not self.store.signer.check(blob[2:_PICKLE_AT], bytes((len(key),)) + key, data):
-            raise RejectedEntry("an entry whose tag does not match its key and bytes")
-        return pickle.loads(data)
-
     def _pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
         """``(sealed item, expire argument, head or None)`` of ``entry``; a value too large for one
         item is written in parts first (:mod:`.parts`) and the item is their head."""
@@ -373,10 +332,10 @@ class MemcachedNamespaceManager(Backend):
         except Exception as exc:
             raise UnstorableValue(store.region, entry[2], exc) from exc
         head = None
-        if len(data) + _PICKLE_AT > store.item_size:
+        if len(data) + PICKLE_AT > store.item_size:
             head = self.parts.put(node, wire, data, expire)
             data = pickle.dumps(head, pickle.HIGHEST_PROTOCOL)
-        return self._seal(wire, data), expire, head
+        return seal(self.store.signer, wire, data), expire, head
 
     def _store(self, node: Node, method: str, wire: str, data: bytes, *args: Any, expire: int) -> Any:
         try:
