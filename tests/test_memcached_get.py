@@ -28,8 +28,8 @@ def test_values_of_every_size_come_back_whole(client, size):
     client.set(key, value, noreply=False)
     client.get("warm-up")  # connected: the lean path is taken
     assert client.sock is not None
-    assert wire.get(client, key.encode()) == value
-    assert wire.get(client, key.encode()) == value  # and the connection is still in step
+    assert wire.get(client, key.encode()) == (value, -1)  # (never expires)
+    assert wire.get(client, key.encode()) == (value, -1)  # and the connection is still in step
     assert client.get(key) == value
 
 
@@ -40,11 +40,58 @@ def test_a_miss_is_none_and_a_first_call_connects(client):
     assert wire.get(client, b"never-set-key") is None
 
 
+def test_a_hit_says_the_seconds_the_server_keeps_the_item(client):
+    """``mg``'s ``t``: seconds left of a relative expiry, of an absolute one (a Unix time), -1 for none."""
+    import time
+
+    client.set("left-rel", b"a", expire=7, noreply=False)
+    client.set("left-abs", b"b", expire=int(time.time()) + 40 * 24 * 3600, noreply=False)
+    client.set("left-none", b"c", noreply=False)
+    assert wire.get(client, b"left-rel")[1] in (6, 7)
+    assert abs(wire.get(client, b"left-abs")[1] - 40 * 24 * 3600) <= 2
+    assert wire.get(client, b"left-none") == (b"c", -1)
+
+
+def test_the_tagged_hit_reads_the_entry_and_the_counters_in_one_send(client):
+    client.set("t-entry", b"END\r\nVA 3 t1 kx\r\n", expire=9, noreply=False)
+    client.set("t-c1", b"12", noreply=False)
+    client.get("warm-up")
+    entry, counters = wire.get_tagged(client, b"t-entry", [b"t-c1", b"t-c2"])
+    assert entry is not None and entry[0] == b"END\r\nVA 3 t1 kx\r\n" and entry[1] in (8, 9)
+    assert counters == {b"t-c1": b"12"}
+    assert wire.get_tagged(client, b"t-none", [b"t-c1"]) == (None, {b"t-c1": b"12"})
+    assert wire.get_tagged(client, b"t-none", []) == (None, {})
+    big = os.urandom(300_000)
+    client.set("t-big", big, noreply=False)
+    assert wire.get_tagged(client, b"t-big", [b"t-c1"]) == ((big, -1), {b"t-c1": b"12"})
+    assert wire.get(client, b"t-c1") == (b"12", -1)  # still in step
+
+
+def test_a_first_tagged_call_connects(client):
+    assert client.sock is None
+    client_set = Client(client.server, connect_timeout=2, timeout=2)
+    client_set.set("first-tagged", b"v", expire=30, noreply=False)
+    client_set.close()
+    entry, counters = wire.get_tagged(client, b"first-tagged", [b"nope"])
+    assert client.sock is not None and entry is not None and entry[0] == b"v" and counters == {}
+
+
+def test_a_reply_for_another_key_is_out_of_step(client):
+    client.set("mine", b"1", noreply=False)
+    client.set("other", b"2", noreply=False)
+    client.get("warm-up")
+    client.sock.sendall(b"mg other v t k\r\n")  # its reply arrives before the hit's
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        wire.get(client, b"mine")
+    assert client.sock is None
+    assert wire.get(client, b"mine") == (b"1", -1)
+
+
 def test_values_containing_the_protocol_framing(client):
     value = b"END\r\nVALUE x 0 3\r\nabc\r\nEND\r\n"
     client.set("framing", value, noreply=False)
     client.get("warm-up")
-    assert wire.get(client, b"framing") == value
+    assert wire.get(client, b"framing")[0] == value
 
 
 def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
@@ -56,7 +103,7 @@ def test_a_reply_out_of_step_closes_the_connection(client, memcached_server):
     with pytest.raises(MemcacheUnexpectedCloseError):
         wire.get(client, b"step")
     assert client.sock is None
-    assert wire.get(client, b"step") == b"value"  # reconnected by pymemcache
+    assert wire.get(client, b"step")[0] == b"value"  # reconnected by pymemcache
 
 
 def test_a_server_that_closes_raises_a_network_error(memcached_factory):
@@ -64,7 +111,7 @@ def test_a_server_that_closes_raises_a_network_error(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=1, timeout=1)
     c.set("k", b"v", noreply=False)
-    assert wire.get(c, b"k") == b"v"
+    assert wire.get(c, b"k")[0] == b"v"
     server.stop()
     with pytest.raises((MemcacheUnexpectedCloseError, OSError)):
         wire.get(c, b"k")
@@ -97,7 +144,7 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     host, port = server.address.rsplit(":", 1)
     c = Client((host, int(port)), connect_timeout=0.4, timeout=0.4)
     c.set("k", b"v", noreply=False)
-    assert wire.get(c, b"k") == b"v"
+    assert wire.get(c, b"k")[0] == b"v"
     assert c.sock.gettimeout() is None
     raw = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
     assert struct.unpack("ll", raw) == (0, 400_000)
@@ -111,4 +158,4 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
         assert 0.3 < time.monotonic() - start < 5  # the timeout, not forever
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
-    assert wire.get(c, b"k") == b"v"  # reconnected (pymemcache), then kernel timeouts again
+    assert wire.get(c, b"k")[0] == b"v"  # reconnected (pymemcache), then kernel timeouts again

@@ -1,9 +1,13 @@
 """``memcached``: entries on one or more memcached servers, through pymemcache.
 
-* One GET per hit, one SET per uncontended miss: the entry tuple is pickled as one value, behind
+* One meta get (``mg``) per hit, one SET per uncontended miss: the entry tuple is pickled as one value, behind
   ``R1`` and a 32-byte tag over the key and the pickle (:mod:`regions.signing`), checked before
   anything is unpickled. Counters and parts travel as raw bytes; parts are checked against the
   digest in their (tagged) head (:mod:`.parts`).
+* An entry's life does not depend on the writer's clock: the hit's ``mg`` also returns the seconds
+  the server still keeps the item, and the entry's time is rebased on the reader's clock from them
+  (:meth:`MemcachedNamespaceManager._rebased`), within the server's whole second. Entries that
+  never expire are served as written.
 * Every entry's key holds the storage format (:data:`.entry_format.FORMAT`): an entry written in
   another format is never read, only missed.
 * ``clear()`` and ``invalidate_all()`` bump generation counters that are part of every key, so
@@ -19,7 +23,7 @@
   placeholder (:data:`.entry_format.LEASE_MARK`, never unpickled, a miss for every reader) where the key is
   absent, then ``gets`` the key's cas unique; its store is a ``cas`` with it. A delete of the key
   by any process meanwhile makes that ``cas`` fail, so an obsolete value is never stored over an
-  invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one GET it did.
+  invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one ``mg`` it did.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
@@ -52,14 +56,14 @@ from ...signing import RejectedEntry
 from ...throttle import Throttle
 from ..contract import LEASE_SECONDS, Backend, Entry, LogStorage, Store
 from .entry_format import FORMAT, LEASE_MARK, PICKLE_AT, Placeholder, seal, unseal
-from .expiry import LATEST_EXPIRY, expiry, longest_timeout
+from .expiry import LATEST_EXPIRY, asked, expiry, longest_timeout
 from .keys import guarded, safe_namespace
 from .lock import AddLock
 from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
-from .wire import as_int, get_many
+from .wire import as_int, get_tagged
 from .wire import get as wire_get
 
 log = logging.getLogger("regions")
@@ -268,24 +272,39 @@ class MemcachedNamespaceManager(Backend):
         pool = node.pool
         client = pool.acquire()
         try:
-            data = wire_get(client, raw)
+            hit = wire_get(client, raw)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
-        if data is None:
+        if hit is None:
             return None
+        data, left = hit
         try:
             found = unseal(self.store.signer, raw, data)
         except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
-            return self.parts.get(node, wire, found)
-        return found
+            found = self.parts.get(node, wire, found)
+        return self._rebased(found, left)
+
+    def _rebased(self, entry: Entry | None, left: int) -> Entry | None:
+        """``entry`` with its time rebased on this host's clock: now, less the age that the server's
+        seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
+        amount (its own clock); the server counts the item's life on one clock for every reader.
+        Exact to the server's whole second, never longer than written. Kept as written when it
+        never expires (``left`` -1 or ``ttl`` None) or is not an entry (the region rejects it)."""
+        if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+            return entry
+        ttl = entry[1]
+        if type(ttl) is not float and type(ttl) is not int:
+            return entry
+        return (float(time.time()) - (asked(ttl, self.store.stale) - left), ttl, entry[2])
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
-        """The entry and its tags' counters, read from the entry's server in one ``get_many``."""
+        """The entry and its tags' counters, read from the entry's server in one round trip
+        (:func:`.wire.get_tagged`)."""
         wire = self.wire_key(key)
         nodes = self.store.nodes
         node = nodes.single or nodes.node_for(wire)
@@ -296,16 +315,16 @@ class MemcachedNamespaceManager(Backend):
         pool = node.pool
         client = pool.acquire()
         try:
-            found = get_many(client, [raw, *tag_keys])
+            hit, found = get_tagged(client, raw, tag_keys)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
         versions = [as_int(found.get(k)) for k in tag_keys]
-        data = found.get(raw)
-        if data is None:
+        if hit is None:
             return None, versions
+        data, left = hit
         try:
             entry = unseal(self.store.signer, raw, data)
         except Placeholder:
@@ -314,8 +333,8 @@ class MemcachedNamespaceManager(Backend):
             exc.tag_versions = versions
             raise
         if entry[0] == HEAD_MARK:
-            return self.parts.get(node, wire, entry), versions
-        return entry, versions
+            entry = self.parts.get(node, wire, entry)
+        return self._rebased(entry, left), versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
         """The counters of ``names`` on the server of ``key``'s entry, created where missing."""

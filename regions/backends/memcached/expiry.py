@@ -26,6 +26,14 @@ def expiry(ttl: float | None, stale: float, now: float | None = None) -> int:
     return LATEST_EXPIRY
 
 
+def asked(ttl: float, stale: float) -> float:
+    """The seconds memcached was asked to keep an entry living ``ttl`` seconds plus ``stale``:
+    what :func:`expiry` sends (whole seconds), before any cap. The server's seconds left (``mg``'s
+    ``t``) subtracted from it is the entry's age, on no host's wall clock."""
+    seconds = ttl + stale
+    return max(1, math.ceil(seconds)) if seconds <= THIRTY_DAYS else seconds
+
+
 def longest_timeout(stale: float, now: float | None = None) -> int:
     """The longest TIMEOUT whose entries, stored now, memcached keeps for all of it (and ``stale``)."""
     return int(LATEST_EXPIRY - (time.time() if now is None else now) - stale)

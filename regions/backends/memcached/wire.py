@@ -4,12 +4,15 @@ pymemcache's ``Client.get`` is general (many keys, key checks, prefixes, serde, 
 the reply a line at a time; a hit here needs keys that the key guard already made valid, and one
 ``recv`` usually holds the whole reply. Reading it in one piece halves the time of a hit on a
 loopback server (``benchmarks/run.py``). Everything else (sets, counters) stays with pymemcache,
-which also makes the connection: a client not yet connected does its first command through
-pymemcache itself.
+which also makes the connection (:func:`connected`).
+
+A hit is a meta get (memcached >= 1.6), ``mg <key> v t k``: the value and, on the same round trip,
+the seconds the server still keeps the item (``t``), which the namespace manager turns into the
+entry's age on the reader's own clock (an entry's life never depends on the writer's clock).
 
 * :func:`get`: one key, the plain hit. A reply that is not exactly
-  ``VALUE <key> <flags> <bytes>\\r\\n<data>\\r\\nEND\\r\\n`` or ``END\\r\\n`` raises.
-* :func:`get_many`: ``get <entry> <counter> ...``, the tagged hit.
+  ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
+* :func:`get_tagged`: ``mg <entry> v t k`` and ``get <counter> ...`` in one send, the tagged hit.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -40,59 +43,50 @@ _RECV = 65536
 _CLOSED = "the server closed the connection"
 _OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
 _OUT_OF_STEP_MANY = "a reply that does not answer this command (connection dropped)"
-_END = b"END\r\n"
-_TAIL = b"\r\nEND\r\n"
+#: ``mg``'s flags after the key: the value, its seconds left, the key echoed (a reply for another
+#: key is never taken for this one's).
+_META_FLAGS = b" v t k\r\n"
 _NOT_A_NUMBER = b"CLIENT_ERROR cannot increment"
 #: Counters at or above this hold no number this package wrote (see :func:`as_int`).
 _TOO_LARGE = 1 << 63
 
 
-def get(client: Any, key: bytes) -> bytes | None:
-    """The value stored under ``key`` (a valid memcached key, encoded), or ``None``."""
-    sock = client.sock
-    if sock is None:
-        return client.get(key)  # connects (pymemcache owns the connection settings)
-    if sock.gettimeout() is not None and KERNEL_TIMEOUTS:
-        kernel_timeouts(sock)
+def get(client: Any, key: bytes) -> tuple[bytes, int] | None:
+    """``(value, seconds left)`` of ``key`` (a valid memcached key, encoded), or ``None``.
+
+    Seconds left are the server's: how long until it expires the item, ``-1`` for one that never
+    expires. One ``mg <key> v t k``; a reply that is not exactly ``VA <bytes> t<left> k<key>\\r\\n
+    <data>\\r\\n`` or ``EN k<key>\\r\\n`` raises."""
+    sock = connected(client)
     try:
-        sock.sendall(b"get " + key + b"\r\n")
+        sock.sendall(b"mg " + key + _META_FLAGS)
         buf = sock.recv(_RECV)
-        end = buf.find(b"\r\n")
-        while end < 0:
-            more = sock.recv(_RECV)
-            if not more:
-                raise MemcacheUnexpectedCloseError(_CLOSED)
-            buf += more
-            end = buf.find(b"\r\n")
-        if end == 3 and buf == _END:
-            return None
-        head = buf[:end].split(b" ")
-        if head[0] != b"VALUE" or len(head) < 4 or head[1] != key:
-            refused(buf[:end])
-        size = int(head[3])
-        start = end + 2
-        need = start + size + 7
-        if len(buf) < need:
-            buf = _read_rest(sock, buf, need)
-        if len(buf) != need or buf[start + size : need] != _TAIL:
+        found, buf, pos = _meta_reply(sock, buf, key)
+        if pos != len(buf):
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-        return buf[start : start + size]
+        return found
     except BaseException:
         client.close()
         raise
 
 
-def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
-    """``get k1 k2 ...`` on a pooled client's socket, read in one piece when it fits (as
-    :func:`get` does for one key): ``{key: value}`` of the keys found."""
-    sock = _socket(client)
-    if sock is None:  # connects (pymemcache owns the connection settings)
-        return {k.encode(): v for k, v in client.get_many([k.decode() for k in keys]).items()}
+def get_tagged(
+    client: Any, key: bytes, counters: list[bytes]
+) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
+    """The tagged hit in one round trip: ``mg <key> v t k`` and ``get <counter> ...`` sent together.
+    Returns what :func:`get` returns for ``key``, and ``{counter: value}`` of the counters found."""
+    sock = connected(client)
     try:
-        sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
-        buf = sock.recv(_RECV)
-        pos = 0
+        request = b"mg " + key + _META_FLAGS
+        if counters:
+            request += b"get " + b" ".join(counters) + b"\r\n"
+        sock.sendall(request)
+        entry, buf, pos = _meta_reply(sock, sock.recv(_RECV), key)
         found: dict[bytes, bytes] = {}
+        if not counters:
+            if pos != len(buf):
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+            return entry, found
         while True:
             end = buf.find(b"\r\n", pos)
             while end < 0:
@@ -101,9 +95,9 @@ def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
             if end - pos == 3 and buf[pos:end] == b"END":
                 if end + 2 != len(buf):
                     raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-                return found
+                return entry, found
             head = buf[pos:end].split(b" ")
-            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in keys:
+            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
                 refused(buf[pos:end])
             start = end + 2
             stop = start + int(head[3])
@@ -116,6 +110,38 @@ def get_many(client: Any, keys: list[bytes]) -> dict[bytes, bytes]:
     except BaseException:
         client.close()  # never leave unread bytes for the next command
         raise
+
+
+def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
+    """Read the reply to ``mg <key> v t k`` at the start of ``buf`` (receiving more as needed):
+    ``(value and seconds left, or None; the buffer; where the next reply starts in it)``."""
+    end = buf.find(b"\r\n")
+    while end < 0:
+        buf += _more(sock)
+        end = buf.find(b"\r\n")
+    head = buf[:end].split(b" ")
+    if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
+        if head[1:] != [b"k" + key] and len(head) > 1:
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+        return None, buf, end + 2
+    if head[0] != b"VA" or len(head) != 4:
+        refused(buf[:end])
+    left: int | None = None
+    echoed: bytes | None = None
+    for flag in head[2:]:
+        if flag[:1] == b"t":
+            left = int(flag[1:])
+        elif flag[:1] == b"k":
+            echoed = flag[1:]
+    if left is None or echoed != key:
+        raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+    start = end + 2
+    stop = start + int(head[1])
+    if len(buf) < stop + 2:
+        buf = _read_rest(sock, buf, stop + 2)
+    if buf[stop : stop + 2] != b"\r\n":
+        raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+    return (buf[start:stop], left), buf, stop + 2
 
 
 def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:
@@ -206,6 +232,14 @@ def refused(line: bytes) -> None:
     if line.startswith(b"ERROR"):
         raise MemcacheUnknownCommandError(text)
     raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+
+
+def connected(client: Any) -> Any:
+    """``client``'s socket, connected first when it is not (by pymemcache, which owns the
+    connection settings), with kernel timeouts."""
+    if client.sock is None:
+        client._connect()  # noqa: SLF001 - pymemcache's own connect (timeouts, TLS, keepalive)
+    return _socket(client)
 
 
 def _socket(client: Any) -> Any:
