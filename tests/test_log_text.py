@@ -80,7 +80,7 @@ def test_loggable_escapes_and_cuts() -> None:
 
 class PlantingServer:
     """A TCP server on loopback speaking just enough memcached: every command line is answered
-    ``END`` (a miss) until :attr:`armed`, then with :data:`PLANTED` in a ``SERVER_ERROR`` line, as a
+    as a miss (``EN`` to a meta get, else ``END``) until :attr:`armed`, then with :data:`PLANTED` in a ``SERVER_ERROR`` line, as a
     hostile or broken server (or a proxy echoing what it was sent) could answer. memcached itself
     never echoes planted bytes, so no real one can stand in here."""
 
@@ -106,11 +106,11 @@ class PlantingServer:
             while data := conn.recv(65536):
                 buf += data
                 while b"\r\n" in buf:
-                    _line, buf = buf.split(b"\r\n", 1)
+                    line, buf = buf.split(b"\r\n", 1)
                     if self.armed.is_set():
                         conn.sendall(b"SERVER_ERROR " + PLANTED.encode() + b"x" * 1000 + b"\r\n")
-                    else:
-                        conn.sendall(b"END\r\n")
+                    else:  # a miss, in the meta protocol for a meta get (``mg``)
+                        conn.sendall(b"EN\r\n" if line.startswith(b"mg ") else b"END\r\n")
         except OSError:
             pass
 

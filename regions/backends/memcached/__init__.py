@@ -67,6 +67,9 @@ from .wire import as_int, get_tagged
 from .wire import get as wire_get
 
 log = logging.getLogger("regions")
+#: Seconds within which the writer's clock and the age the server gives an entry are taken to
+#: agree: the server counts whole seconds (its clock ticks once a second, and ``t`` is rounded).
+CLOCKS_AGREE = 1.5
 #: The lease of a computation whose key was deleted while the lease was being taken: refused.
 _VOID = ("", None)
 
@@ -294,13 +297,18 @@ class MemcachedNamespaceManager(Backend):
         seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
         amount (its own clock); the server counts the item's life on one clock for every reader.
         Exact to the server's whole second, never longer than written. Kept as written when it
-        never expires (``left`` -1 or ``ttl`` None) or is not an entry (the region rejects it)."""
+        never expires (``left`` -1 or ``ttl`` None), is not an entry (the region rejects it), or
+        when the two clocks agree within the server's resolution (:data:`CLOCKS_AGREE`: the
+        writer's time is then the more precise, which sub-second lifetimes need)."""
         if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
             return entry
         ttl = entry[1]
         if type(ttl) is not float and type(ttl) is not int:
             return entry
-        return (float(time.time()) - (asked(ttl, self.store.stale) - left), ttl, entry[2])
+        written = float(time.time()) - (asked(ttl, self.store.stale) - left)
+        if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
+            return entry
+        return (written, ttl, entry[2])
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one round trip
