@@ -79,9 +79,10 @@ def test_loggable_escapes_and_cuts() -> None:
 
 
 class PlantingServer:
-    """A TCP server on loopback speaking just enough memcached: every command line is answered
-    as a miss (``EN`` to a meta get, else ``END``) until :attr:`armed`, then with :data:`PLANTED` in a ``SERVER_ERROR`` line, as a
-    hostile or broken server (or a proxy echoing what it was sent) could answer. memcached itself
+    """A TCP server on loopback speaking just enough memcached: every command line is answered as
+    a miss (``EN`` to a meta get, else ``END``) until :attr:`armed`, then with :data:`PLANTED` in a
+    ``SERVER_ERROR`` line, as a hostile or broken server (or a proxy echoing what it was sent) could
+    answer. memcached itself
     never echoes planted bytes, so no real one can stand in here."""
 
     def __init__(self) -> None:
