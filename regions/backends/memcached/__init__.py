@@ -68,8 +68,9 @@ from .wire import get as wire_get
 
 log = logging.getLogger("regions")
 #: Seconds within which the writer's clock and the age the server gives an entry are taken to
-#: agree: the server counts whole seconds (its clock ticks once a second, and ``t`` is rounded).
-CLOCKS_AGREE = 1.5
+#: agree: the server counts whole seconds (its clock ticks once a second), so two agreeing clocks
+#: differ by less than this, and a clock off by more is rebased to within it.
+CLOCKS_AGREE = 1.0
 #: The lease of a computation whose key was deleted while the lease was being taken: refused.
 _VOID = ("", None)
 
