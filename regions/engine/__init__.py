@@ -23,12 +23,14 @@ inline hit path (:mod:`regions.decorator`) is step 1 written out for speed.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 from ..backends.contract import Entries, Lease, SharedLock
 from ..errors import BackendUnavailable
 from . import aio, sync
+from .protocol import ACQUIRE, LEASE, LOCK, READ, Call, Op
 
 if TYPE_CHECKING:
     from ..region import Region
@@ -49,6 +51,21 @@ class Engine:
     call_io = aio.call_io
 
     # the backend's cross-process lock, under the region's failure policy ----------------------
+    def operation(self, call: Call, op: Op) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The backend call, and its arguments, that performs ``op`` of ``call`` (READ, LOCK, one try
+        of ACQUIRE, LEASE or STORE): the same for both runners, which differ only in how they make
+        it (in this thread, or on the store's I/O threads)."""
+        kind = op[0]
+        if kind == READ:
+            return self.region.read, (call.ns, call.key)
+        if kind == LOCK:
+            return self.shared_lock, (call.ns, call.key)
+        if kind == ACQUIRE:
+            return self.try_lock, (call.shared, 0)
+        if kind == LEASE:
+            return self.lease, (call.ns, call.key)
+        return functools.partial(self.region.store_entry, lease=op[2]), (call.ns, call.key, op[1], call.ttl)
+
     def shared_lock(self, ns: Entries, key: Hashable) -> SharedLock | None:
         try:
             return ns.shared_lock(key)

@@ -8,7 +8,6 @@ while waiting leaves the others waiting; the computation is cancelled only when 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import trace as _trace
 from ..backends.contract import Entries, SharedLock
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LEASE, LOCK, READ, Call, Steps
+from .protocol import ACQUIRE, COMPUTE, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -36,7 +35,6 @@ async def call_io(engine: Engine, call: Callable[..., T], *args: Any) -> T:
 
 async def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Awaitable[Any]]) -> Any:
     """Perform each operation ``steps`` asks for; return what they return."""
-    region = engine.region
     reply: Any = None
     while True:
         try:
@@ -44,24 +42,13 @@ async def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Aw
         except StopIteration as done:
             return done.value
         kind = op[0]
-        if kind == READ:
-            reply = await call_io(engine, region.read, call.ns, call.key)
-        elif kind == LOCK:
-            reply = await call_io(engine, engine.shared_lock, call.ns, call.key)
-        elif kind == ACQUIRE:
-            lock: SharedLock = call.shared  # type: ignore[assignment]
-            if op[1]:
-                reply = await _poll(engine, lock, op[1])
-            else:
-                reply = await call_io(engine, engine.try_lock, lock, 0)
-        elif kind == LEASE:
-            reply = await call_io(engine, engine.lease, call.ns, call.key)
-        elif kind == COMPUTE:
+        if kind == COMPUTE:
             reply = await creator()
+        elif kind == ACQUIRE and op[1]:  # wait until the deadline without blocking the loop
+            reply = await _poll(engine, call.shared, op[1])  # type: ignore[arg-type]
         else:
-            store = functools.partial(region.store_entry, lease=op[2])
-            await call_io(engine, store, call.ns, call.key, op[1], call.ttl)
-            reply = None
+            io, args = engine.operation(call, op)
+            reply = await call_io(engine, io, *args)
 
 
 async def aget_or_create(

@@ -11,7 +11,7 @@ and receive its result, as h11 and hyper-h2 keep a protocol apart from its I/O:
 ``(LEASE,)``             the backend's lease of the key, taken before computing: reply a lease
                          or ``None`` (no lease: the store is a plain write)
 ``(COMPUTE,)``           call the function: reply its value
-``(STORE, value, lease)`` store ``value`` under the key with that lease: reply ``None``
+``(STORE, value, lease)`` store ``value`` under the key with that lease: reply whether it was stored
 
 :mod:`regions.engine.sync` performs them in the calling thread, :mod:`regions.engine.aio` on the
 event loop and the store's I/O threads. Joining, leading and waiting for in-process flights

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..backends.contract import Entries, Entry
 from .flights import FLIGHTS, Flight
-from .protocol import ACQUIRE, COMPUTE, LEASE, LOCK, READ, Call, Steps
+from .protocol import ACQUIRE, COMPUTE, Call, Steps
 
 if TYPE_CHECKING:
     from . import Engine
@@ -19,7 +19,6 @@ T = TypeVar("T")
 
 def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) -> Any:
     """Perform each operation ``steps`` asks for; return what they return."""
-    region = engine.region
     reply: Any = None
     while True:
         try:
@@ -27,19 +26,13 @@ def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) ->
         except StopIteration as done:
             return done.value
         kind = op[0]
-        if kind == READ:
-            reply = region.read(call.ns, call.key)
-        elif kind == LOCK:
-            reply = engine.shared_lock(call.ns, call.key)
-        elif kind == ACQUIRE:
-            reply = engine.try_lock(call.shared, max(0.0, op[1] - time.monotonic()) if op[1] else 0)  # type: ignore[arg-type]
-        elif kind == LEASE:
-            reply = engine.lease(call.ns, call.key)
-        elif kind == COMPUTE:
+        if kind == COMPUTE:
             reply = creator()
+        elif kind == ACQUIRE and op[1]:  # wait until the deadline, polling in this thread
+            reply = engine.try_lock(call.shared, max(0.0, op[1] - time.monotonic()))  # type: ignore[arg-type]
         else:
-            region.store_entry(call.ns, call.key, op[1], call.ttl, lease=op[2])
-            reply = None
+            io, args = engine.operation(call, op)
+            reply = io(*args)
 
 
 def get_or_create(
