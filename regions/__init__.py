@@ -34,4 +34,4 @@ __all__ = [
     "request_scope",
     "tags",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place; pyproject.toml reads it (setuptools dynamic)
