@@ -34,7 +34,7 @@ PACKAGES = ("regions", "django_regions")
 DIST_NAME = "cache-regions"
 
 # Run by the fresh venv's Python in the copied example project (DJANGO_SETTINGS_MODULE set).
-PROBE = r'''
+PROBE = r"""
 import importlib.metadata as md
 import json
 import sys
@@ -83,7 +83,7 @@ print(json.dumps({
     "price": [[r.status_code, r.json()] for r in price],
     "dashboard": [dashboard.status_code, dashboard.content.decode(errors="replace")],
 }))
-'''
+"""
 
 
 def run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -142,11 +142,12 @@ def test_wheel_runs_the_example_in_a_fresh_venv(
     assert built["wheel"].name.startswith(DIST_NAME.replace("-", "_") + "-")
 
     # A fresh venv (no system site-packages), outside the checkout; the wheel with its django extra.
+    # The venv gets no pip of its own (ensurepip costs ~10 s here): this pip installs into it.
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=clean_env())
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path, env=clean_env())
     python = venv / "bin" / "python"
     run(
-        [str(python), "-m", "pip", "install", "-q", f"{built['wheel']}[django]"],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", f"{built['wheel']}[django]"],
         cwd=tmp_path,
         env=clean_env(),
     )
