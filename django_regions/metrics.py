@@ -1,6 +1,6 @@
 """Prometheus metrics of the default manager's regions: mount :func:`metrics_view` (``/metrics``).
 
-Needs ``prometheus_client`` (``pip install 'regions[prometheus]'``); without it the view answers 501
+Needs ``prometheus_client`` (``pip install 'cache-regions[prometheus]'``); without it the view answers 501
 saying so. Nothing imports this module unless a URLconf (or code) does, and ``django_regions`` never
 imports ``prometheus_client``.
 
@@ -79,7 +79,7 @@ BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.0
 #: Timings kept per region between two flushes (the oldest are dropped beyond).
 SAMPLES_KEPT = 8192
 NOT_INSTALLED = (
-    "prometheus_client is not installed: pip install 'regions[prometheus]' "
+    "prometheus_client is not installed: pip install 'cache-regions[prometheus]' "
     "(or prometheus-client) to serve the cache regions' metrics\n"
 )
 

@@ -1,5 +1,5 @@
 """A django-debug-toolbar panel: the cached calls of the request, per region, and the request
-region's entries (``pip install regions[toolbar]``)::
+region's entries (``pip install 'cache-regions[toolbar]'``)::
 
     DEBUG_TOOLBAR_PANELS = [*debug_toolbar.settings.PANELS_DEFAULTS, "django_regions.panels.RegionsPanel"]
 

@@ -196,7 +196,7 @@ def test_who_may_read_it(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None
     assert Client().get("/metrics").status_code == 200
     monkeypatch.setattr(metrics, "available", lambda: False)
     response = Client().get("/metrics")
-    assert response.status_code == 501 and b"regions[prometheus]" in response.content
+    assert response.status_code == 501 and b"pip install 'cache-regions[prometheus]'" in response.content
 
 
 OURS = {*(name.removesuffix("_total") for name in COUNTED), "regions_backend_latency_seconds"}
