@@ -107,7 +107,11 @@ class TagVersions(Protocol):
 class LogStorage(Protocol):
     """Where an invalidation log (:mod:`regions.sync`) keeps its counter and records: a backend
     supplies only this; the record format, the reader and its gap and reset rules are
-    :mod:`regions.sync`'s. Every method raises when the storage cannot be reached."""
+    :mod:`regions.sync`'s. Every method raises when the storage cannot be reached.
+
+    Optional: ``wait(after: int, timeout: float) -> bool`` blocks until a record numbered above
+    ``after`` exists, or ``timeout`` seconds pass, and says whether one does (Redis: ``XREAD
+    BLOCK``). A reader may wait on it instead of polling ``head``; storage without it is polled."""
 
     def head(self) -> int:
         """The current ``seq`` (created, above any value used before, when missing)."""

@@ -95,7 +95,8 @@ def make_client(location: Any, options: Mapping[str, Any]) -> Any:
             if name in parsed and name not in kwargs:
                 kwargs[name] = parsed[name]
         timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout")}
-        guards = Sentinel([address(a) for a in sentinel["addresses"]], sentinel_kwargs=dict(timeouts), **timeouts)
+        guards = Sentinel([address(a) for a in sentinel["addresses"]], sentinel_kwargs=dict(timeouts),
+                          **timeouts)
         extra = {"ssl": True, **tls} if given[0].startswith("rediss://") else {}
         return guards.master_for(sentinel["service"], max_connections=most, **extra, **kwargs)
     pool = redis.BlockingConnectionPool.from_url(

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 SCHEMES = ("redis", "rediss")
 CERT_REQS = ("required", "optional", "none")
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 
 #: name -> (accepted types, default, description): :attr:`RedisStore.options_schema`.
 SCHEMA: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -88,8 +89,9 @@ def problems(location: Any, options: Mapping[str, Any]) -> list[tuple[str, str, 
         service, addresses = sentinel.get("service"), sentinel.get("addresses")
         unknown = set(sentinel) - {"service", "addresses"}
         if unknown or not isinstance(service, str) or not service:
-            found.append(("OPTIONS.sentinel", f"sentinel={dict(sentinel)!r} needs a 'service' name only "
-                          "besides 'addresses'", "write {'service': 'mymaster', 'addresses': ['host:26379']}"))
+            found.append(("OPTIONS.sentinel",
+                          f"sentinel={dict(sentinel)!r} needs a 'service' name only besides 'addresses'",
+                          "write {'service': 'mymaster', 'addresses': ['host:26379']}"))
         try:
             if not isinstance(addresses, (list, tuple)) or not addresses:
                 raise ValueError("'addresses' must be a non-empty list")
@@ -100,9 +102,10 @@ def problems(location: Any, options: Mapping[str, Any]) -> list[tuple[str, str, 
                           "list the sentinels as 'host:port' strings, e.g. ['127.0.0.1:26379']"))
     reqs = options.get("ssl_cert_reqs")
     if reqs is not None and reqs not in CERT_REQS:
-        found.append(("OPTIONS.ssl_cert_reqs", f"ssl_cert_reqs={reqs!r} is not one of {', '.join(CERT_REQS)}",
+        found.append(("OPTIONS.ssl_cert_reqs",
+                      f"ssl_cert_reqs={reqs!r} is not one of {', '.join(CERT_REQS)}",
                       "use 'required' (the default) unless the server's certificate cannot be checked"))
-    tls = [name for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs") if name in options]
+    tls = [name for name in TLS_OPTIONS if name in options]
     if tls and not all(url.startswith("rediss://") for url in given):
         found.append((f"OPTIONS.{tls[0]}", f"{tls[0]} is set but LOCATION is not a rediss:// URL",
                       "use rediss://host:port for TLS, or remove the TLS options"))

@@ -94,6 +94,9 @@ class RedisLog:
         found = self.store.guarded_call(lambda c: c.xrange(self.stream_key, f"{first}-0", f"{last}-1"))
         return {_seq(stream_id): fields[b"r"] for stream_id, fields in found if b"r" in fields}
 
+    def _read_after(self, after: int, block: int, client: Any) -> Any:
+        return client.xread({self.stream_key: f"{after}-1"}, count=1, block=block)
+
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a record after ``after`` exists, or ``timeout`` seconds pass (``XREAD
         BLOCK``, in slices shorter than the socket timeout); whether one exists. Optional in
@@ -104,9 +107,7 @@ class RedisLog:
         while True:
             left = deadline - time.monotonic()
             block = max(1, int(min(left, piece) * 1000))
-            found = self.store.guarded_call(
-                lambda c, block=block: c.xread({self.stream_key: f"{after}-1"}, count=1, block=block)
-            )
+            found = self.store.guarded_call(functools.partial(self._read_after, after, block))
             if found:
                 return True
             if deadline - time.monotonic() <= 0:
