@@ -90,6 +90,7 @@ class RedisStore(Store):
 
     def _connect(self) -> None:
         self.client = self._clients.make_client(self.location, self.options)
+        self._packer: Any = None
         self.scripts = _Scripts(self.client, self._scripts)
         self.server = self._clients.attach(self)
         self.breaker = self.server.breaker
@@ -108,6 +109,16 @@ class RedisStore(Store):
     def check_settings(cls, location: Any, options: Any) -> list[tuple[str, str, str]]:
         """``(setting, problem, remedy)`` of settings the schema's types cannot judge alone."""
         return settings.problems(location, options)
+
+    def pack(self, commands: list[tuple[Any, ...]]) -> bytes:
+        """``commands`` as the bytes sent for them (redis-py's packing, done once per key)."""
+        if self.cluster:
+            return b""
+        packer = self._packer
+        if packer is None:  # a connection never connected: only its serializer is used
+            pool = self.client.connection_pool
+            packer = self._packer = pool.connection_class(**pool.connection_kwargs)
+        return b"".join(packer.pack_commands(commands))
 
     def namespace_root(self, namespace: str) -> str:
         """What every entry key of ``namespace`` starts with (length-prefixed: no namespace's
@@ -227,6 +238,10 @@ class RedisStore(Store):
         self._connect()
 
 
+#: The shape of a hit's commands (:meth:`RedisNamespaceManager._send` reads one reply for each).
+_HIT: list[tuple[Any, ...]] = [("GET",), ("PTTL",)]
+
+
 class _Scripts:
     """The region's Lua scripts, run by EVALSHA (loaded on first use, again after a restart)."""
 
@@ -248,6 +263,7 @@ class RedisNamespaceManager(Backend):
         self.root = self.store.namespace_root(namespace)
         self.prefix = self.root + FORMAT
         self._wires: dict[Hashable, str] = {}
+        self._hits: dict[Hashable, tuple[str, bytes]] = {}
 
     def wire_key(self, key: Hashable) -> str:
         wires = self._wires
@@ -261,9 +277,23 @@ class RedisNamespaceManager(Backend):
                 wires[key] = wire
         return wire
 
-    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    def _hit_command(self, key: Hashable) -> tuple[str, bytes]:
+        """``(wire key, GET + PTTL of it packed for the wire)``, memoized like the wire key."""
+        hits = self._hits
+        found = hits.get(key)
+        if found is None:
+            wire = self.wire_key(key)
+            packed = self.store.pack([("GET", wire), ("PTTL", wire)])
+            found = (wire, packed)
+            if len(str(key)) <= binding.MEMO_TEXT_LIMIT:
+                if len(hits) >= binding.MEMO_SIZE:
+                    hits.clear()
+                hits[key] = found
+        return found
+
+    def _send(self, commands: list[tuple[Any, ...]], packed: bytes | None = None) -> list[Any]:
         """The replies of ``commands``, sent together on one pooled connection (one round trip);
-        a network failure marks the server down."""
+        a network failure marks the server down. ``packed``: the commands already packed."""
         store = self.store
         if store.breaker.down:
             raise BackendUnavailable(store.unavailable)
@@ -277,7 +307,7 @@ class RedisNamespaceManager(Backend):
             pool = client.connection_pool
             conn = pool.get_connection()
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command((packed,) if packed is not None else conn.pack_commands(commands))
                 return [conn.read_response() for _ in commands]
             except BaseException:
                 conn.disconnect()  # its replies may be half read: never reuse it
@@ -289,8 +319,8 @@ class RedisNamespaceManager(Backend):
             raise
 
     def get_entry(self, key: Hashable) -> Entry | None:
-        wire = self.wire_key(key)
-        data, left = self._send([("GET", wire), ("PTTL", wire)])
+        wire, packed = self._hit_command(key)
+        data, left = self._send(_HIT, packed)
         if data is None:
             return None
         try:
