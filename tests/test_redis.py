@@ -382,3 +382,61 @@ def test_a_cluster_region(make_manager: Any, redis_factory: Any, tmp_path: Path)
     manager["r"].clear()
     assert manager["r"].count() == 0
     assert manager["r"].stats()["errors"] == 0
+
+
+# Sentinel (one master, one sentinel) and Beaker's own settings ---------------------------------
+
+
+def test_a_region_through_sentinel(make_manager: Any, redis_factory: Any, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    master = redis_factory()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"  # redis-sentinel rewrites its config file: one of its own
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master.port} 1\n")
+    proc = subprocess.Popen(["redis-sentinel", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        guard = redis.Redis(port=port)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if guard.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                    break
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.05)
+        sentinel = {"service": "mymaster", "addresses": [f"127.0.0.1:{port}"]}
+        manager = _one_region(make_manager, "redis://mymaster/0", OPTIONS={"sentinel": sentinel})
+        computed: list[int] = []
+
+        @manager.region("r")
+        def f(x: int) -> int:
+            computed.append(x)
+            return x
+
+        assert [f(1), f(1)] == [1, 1] and computed == [1]
+        assert _raw(master.url).exists(f.cache_key(1)) == 1  # on the master the sentinel named
+        assert manager["r"].stats()["errors"] == 0
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_beaker_ext_redis_settings_make_a_redis_region(redis_server: str) -> None:
+    manager = regions.CacheManager({
+        "cache.regions": "shared",
+        "cache.shared.type": "ext:redis",
+        "cache.shared.url": redis_server,
+        "cache.shared.expire": 60,
+    })
+    try:
+        assert (manager["shared"].backend, manager["shared"].timeout) == ("redis", 60)
+
+        @manager.region("shared")
+        def f(x: int) -> int:
+            return x
+
+        assert f(3) == 3 and f(3) == 3 and manager["shared"].stats()["hits"] == 1
+    finally:
+        manager.close()

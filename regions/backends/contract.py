@@ -241,6 +241,12 @@ class Store:
         """Return a message when ``location`` is malformed for this backend, else ``None``."""
         return None
 
+    @classmethod
+    def check_settings(cls, location: Any, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """``(setting, problem, remedy)`` for what the option types cannot judge alone (how options
+        combine, a package the backend needs); the settings check reports each as E005."""
+        return []
+
     def namespace(self, namespace: str) -> Backend:
         """The namespace manager for ``namespace`` in this store."""
         raise NotImplementedError

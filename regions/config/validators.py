@@ -341,10 +341,9 @@ def memcached_expiry(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Probl
 def backend_settings(region: RegionSettings) -> Iterator[Problem]:
     """E005: what a backend's ``check_settings(location, options)`` finds wrong beyond the types
     (a Redis region: a list of servers without ``cluster``, Sentinel's form, TLS without rediss://)."""
-    check = getattr(region.store, "check_settings", None)
-    if check is None or not isinstance(region.options, Mapping):
+    if not isinstance(region.options, Mapping):
         return
-    for setting, message, remedy in check(region.location, region.options):
+    for setting, message, remedy in region.store.check_settings(region.location, region.options):
         yield Problem("E005", region.name, setting,
                       f"region {region.name!r} ({region.store.name}): {message}", remedy)
 

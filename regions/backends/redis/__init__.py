@@ -27,7 +27,7 @@ import math
 import pickle
 import secrets
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ... import binding
@@ -106,8 +106,8 @@ class RedisStore(Store):
         return None
 
     @classmethod
-    def check_settings(cls, location: Any, options: Any) -> list[tuple[str, str, str]]:
-        """``(setting, problem, remedy)`` of settings the schema's types cannot judge alone."""
+    def check_settings(cls, location: Any, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """A list of servers without ``cluster``, Sentinel's form, TLS without rediss://, no redis-py."""
         return settings.problems(location, options)
 
     def pack(self, commands: list[tuple[Any, ...]]) -> bytes:

@@ -32,14 +32,16 @@ class TokenLock:
 
     def acquire(self, timeout: float) -> bool:
         ms = max(1, math.ceil(self.store.lock_timeout * 1000))
-        client = self.store.client
+        store, name, token = self.store, self.name, self.token
 
         def take() -> bool:
-            return bool(client.set(self.name, self.token, nx=True, px=ms))
+            return bool(store.guarded_call(lambda c: c.set(name, token, nx=True, px=ms)))
 
         return poll(take, timeout, 0.005, 0.1)
 
     def release(self) -> bool:
         """``True`` when this holder's lock was deleted; ``False`` when it had expired (and may be
         another holder's now: left alone)."""
-        return bool(self.store.scripts.release(keys=[self.name], args=[self.token]))
+        store = self.store
+        return bool(store.guarded_call(lambda c: store.scripts.release(keys=[self.name], args=[self.token],
+                                                                       client=c)))
