@@ -359,13 +359,17 @@ def test_the_log_on_a_stream_appends_reads_and_waits(make_manager: Any, redis_se
 
 
 def test_a_cluster_region(make_manager: Any, redis_factory: Any, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
     nodes = tmp_path / "nodes.conf"
-    server = redis_factory(extra_args=("--cluster-enabled", "yes", "--cluster-config-file", str(nodes)))
+    # the cluster bus's own port: the default (port + 10000) may be past 65535 for a free port
+    server = redis_factory(extra_args=("--cluster-enabled", "yes", "--cluster-config-file", str(nodes),
+                                       "--cluster-port", str(free_port())))
     subprocess.run(["redis-cli", "-p", str(server.port), "cluster", "addslotsrange", "0", "16383"],
                    check=True, capture_output=True)
     client = _raw(server.url)
     deadline = time.monotonic() + 20
-    while b"cluster_state:ok" not in client.execute_command("CLUSTER INFO") and time.monotonic() < deadline:
+    while client.cluster("INFO").get("cluster_state") != "ok" and time.monotonic() < deadline:
         time.sleep(0.05)
     manager = _one_region(make_manager, server.url, OPTIONS={"cluster": True})
     computed: list[int] = []
@@ -440,3 +444,54 @@ def test_beaker_ext_redis_settings_make_a_redis_region(redis_server: str) -> Non
         assert f(3) == 3 and f(3) == 3 and manager["shared"].stats()["hits"] == 1
     finally:
         manager.close()
+
+
+# TLS (rediss://) -------------------------------------------------------------------------------
+
+
+def _certificates(folder: Path) -> dict[str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=regions-test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    found = {name: str(folder / f"{name}.pem") for name in ("ca", "server")}
+    return {**found, "key": str(folder / "server.key")}
+
+
+def test_a_region_over_tls(make_manager: Any, redis_factory: Any, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode != 0:
+        pytest.skip("the openssl command makes the test's certificates: apt-get install -y openssl")
+    certs = _certificates(tmp_path)
+    tls_port = free_port()
+    redis_factory(extra_args=("--tls-port", str(tls_port), "--tls-cert-file", certs["server"],
+                              "--tls-key-file", certs["key"], "--tls-ca-cert-file", certs["ca"],
+                              "--tls-auth-clients", "no"))
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    manager = _one_region(make_manager, url, OPTIONS={"ssl_ca_certs": certs["ca"]})
+    computed: list[int] = []
+
+    @manager.region("r")
+    def f(x: int) -> int:
+        computed.append(x)
+        return x
+
+    assert [f(1), f(1)] == [1, 1] and computed == [1]
+    assert manager["r"].stats()["errors"] == 0
+    # a client that does not trust the CA gets no answer: a miss, never an exception
+    untrusting = _one_region(make_manager, url, OPTIONS={"ssl_ca_certs": str(tmp_path / "server.pem")})
+
+    @untrusting.region("r")
+    def g(x: int) -> int:
+        return x + 1
+
+    assert g(1) == 2
+    assert untrusting["r"].stats()["hits"] == 0 and untrusting["r"].store.breaker.down

@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ...breaker import Breaker
@@ -43,6 +45,9 @@ def _connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "socket_timeout": float(options.get("socket_timeout", 1.0)),
         "socket_connect_timeout": float(options.get("connect_timeout", 1.0)),
+        # No retries inside redis-py (it retries 3 times by default): a failure is a miss at once,
+        # one timeout per outage, and the breaker decides when to try again.
+        "retry": Retry(NoBackoff(), 0),
     }
     if options.get("password") is not None:
         kwargs["password"] = options["password"]
@@ -94,7 +99,7 @@ def make_client(location: Any, options: Mapping[str, Any]) -> Any:
         for name in ("password", "username", "db"):
             if name in parsed and name not in kwargs:
                 kwargs[name] = parsed[name]
-        timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout")}
+        timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout", "retry")}
         guards = Sentinel([address(a) for a in sentinel["addresses"]], sentinel_kwargs=dict(timeouts),
                           **timeouts)
         extra = {"ssl": True, **tls} if given[0].startswith("rediss://") else {}
