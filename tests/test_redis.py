@@ -495,3 +495,32 @@ def test_a_region_over_tls(make_manager: Any, redis_factory: Any, tmp_path: Path
 
     assert g(1) == 2
     assert untrusting["r"].stats()["hits"] == 0 and untrusting["r"].store.breaker.down
+
+
+def test_a_server_killed_and_restarted_empty_is_used_again(make_manager: Any, redis_factory: Any) -> None:
+    """SIGKILL, then a new server on the same port with nothing in it: misses while it is gone,
+    then the region stores and hits again (its Lua scripts are loaded anew: a lease and a lock
+    release run on the new server)."""
+    server = redis_factory()
+    manager = _one_region(make_manager, server.url,
+                          OPTIONS={"socket_timeout": 0.2, "connect_timeout": 0.2, "retry_interval": 0.1})
+    computed: list[int] = []
+
+    @manager.region("r")
+    def f(x: int) -> int:
+        computed.append(x)
+        return x
+
+    assert f(1) == f(1) == 1 and computed == [1]
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(5)
+    assert [f(1), f(1)] == [1, 1] and computed == [1, 1, 1]  # computed each time, no exception
+    redis_factory(port=server.port)
+    store = manager["r"].store
+    deadline = time.monotonic() + 20
+    while store.breaker.down and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.breaker.down is False
+    computed.clear()
+    assert [f(1), f(1), f(2), f(2)] == [1, 1, 2, 2] and computed == [1, 2]
+    assert manager["r"].stats()["voided"] == 0
