@@ -296,7 +296,7 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                     yield Problem(
                         "E008", name, f"OPTIONS.{option}",
                         f"region {name!r}: a tiered region needs OPTIONS {option!r}",
-                        f"name the memcached or file region that {role}, e.g. 'over': 'functions'",
+                        f"name the memcached, redis or file region that {role}, e.g. 'over': 'functions'",
                     )
                 continue
             other = regions.get(target)
@@ -307,7 +307,7 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                     "E008", name, f"OPTIONS.{option}",
                     f"region {name!r}: {option}={target!r} names {what}; the region it names {role} "
                     "and must be shared by every process",
-                    "name a memcached or file region" + (f": one of {', '.join(map(repr, shared))}"
+                    "name a memcached, redis or file region" + (f": one of {', '.join(map(repr, shared))}"
                                                          if shared else " (add one)"),
                 )
 

@@ -19,6 +19,12 @@ redis-py.
 * The server's health is shared per process by every region on it (:mod:`.client`): a network
   failure is a miss, logged once; the server is skipped until it answers, and each region's
   invalidations made meanwhile are replayed first. redis-py's pools start anew in a forked child.
+
+This module holds the store and the namespace manager; their collaborators: :mod:`.options`
+(LOCATION and OPTIONS, checked without redis-py), :mod:`.client` (the redis-py client, the
+per-server breaker), :mod:`.lock` (``shared_lock``/``update_lock``), :mod:`.lease` (the lease
+scripts), :mod:`.tags` (``store.tags``) and :mod:`.sync_log` (``store.sync_storage``, with the
+optional ``wait`` of :class:`~regions.backends.contract.LogStorage` for push invalidation).
 """
 
 from __future__ import annotations
