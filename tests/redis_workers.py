@@ -14,10 +14,11 @@ def build(settings: dict[str, Any]) -> regions.CacheManager:
     return regions.CacheManager(settings["config"], key_prefix=settings["prefix"], secret=settings["secret"])
 
 
-def make_reader(manager: regions.CacheManager, data: str, hold: Callable[[], None] | None = None) -> Any:
-    """``value(x) -> (x, version)`` cached in the Redis region ``r``."""
+def make_reader(manager: regions.CacheManager, data: str, hold: Callable[[], None] | None = None,
+                region: str = "r") -> Any:
+    """``value(x) -> (x, version)`` cached in ``region`` (``r``: the Redis region)."""
 
-    @manager.region("r")
+    @manager.region(region)
     def value(x: int) -> tuple[int, int]:
         version = w.read_version(data)
         if hold is not None:
@@ -27,10 +28,10 @@ def make_reader(manager: regions.CacheManager, data: str, hold: Callable[[], Non
     return value
 
 
-def invalidate_once(settings: dict[str, Any], data: str, x: int) -> None:
+def invalidate_once(settings: dict[str, Any], data: str, x: int, region: str = "r") -> None:
     manager = build(settings)
     try:
-        assert make_reader(manager, data).invalidate(x) is True
+        assert make_reader(manager, data, region=region).invalidate(x) is True
     finally:
         manager.close()
 

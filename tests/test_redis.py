@@ -524,3 +524,36 @@ def test_a_server_killed_and_restarted_empty_is_used_again(make_manager: Any, re
     computed.clear()
     assert [f(1), f(1), f(2), f(2)] == [1, 1, 2, 2] and computed == [1, 2]
     assert manager["r"].stats()["voided"] == 0
+
+
+@pytest.mark.parametrize("backend", ["memory", "tiered"])
+def test_a_synced_region_over_redis_sees_another_process_invalidate(
+    redis_server: str, tmp_path: Path, backend: str
+) -> None:
+    """The log on a Redis stream carries an invalidation between real processes."""
+    data = str(tmp_path / "data.txt")
+    w.write_version(data, 1)
+    link = {"sync_with": "r"} if backend == "memory" else {"over": "r"}
+    local = {"BACKEND": backend, "TIMEOUT": 300, "OPTIONS": {**link, "sync_interval": 0.05}}
+    shared = {"BACKEND": "redis", "LOCATION": redis_server, "TIMEOUT": 300}
+    settings = {"config": {"r": shared, "local": local},
+                "prefix": "s" + uuid.uuid4().hex[:8], "secret": "s-" + uuid.uuid4().hex}
+    manager = rw.build(settings)
+    try:
+        value = rw.make_reader(manager, data, region="local")
+        assert value(1) == value(1) == (1, 1)
+        w.write_version(data, 2)
+        proc = multiprocessing.get_context("spawn").Process(
+            target=rw.invalidate_once, args=(settings, data, 1, "local")
+        )
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        deadline = time.monotonic() + 20
+        while value(1) != (1, 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert value(1) == (1, 2)
+        stats = manager["local"].stats()
+        assert stats["received_invalidations"] >= 1 and stats["sync_failures"] == 0, stats
+    finally:
+        manager.close()
