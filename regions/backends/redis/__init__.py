@@ -269,7 +269,7 @@ class RedisNamespaceManager(Backend):
         self.root = self.store.namespace_root(namespace)
         self.prefix = self.root + FORMAT
         self._wires: dict[Hashable, str] = {}
-        self._hits: dict[Hashable, tuple[str, bytes]] = {}
+        self._hits: dict[Hashable, tuple[bytes, bytes]] = {}
 
     def wire_key(self, key: Hashable) -> str:
         wires = self._wires
@@ -283,14 +283,14 @@ class RedisNamespaceManager(Backend):
                 wires[key] = wire
         return wire
 
-    def _hit_command(self, key: Hashable) -> tuple[str, bytes]:
-        """``(wire key, GET + PTTL of it packed for the wire)``, memoized like the wire key."""
+    def _hit_command(self, key: Hashable) -> tuple[bytes, bytes]:
+        """``(wire key encoded, GET + PTTL of it packed for the wire)``, memoized like the wire key."""
         hits = self._hits
         found = hits.get(key)
         if found is None:
             wire = self.wire_key(key)
             packed = self.store.pack([("GET", wire), ("PTTL", wire)])
-            found = (wire, packed)
+            found = (wire.encode(), packed)
             if len(str(key)) <= binding.MEMO_TEXT_LIMIT:
                 if len(hits) >= binding.MEMO_SIZE:
                     hits.clear()
@@ -325,12 +325,12 @@ class RedisNamespaceManager(Backend):
             raise
 
     def get_entry(self, key: Hashable) -> Entry | None:
-        wire, packed = self._hit_command(key)
+        raw, packed = self._hit_command(key)
         data, left = self._send(_HIT, packed)
         if data is None:
             return None
         try:
-            entry = unseal(self.store.signer, wire.encode(), data)
+            entry = unseal(self.store.signer, raw, data)
         except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         return self._rebased(entry, left)
