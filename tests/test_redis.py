@@ -557,3 +557,26 @@ def test_a_synced_region_over_redis_sees_another_process_invalidate(
         assert stats["received_invalidations"] >= 1 and stats["sync_failures"] == 0, stats
     finally:
         manager.close()
+
+
+def test_a_busy_pool_is_not_a_server_failure(make_manager: Any, redis_server: str,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    manager = _one_region(make_manager, redis_server, OPTIONS={"max_connections": 1, "connect_timeout": 0.1})
+    store = manager["r"].store
+
+    @manager.region("r")
+    def f(x: int) -> int:
+        return x
+
+    assert f(1) == 1
+    pool = store.client.connection_pool
+    held = pool.get_connection()  # the pool's only connection, busy elsewhere
+    try:
+        with caplog.at_level(logging.WARNING, logger="regions"):
+            assert f(1) == 1  # computed: no connection came free in time
+        assert store.breaker.down is False
+        assert any("max_connections" in r.getMessage() for r in caplog.records)
+    finally:
+        pool.release(held)
+    hits = manager["r"].stats()["hits"]
+    assert f(1) == 1 and manager["r"].stats()["hits"] == hits + 1

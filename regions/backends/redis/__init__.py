@@ -37,7 +37,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ... import binding
-from ...errors import BackendUnavailable, UnstorableValue
+from ...errors import BackendUnavailable, PoolExhausted, UnstorableValue
 from ...signing import RejectedEntry
 from ..contract import BOOKKEEPING, LEASE_SECONDS, Backend, Entry, Store
 from ..sealed import LEASE_MARK, Placeholder, seal, unseal
@@ -83,6 +83,7 @@ class RedisStore(Store):
         self.retry_interval = float(get("retry_interval", 1.0))
         self.distributed_lock = bool(get("distributed_lock", True))
         self.cluster = bool(get("cluster", False))
+        self.max_connections = max(1, int(get("max_connections", 32)))
         self.network_errors = clients.NETWORK_ERRORS
         self.server_label = clients.label(location, self.options)
         self._clients = clients
@@ -143,8 +144,19 @@ class RedisStore(Store):
         try:
             return call(self.client)
         except self.network_errors as exc:
-            self.breaker.trip(exc)
+            self.failed(exc)
             raise
+
+    def failed(self, exc: BaseException) -> None:
+        """A call failed on the network: the server is marked down. A pool whose connections all
+        stayed busy for ``connect_timeout`` is no server failure: :class:`PoolExhausted` instead."""
+        if self._clients.exhausted(exc):
+            raise PoolExhausted(
+                f"cache region {self.region!r}: all {self.max_connections} connections to redis "
+                f"{self.server_label} stayed busy for {self.connect_timeout:g} s; raise OPTIONS "
+                "max_connections, or find what holds them"
+            ) from exc
+        self.breaker.trip(exc)
 
     def invalidation(self, key: Hashable, action: Callable[[], T]) -> T:
         """Run ``action`` (an invalidation); when the server is down or fails, it is replayed
@@ -155,7 +167,7 @@ class RedisStore(Store):
         try:
             return action()
         except self.network_errors as exc:
-            self.breaker.trip(exc)
+            self.failed(exc)
             self.backlog.defer(key, action)
             raise
 
@@ -321,7 +333,7 @@ class RedisNamespaceManager(Backend):
             finally:
                 pool.release(conn)
         except store.network_errors as exc:
-            store.breaker.trip(exc)
+            store.failed(exc)
             raise
 
     def get_entry(self, key: Hashable) -> Entry | None:

@@ -38,6 +38,16 @@ if TYPE_CHECKING:
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     OSError, RedisConnectionError, RedisTimeoutError, MasterNotFoundError,
 )
+#: What redis-py's BlockingConnectionPool raises when no connection came free in time: a busy
+#: pool, not a failed server (the breaker is not tripped; :class:`~regions.errors.PoolExhausted`).
+_POOL_EMPTY = "No connection available."
+
+
+def exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` says every connection of the pool stayed busy (not that the server failed)."""
+    return isinstance(exc, RedisConnectionError) and str(exc) == _POOL_EMPTY
+
+
 _CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
 
 
