@@ -65,13 +65,12 @@ class RedisTags:
         keys = self.keys(names)
 
         def create(client: Any) -> list[int]:
-            pipe = client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)  # one round trip (per node of a cluster)
             for key in keys:
                 pipe.set(key, new_version(), nx=True)
-            pipe.mget(keys) if not self.store.cluster else [pipe.get(key) for key in keys]
-            replies = pipe.execute()
-            values = replies[len(keys)] if not self.store.cluster else replies[len(keys):]
-            versions = [as_int(v) for v in values]
+            for key in keys:
+                pipe.get(key)
+            versions = [as_int(v) for v in pipe.execute()[len(keys):]]
             for i, key in enumerate(keys):
                 if versions[i] is None:  # holds no number (written by something else): a new one
                     version = new_version()
