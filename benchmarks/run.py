@@ -90,6 +90,39 @@ class Memcached:
                 self.proc.wait()
 
 
+class RedisServer:
+    """A private redis-server on a free loopback port, no config file, nothing saved."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            sys.exit("redis-server is not installed: apt-get install -y redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def memcached_version() -> str:
     try:
         out = subprocess.run(["memcached", "-V"], capture_output=True, text=True, timeout=5).stdout
@@ -337,6 +370,62 @@ def memcached_group(server: Memcached) -> Group:
         )
     except ImportError:
         group.skipped.append("python-memcached not installed: no Beaker ext:memcached reference")
+    return group
+
+
+def redis_group(server: RedisServer) -> Group:
+    """(g) A Redis region's hit against a raw redis-py ``GET`` + ``pickle.loads`` of the same item,
+    on a client of its own; and the ways to also learn the entry's remaining life in the same round
+    trip (the region sends ``GET`` + ``PTTL`` together on one pooled connection)."""
+    import redis
+
+    manager = make_manager({"rd": {"BACKEND": "redis", "LOCATION": server.url, "TIMEOUT": 3600}},
+                           key_prefix="bench")
+
+    @manager.region("rd")
+    def product_list(category):
+        return PAYLOAD
+
+    assert product_list(42) == PAYLOAD
+    region = manager["rd"]
+    region.reset_stats()
+    wire = product_list.cache_key(42)
+    raw = redis.Redis.from_url(server.url, socket_timeout=1.0)
+    loads, get = pickle.loads, raw.get
+    offset = pickle_offset(get(wire))
+
+    def raw_get():
+        return loads(memoryview(get(wire))[offset:])[2]
+
+    pipe_client = redis.Redis.from_url(server.url, socket_timeout=1.0)
+
+    def raw_pipeline():
+        pipe = pipe_client.pipeline(transaction=False)
+        pipe.get(wire)
+        pipe.pttl(wire)
+        data, _left = pipe.execute()
+        return loads(memoryview(data)[offset:])[2]
+
+    lua_client = redis.Redis.from_url(server.url, socket_timeout=1.0)
+    script = lua_client.register_script("return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}")
+
+    def raw_lua():
+        data, _left = script(keys=[wire])
+        return loads(memoryview(data)[offset:])[2]
+
+    group = Group(
+        "(g) redis hit",
+        Case("raw redis-py GET + pickle.loads, same item", raw_get, note="floor"),
+        [
+            Case("regions redis region (GET+PTTL, one send)", functools.partial(product_list, 42),
+                 target=1.10),
+            Case("raw redis-py pipeline GET+PTTL + loads", raw_pipeline),
+            Case("raw redis-py EVALSHA {GET, PTTL} + loads", raw_lua),
+        ],
+        notes=["the region reads the remaining life (PTTL) with the GET: freshness on the server's clock"],
+    )
+    group.checks.append((region, "regions redis region"))
+    group.manager = manager  # type: ignore[attr-defined]  # kept open while the group runs
     return group
 
 
@@ -835,8 +924,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--threads", default="1,2,8",
                         help="thread counts of the concurrency group (default 1,2,8; 1 is a reference)")
-    parser.add_argument("--groups", default="abcdef",
-                        help="groups to run, e.g. 'ad' (default abcdef: all)")
+    parser.add_argument("--groups", default="abcdefg",
+                        help="groups to run, e.g. 'ad' (default abcdefg: all)")
     args = parser.parse_args(argv)
     try:
         threads = sorted({int(n) for n in args.threads.split(",") if n.strip()})
@@ -845,8 +934,8 @@ def main(argv: list[str] | None = None) -> int:
     if not threads or min(threads) < 1:
         parser.error("--threads: counts must be >= 1")
     wanted = set(args.groups.lower())
-    if not wanted or wanted - set("abcdef"):
-        parser.error("--groups takes letters among a, b, c, d, e, f")
+    if not wanted or wanted - set("abcdefg"):
+        parser.error("--groups takes letters among a, b, c, d, e, f, g")
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import regions
@@ -906,6 +995,15 @@ def main(argv: list[str] | None = None) -> int:
             run_group(f, rounds * 4, batch_seconds / 10)
             finish_django(f)
             groups.append(f)
+
+        if "g" in wanted:
+            redis_server = RedisServer()
+            try:
+                g = redis_group(redis_server)
+                run_group(g, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                groups.append(g)
+            finally:
+                redis_server.stop()
     finally:
         for server in servers:
             server.stop()

@@ -22,7 +22,7 @@ MEMCACHED_HELP = (
     "Install it with `apt-get install -y memcached` (Debian/Ubuntu) and make sure it is on PATH."
 )
 
-BACKENDS = ("memcached", "file", "request", "memory")
+BACKENDS = ("memcached", "file", "request", "memory")  # (redis: tests/test_redis.py, the contract)
 
 
 def free_port() -> int:
@@ -117,6 +117,77 @@ def memcached_factory():
         server.stop()
 
 
+REDIS_HELP = (
+    "the `redis-server` binary is required by the test-suite (the tests run against a real server). "
+    "Install it with `apt-get install -y redis-server` (Debian/Ubuntu); scripts/test does."
+)
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A real redis-server bound to 127.0.0.1 on a free port, no config file, nothing saved."""
+
+    def __init__(self, extra_args: tuple[str, ...] = (), port: int | None = None):
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            pytest.fail(REDIS_HELP, pytrace=False)
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.url = f"redis://{self.address}/0"
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                *extra_args]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not _redis_answers(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                pytest.fail(f"redis-server exited with {self.proc.returncode}: {err}", pytrace=False)
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"redis-server on {self.address} did not answer within 10 s", pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """URL ("redis://127.0.0.1:PORT/0") of a real redis-server started for the whole session."""
+    server = RedisServer()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_factory():
+    """Start extra redis-servers for one test: ``srv = redis_factory()`` (``srv.url``); all stopped after."""
+    servers: list[RedisServer] = []
+
+    def start(**kwargs) -> RedisServer:
+        server = RedisServer(**kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture
 def dead_address():
     """"127.0.0.1:PORT" where nothing listens (connections are refused at once)."""
@@ -145,7 +216,7 @@ def cache_root(tmp_path):
 def region_config(request, tmp_path):
     """Factory: ``region_config("file", TIMEOUT=1, OPTIONS={...})`` -> one region's settings dict.
 
-    memcached regions point at the session server (started lazily, only when asked for) unless
+    memcached (redis) regions point at the session server (started lazily, only when asked for) unless
     LOCATION is given; file regions get a fresh directory unless LOCATION is given.
     """
     counter = iter(range(1_000_000))
@@ -154,6 +225,8 @@ def region_config(request, tmp_path):
         conf: dict = {"BACKEND": backend}
         if backend == "memcached" and "LOCATION" not in settings:
             conf["LOCATION"] = request.getfixturevalue("memcached_server")
+        elif backend == "redis" and "LOCATION" not in settings:
+            conf["LOCATION"] = request.getfixturevalue("redis_server")
         elif backend == "file" and "LOCATION" not in settings:
             path = tmp_path / f"files-{next(counter)}"
             conf["LOCATION"] = str(path)

@@ -101,3 +101,36 @@ class TestTieredOverFile(BackendContract):
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         options = {"over": "shared", **settings.pop("OPTIONS", {})}
         return {"BACKEND": "tiered", "OPTIONS": options, **settings}
+
+
+class TestRedis(BackendContract):
+    beaker_type = "regions.redis"
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: str) -> None:
+        self.url = redis_server
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        return {"BACKEND": "redis", "LOCATION": self.url, **settings}
+
+    def beaker_options(self, tmp_path: Path) -> dict[str, Any]:
+        return {"url": self.url}
+
+
+class TestSyncedOverRedis(TestRedis):
+    """``memory`` with ``sync_with`` a Redis region: the log is a Redis stream."""
+
+    beaker_type = ""
+
+    def linked_regions(self, tmp_path: Path) -> dict[str, Any]:
+        return {"shared": {"BACKEND": "redis", "LOCATION": self.url}}
+
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"sync_with": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "memory", "OPTIONS": options, **settings}
+
+
+class TestTieredOverRedis(TestSyncedOverRedis):
+    def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+        options = {"over": "shared", **settings.pop("OPTIONS", {})}
+        return {"BACKEND": "tiered", "OPTIONS": options, **settings}

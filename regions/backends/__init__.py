@@ -15,6 +15,7 @@ from .contract import Store
 
 BUILTIN = {
     "memcached": "regions.backends.memcached:MemcachedNamespaceManager",
+    "redis": "regions.backends.redis:RedisNamespaceManager",
     "file": "regions.backends.file:FileNamespaceManager",
     "request": "regions.backends.request:RequestNamespaceManager",
     "memory": "regions.backends.memory:MemoryNamespaceManager",
@@ -29,6 +30,7 @@ VARIANTS = {("memory", "sync_with"): "regions.backends.synced:SyncedMemoryStore"
 BEAKER_ALIASES = {
     "ext:memcached": "memcached",
     "ext:pylibmc": "memcached",
+    "ext:redis": "redis",
     "file": "file",
     "memory": "memory",
 }

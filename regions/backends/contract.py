@@ -107,7 +107,11 @@ class TagVersions(Protocol):
 class LogStorage(Protocol):
     """Where an invalidation log (:mod:`regions.sync`) keeps its counter and records: a backend
     supplies only this; the record format, the reader and its gap and reset rules are
-    :mod:`regions.sync`'s. Every method raises when the storage cannot be reached."""
+    :mod:`regions.sync`'s. Every method raises when the storage cannot be reached.
+
+    Optional: ``wait(after: int, timeout: float) -> bool`` blocks until a record numbered above
+    ``after`` exists, or ``timeout`` seconds pass, and says whether one does (Redis: ``XREAD
+    BLOCK``). A reader may wait on it instead of polling ``head``; storage without it is polled."""
 
     def head(self) -> int:
         """The current ``seq`` (created, above any value used before, when missing)."""
@@ -236,6 +240,12 @@ class Store:
     def check_location(cls, location: Any) -> str | None:
         """Return a message when ``location`` is malformed for this backend, else ``None``."""
         return None
+
+    @classmethod
+    def check_settings(cls, location: Any, options: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """``(setting, problem, remedy)`` for what the option types cannot judge alone (how options
+        combine, a package the backend needs); the settings check reports each as E005."""
+        return []
 
     def namespace(self, namespace: str) -> Backend:
         """The namespace manager for ``namespace`` in this store."""

@@ -39,7 +39,7 @@ def from_beaker(opts: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], lis
         btype = opt("type")
         backend = BEAKER_ALIASES.get(str(btype), btype)
         region: dict[str, Any] = {"BACKEND": backend}
-        if backend == "memcached":
+        if backend in ("memcached", "redis"):  # Beaker's ext:redis url is a redis:// URL as ours
             region["LOCATION"] = opt("url")
         elif backend == "file":
             data_dir = opt("data_dir")

@@ -123,7 +123,8 @@ def location(region: RegionSettings) -> Iterator[Problem]:
         return
     message = "LOCATION is missing" if given in (None, "", []) else cls.check_location(given)
     if message:
-        example = "'127.0.0.1:11211'" if cls.name == "memcached" else "BASE_DIR / 'var' / 'cache'"
+        example = {"memcached": "'127.0.0.1:11211'", "redis": "'redis://127.0.0.1:6379/0'"}.get(
+            cls.name, "BASE_DIR / 'var' / 'cache'")
         yield Problem(
             "E003",
             region.name,
@@ -295,7 +296,7 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                     yield Problem(
                         "E008", name, f"OPTIONS.{option}",
                         f"region {name!r}: a tiered region needs OPTIONS {option!r}",
-                        f"name the memcached or file region that {role}, e.g. 'over': 'functions'",
+                        f"name the memcached, redis or file region that {role}, e.g. 'over': 'functions'",
                     )
                 continue
             other = regions.get(target)
@@ -306,7 +307,7 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                     "E008", name, f"OPTIONS.{option}",
                     f"region {name!r}: {option}={target!r} names {what}; the region it names {role} "
                     "and must be shared by every process",
-                    "name a memcached or file region" + (f": one of {', '.join(map(repr, shared))}"
+                    "name a memcached, redis or file region" + (f": one of {', '.join(map(repr, shared))}"
                                                          if shared else " (add one)"),
                 )
 
@@ -337,6 +338,16 @@ def memcached_expiry(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Probl
             )
 
 
+def backend_settings(region: RegionSettings) -> Iterator[Problem]:
+    """E005: what a backend's ``check_settings(location, options)`` finds wrong beyond the types
+    (a Redis region: a list of servers without ``cluster``, Sentinel's form, TLS without rediss://)."""
+    if not isinstance(region.options, Mapping):
+        return
+    for setting, message, remedy in region.store.check_settings(region.location, region.options):
+        yield Problem("E005", region.name, setting,
+                      f"region {region.name!r} ({region.store.name}): {message}", remedy)
+
+
 class Validator(NamedTuple):
     """One entry of :data:`REGION_VALIDATORS`."""
 
@@ -357,6 +368,7 @@ REGION_VALIDATORS: tuple[Validator, ...] = (
     Validator(key_prefix),
     Validator(version),
     Validator(options),
+    Validator(backend_settings),
 )
 
 #: Validators of the accepted regions taken together, run after every region's own.

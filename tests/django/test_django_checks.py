@@ -36,7 +36,7 @@ def test_the_example_settings_pass(cache_regions: dict[str, Any]) -> None:
 BAD: dict[str, dict[str, Any]] = {
     "E001 unknown setting name": {"a": {"BACKEND": "memory", "LOCATOIN": "x"}},
     "E001 settings not a dict": {"a": "memory"},
-    "E002 unknown BACKEND": {"a": {"BACKEND": "redis"}},
+    "E002 unknown BACKEND": {"a": {"BACKEND": "couchbase"}},
     "E003 missing LOCATION": {"a": {"BACKEND": "memcached"}},
     "E003 malformed LOCATION": {"a": {"BACKEND": "memcached", "LOCATION": "localhost"}},
     "E004 negative TIMEOUT": {"a": {"BACKEND": "memory", "TIMEOUT": -1}},

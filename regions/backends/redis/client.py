@@ -1,0 +1,196 @@
+"""The redis-py client of a Redis region, and the health of its server.
+
+* :func:`make_client` builds it from the settings: ``Redis`` with its own bounded
+  ``BlockingConnectionPool`` (at most ``max_connections``, a caller waits ``connect_timeout`` for a
+  free one), a Sentinel's ``master_for(service)``, or ``RedisCluster``. Nothing here speaks the
+  protocol or pools sockets by itself: redis-py does, and its pools start anew in a forked child
+  (they check the pid).
+* :class:`Server`: one per client settings (address, Sentinel service or cluster) and process,
+  shared by every region that uses them; its :class:`~regions.breaker.Breaker` marks the server
+  down for all of them at the first network failure (a failure is a miss, logged once) and probes
+  it every ``retry_interval`` seconds, replaying each region's invalidations made meanwhile first.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
+
+from ...breaker import Breaker
+from .options import address, urls
+
+if TYPE_CHECKING:
+    from . import RedisStore
+
+#: Failures that say the server (or the link to it) is not answering. A refused command (a wrong
+#: type, a script error) is not one.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RedisConnectionError, RedisTimeoutError, MasterNotFoundError,
+)
+#: What redis-py's BlockingConnectionPool raises when no connection came free in time: a busy
+#: pool, not a failed server (the breaker is not tripped; :class:`~regions.errors.PoolExhausted`).
+_POOL_EMPTY = "No connection available."
+
+
+def exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` says every connection of the pool stayed busy (not that the server failed)."""
+    return isinstance(exc, RedisConnectionError) and str(exc) == _POOL_EMPTY
+
+
+_CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
+
+
+def _connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_timeout": float(options.get("socket_timeout", 1.0)),
+        "socket_connect_timeout": float(options.get("connect_timeout", 1.0)),
+        # No retries inside redis-py (it retries 3 times by default): a failure is a miss at once,
+        # one timeout per outage, and the breaker decides when to try again.
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if options.get("password") is not None:
+        kwargs["password"] = options["password"]
+    if options.get("db") is not None:
+        kwargs["db"] = int(options["db"])
+    return kwargs
+
+
+def _tls_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    out = {name: options[name] for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if name in options}
+    if "ssl_cert_reqs" in options:
+        out["ssl_cert_reqs"] = _CERT_REQS[options["ssl_cert_reqs"]]
+    return out
+
+
+def label(location: Any, options: Mapping[str, Any]) -> str:
+    """What names the server in logs and shares its breaker: its address, without the password."""
+    sentinel = options.get("sentinel")
+    if sentinel:
+        return f"sentinel {sentinel['service']} via {','.join(sentinel['addresses'])}"
+    names = []
+    for url in urls(location):
+        scheme, _, rest = url.partition("://")
+        names.append(f"{scheme}://{rest.rpartition('@')[2]}")
+    return ("cluster " if options.get("cluster") else "") + ",".join(names)
+
+
+def make_client(location: Any, options: Mapping[str, Any]) -> Any:
+    """A redis-py client for these (valid) settings."""
+    given = urls(location)
+    kwargs = _connection_kwargs(options)
+    most = max(1, int(options.get("max_connections", 32)))
+    tls = _tls_kwargs(options)
+    if options.get("cluster"):
+        kwargs.pop("db", None)
+        first = redis.connection.parse_url(given[0])
+        for name in ("password", "username"):
+            if name in first and name not in kwargs:
+                kwargs[name] = first[name]
+        nodes = []
+        for url in given:
+            parsed = redis.connection.parse_url(url)
+            nodes.append(ClusterNode(parsed.get("host", "localhost"), int(parsed.get("port", 6379))))
+        return RedisCluster(startup_nodes=nodes, max_connections=most, ssl=given[0].startswith("rediss://"),
+                            **tls, **kwargs)
+    sentinel = options.get("sentinel")
+    parsed = redis.connection.parse_url(given[0])
+    if sentinel:
+        for name in ("password", "username", "db"):
+            if name in parsed and name not in kwargs:
+                kwargs[name] = parsed[name]
+        timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout", "retry")}
+        guards = Sentinel([address(a) for a in sentinel["addresses"]], sentinel_kwargs=dict(timeouts),
+                          **timeouts)
+        extra = {"ssl": True, **tls} if given[0].startswith("rediss://") else {}
+        return guards.master_for(sentinel["service"], max_connections=most, **extra, **kwargs)
+    pool = redis.BlockingConnectionPool.from_url(
+        given[0], max_connections=most, timeout=kwargs["socket_connect_timeout"], **tls, **kwargs
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class Server:
+    """One Redis server (or Sentinel service, or cluster) as this process sees it: the breaker
+    every region using it shares, and those regions' stores (held weakly)."""
+
+    def __init__(self, name: str) -> None:
+        self.label = name
+        self.stores: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+        self.breaker = Breaker(f"redis {name}", self.probe, 1.0, on_down=self.disconnect)
+
+    def probe(self) -> None:
+        """Raise unless the server answers (through any region's client)."""
+        stores = list(self.stores)
+        if not stores:
+            raise ConnectionError(f"no region uses redis {self.label} any more")
+        stores[0].client.ping()
+
+    def disconnect(self) -> None:
+        """The server is down: drop idle connections (they may be stuck or dead)."""
+        for store in list(self.stores):
+            try:
+                pool = getattr(store.client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect(inuse_connections=False)
+            except Exception:
+                pass
+
+    def describe(self) -> None:
+        stores = list(self.stores)
+        if stores:
+            names = ", ".join(map(repr, sorted({store.region for store in stores})))
+            many = "s" if "," in names else ""
+            self.breaker.name = f"cache region{many} {names}: redis {self.label}"
+            self.breaker.retry_interval = min(store.retry_interval for store in stores)
+
+
+_servers: dict[str, Server] = {}
+_servers_lock = threading.Lock()
+_servers_pid = os.getpid()
+
+
+def _forget_parent_servers() -> None:
+    """In a forked child: the parent's breakers (threads, backlogs) are not its own."""
+    global _servers_lock, _servers_pid
+    if _servers_pid != os.getpid():
+        _servers_lock = threading.Lock()
+        _servers.clear()
+        _servers_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_parent_servers)
+
+
+def attach(store: RedisStore) -> Server:
+    """The :class:`Server` of ``store``'s settings in this process, ``store`` now one of its users."""
+    _forget_parent_servers()
+    with _servers_lock:
+        server = _servers.get(store.server_label)
+        if server is None or server.breaker.closed:
+            server = _servers[store.server_label] = Server(store.server_label)
+        server.stores.add(store)
+        server.describe()
+    return server
+
+
+def detach(store: RedisStore, server: Server) -> None:
+    """``store`` closes: the server's breaker stops when no region uses it any more."""
+    with _servers_lock:
+        server.stores.discard(store)
+        if not server.stores:
+            server.breaker.close()
+            if _servers.get(server.label) is server:
+                del _servers[server.label]
+        else:
+            server.describe()

@@ -1,0 +1,47 @@
+"""The cross-process lock of a Redis key: ``SET lock token NX PX`` and a release that deletes
+the lock only while it still holds this holder's token (a compare-and-delete in Lua), so a holder
+that outlived ``lock_timeout`` never frees the lock another process took since."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import TYPE_CHECKING
+
+from ...locks import poll
+
+if TYPE_CHECKING:
+    from . import RedisStore
+
+#: Deletes KEYS[1] only when it holds ARGV[1].
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TokenLock:
+    """Creation (and read-modify-write) lock across processes and hosts. The lock key expires after
+    ``lock_timeout`` seconds, so a holder that died frees it by itself."""
+
+    def __init__(self, store: RedisStore, name: str) -> None:
+        self.store, self.name = store, name
+        self.token = secrets.token_hex(16)
+
+    def acquire(self, timeout: float) -> bool:
+        ms = max(1, math.ceil(self.store.lock_timeout * 1000))
+        store, name, token = self.store, self.name, self.token
+
+        def take() -> bool:
+            return bool(store.guarded_call(lambda c: c.set(name, token, nx=True, px=ms)))
+
+        return poll(take, timeout, 0.005, 0.1)
+
+    def release(self) -> bool:
+        """``True`` when this holder's lock was deleted; ``False`` when it had expired (and may be
+        another holder's now: left alone)."""
+        store = self.store
+        return bool(store.guarded_call(lambda c: store.scripts.release(keys=[self.name], args=[self.token],
+                                                                       client=c)))
