@@ -29,6 +29,7 @@ from django.utils.crypto import salted_hmac
 
 import regions
 from regions.config import Problem, check, normalize
+from regions.manager import disable
 
 logger = logging.getLogger("django_regions")
 
@@ -80,8 +81,9 @@ def normalized() -> dict[str, dict[str, Any]]:
 def build() -> regions.CacheManager | None:
     """(Re)build the process default manager from settings.
 
-    Invalid settings do not raise here: they are logged, the default manager is cleared, and
-    ``manage.py check`` (run by runserver/migrate) reports them as ``django_regions.E0xx``.
+    Invalid settings do not raise here: they are logged, the default manager is cleared (a cached
+    call then raises the ConfigurationError naming the problem), and ``manage.py check`` (run by
+    runserver/migrate) reports them as ``django_regions.E0xx``.
     """
     secret, fallbacks = signing_secrets()
     try:
@@ -91,7 +93,12 @@ def build() -> regions.CacheManager | None:
         )
     except regions.ConfigurationError as exc:
         logger.error("CACHE_REGIONS is invalid, regions are disabled: %s (run manage.py check)", exc)
-        regions.configure(None)
+        # every cached call then raises this, not "not configured" (gunicorn and the shell run no checks)
+        disable(regions.ConfigurationError(
+            f"cache regions are disabled because CACHE_REGIONS is invalid: {exc} "
+            "(`manage.py check` lists every problem)",
+            region=exc.region, option=exc.option,
+        ))
         return None
 
 
