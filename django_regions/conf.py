@@ -14,6 +14,9 @@
     staff or not (superusers hold every permission).
 ``REGIONS_DASHBOARD_PUBLIC``
     ``True`` opens those views to everyone, anonymous visitors included (default ``False``).
+``REGIONS_DASHBOARD_LINKS``
+    links shown before "Regions" in the dashboard's header: a list of ``(label, url)`` pairs, the
+    url a path or a URL name (default none), e.g. ``[("Shop", "/")]``.
 ``REGIONS_STATS_EVERY``
     seconds between two publications of this process's figures for the deployment-wide stats
     (default 5, :mod:`regions.fleet`; ``0``: never publish).
@@ -25,6 +28,8 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.shortcuts import resolve_url
 from django.utils.crypto import salted_hmac
 
 import regions
@@ -63,6 +68,18 @@ def dashboard_permission() -> str | None:
 def dashboard_public() -> bool:
     """``REGIONS_DASHBOARD_PUBLIC``: whether anyone, anonymous visitors included, may see the dashboard."""
     return getattr(settings, "REGIONS_DASHBOARD_PUBLIC", False) is True
+
+
+def dashboard_links() -> list[tuple[str, str]]:
+    """``REGIONS_DASHBOARD_LINKS``: ``(label, href)`` pairs, each URL name resolved."""
+    links = getattr(settings, "REGIONS_DASHBOARD_LINKS", None) or []
+    try:
+        return [(str(label), resolve_url(url)) for label, url in links]
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs, not {links!r} ({exc}); "
+            'e.g. [("Shop", "/")]'
+        ) from exc
 
 
 def problems() -> list[Problem]:
