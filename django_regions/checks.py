@@ -1,6 +1,6 @@
 """System checks: ``django_regions.E0xx`` and ``W010``... mirror :func:`regions.config.check`; W001-W003
 add the rest (the core's warnings number from W010, the app's own from W001; errors: E001, E020,
-E021)."""
+E021, E022)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,19 @@ def check_decorated_functions(app_configs: Any = None, **kwargs: Any) -> list[ch
     return messages
 
 
+def check_dashboard_links(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E022: ``REGIONS_DASHBOARD_LINKS`` is not a list of ``(label, url)`` pairs whose urls resolve
+    (the dashboard would fail on it)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        conf.dashboard_links()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint='Write e.g. [("Shop", "/")] or [("Shop", "shop:index")].',
+                             obj="REGIONS_DASHBOARD_LINKS", id="django_regions.E022")]
+    return []
+
+
 def _import_urlconf() -> None:
     """Import the project's views (through the URLconf), as Django's URL check does: their cached
     functions are decorated then. A URLconf that fails to import is Django's ``urls`` check's to report."""
@@ -163,3 +176,4 @@ def register() -> None:
     checks.register(check_file_folders, checks.Tags.caches, checks.Tags.security)
     checks.register(check_region_caches, checks.Tags.caches)
     checks.register(check_decorated_functions, checks.Tags.caches)
+    checks.register(check_dashboard_links, checks.Tags.urls)

@@ -30,6 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.shortcuts import resolve_url
+from django.urls import NoReverseMatch
 from django.utils.crypto import salted_hmac
 
 import regions
@@ -75,10 +76,10 @@ def dashboard_links() -> list[tuple[str, str]]:
     links = getattr(settings, "REGIONS_DASHBOARD_LINKS", None) or []
     try:
         return [(str(label), resolve_url(url)) for label, url in links]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, NoReverseMatch) as exc:
         raise ImproperlyConfigured(
-            f"REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs, not {links!r} ({exc}); "
-            'e.g. [("Shop", "/")]'
+            f"REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs, each url a path or a URL "
+            f"name, not {links!r} ({type(exc).__name__}: {exc}); e.g. [(\"Shop\", \"/\")]"
         ) from exc
 
 

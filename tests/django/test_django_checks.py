@@ -272,3 +272,13 @@ def test_e021_in_a_real_process_before_and_after_the_settings_load(
     assert "System check identified no issues" in example.stdout
     # the URLconf was imported by the check: the views' functions were all there to be checked
     assert "['files', 'functions', 'hot', 'local', 'request']" in example.stdout
+
+
+@pytest.mark.parametrize("links", [[("Shop", "no-such-url-name")], ["/"], [("Shop", "/", "x")]])
+def test_e022_dashboard_links_that_cannot_be_drawn(settings: Any, links: Any) -> None:
+    settings.REGIONS_DASHBOARD_LINKS = links
+    [message] = ours()
+    assert message.id == "django_regions.E022" and message.obj == "REGIONS_DASHBOARD_LINKS"
+    assert "REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs" in message.msg and message.hint
+    settings.REGIONS_DASHBOARD_LINKS = [("Shop", "shop:index"), ("Docs", "/docs/")]
+    assert ours() == []
