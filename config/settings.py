@@ -105,6 +105,8 @@ REGIONS_NOTICES = [_notice] if _notice else []
 # The /regions/ dashboard is for staff only. This demo has no login, so it is open while DEBUG is
 # on (the default here); never set REGIONS_DASHBOARD_PUBLIC = True in production.
 REGIONS_DASHBOARD_PUBLIC = DEBUG
+# The dashboard's header links back to the shop (a URL name or a path; none by default).
+REGIONS_DASHBOARD_LINKS = [("Example shop", "shop:index")]
 
 LOGGING = {
     "version": 1,

@@ -1,14 +1,17 @@
 """System checks: ``django_regions.E0xx`` and ``W010``... mirror :func:`regions.config.check`; W001-W003
-add the rest (the core's warnings number from W010, the app's own from W001; errors: E001, E020)."""
+add the rest (the core's warnings number from W010, the app's own from W001; errors: E001, E020,
+E021, E022)."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from django.core import checks
 
 from django_regions import conf, health, middleware
 from regions.backends.file.folders import folder_exposure
+from regions.manager import decorated
 
 MIDDLEWARE_HINT = f"Add {conf.MIDDLEWARE_PATH!r} to MIDDLEWARE."
 
@@ -112,6 +115,59 @@ def check_region_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return messages
 
 
+def check_decorated_functions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E021: a function decorated with ``@regions.region(name)`` whose region is not configured
+    (its first call would raise UnknownRegion). Every function decorated so far counts, before or
+    after the settings loaded; the URLconf is imported first, so the views' modules are in. A module
+    imported only later (inside a function, by a task runner) is checked at its import instead: the
+    decoration logs the unknown name."""
+    if any(p.is_error for p in conf.problems()):
+        return []  # E001-E008 say what is wrong with CACHE_REGIONS first
+    _import_urlconf()
+    names = sorted(conf.normalized())
+    listed = ", ".join(repr(n) for n in names) or "none"
+    messages: list[checks.CheckMessage] = []
+    for function, region in sorted(decorated().items()):
+        if region in names:
+            continue
+        close = difflib.get_close_matches(region, names, n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        messages.append(
+            checks.Error(
+                f"{function} is cached in region {region!r}, which CACHE_REGIONS does not configure "
+                "(its first call would raise UnknownRegion)",
+                hint=f"{hint}Configured regions: {listed}.",
+                obj=function,
+                id="django_regions.E021",
+            )
+        )
+    return messages
+
+
+def check_dashboard_links(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E022: ``REGIONS_DASHBOARD_LINKS`` is not a list of ``(label, url)`` pairs whose urls resolve
+    (the dashboard would fail on it)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        conf.dashboard_links()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint='Write e.g. [("Shop", "/")] or [("Shop", "shop:index")].',
+                             obj="REGIONS_DASHBOARD_LINKS", id="django_regions.E022")]
+    return []
+
+
+def _import_urlconf() -> None:
+    """Import the project's views (through the URLconf), as Django's URL check does: their cached
+    functions are decorated then. A URLconf that fails to import is Django's ``urls`` check's to report."""
+    from django.urls import get_resolver
+
+    try:
+        get_resolver().url_patterns  # noqa: B018 (imports the URLconf)
+    except Exception:
+        pass
+
+
 def register() -> None:
     """Register the checks (called from the app config's ready())."""
     checks.register(check_config, checks.Tags.caches)
@@ -119,3 +175,5 @@ def register() -> None:
     checks.register(check_memcached, checks.Tags.caches)
     checks.register(check_file_folders, checks.Tags.caches, checks.Tags.security)
     checks.register(check_region_caches, checks.Tags.caches)
+    checks.register(check_decorated_functions, checks.Tags.caches)
+    checks.register(check_dashboard_links, checks.Tags.urls)

@@ -14,6 +14,9 @@
     staff or not (superusers hold every permission).
 ``REGIONS_DASHBOARD_PUBLIC``
     ``True`` opens those views to everyone, anonymous visitors included (default ``False``).
+``REGIONS_DASHBOARD_LINKS``
+    links shown before "Regions" in the dashboard's header: a list of ``(label, url)`` pairs, the
+    url a path or a URL name (default none), e.g. ``[("Shop", "/")]``.
 ``REGIONS_STATS_EVERY``
     seconds between two publications of this process's figures for the deployment-wide stats
     (default 5, :mod:`regions.fleet`; ``0``: never publish).
@@ -25,10 +28,14 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.shortcuts import resolve_url
+from django.urls import NoReverseMatch
 from django.utils.crypto import salted_hmac
 
 import regions
 from regions.config import Problem, check, normalize
+from regions.manager import disable
 
 logger = logging.getLogger("django_regions")
 
@@ -64,6 +71,18 @@ def dashboard_public() -> bool:
     return getattr(settings, "REGIONS_DASHBOARD_PUBLIC", False) is True
 
 
+def dashboard_links() -> list[tuple[str, str]]:
+    """``REGIONS_DASHBOARD_LINKS``: ``(label, href)`` pairs, each URL name resolved."""
+    links = getattr(settings, "REGIONS_DASHBOARD_LINKS", None) or []
+    try:
+        return [(str(label), resolve_url(url)) for label, url in links]
+    except (TypeError, ValueError, NoReverseMatch) as exc:
+        raise ImproperlyConfigured(
+            f"REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs, each url a path or a URL "
+            f"name, not {links!r} ({type(exc).__name__}: {exc}); e.g. [(\"Shop\", \"/\")]"
+        ) from exc
+
+
 def problems() -> list[Problem]:
     """Problems :func:`regions.config.check` finds in the current settings."""
     return check(get_config())
@@ -80,8 +99,9 @@ def normalized() -> dict[str, dict[str, Any]]:
 def build() -> regions.CacheManager | None:
     """(Re)build the process default manager from settings.
 
-    Invalid settings do not raise here: they are logged, the default manager is cleared, and
-    ``manage.py check`` (run by runserver/migrate) reports them as ``django_regions.E0xx``.
+    Invalid settings do not raise here: they are logged, the default manager is cleared (a cached
+    call then raises the ConfigurationError naming the problem), and ``manage.py check`` (run by
+    runserver/migrate) reports them as ``django_regions.E0xx``.
     """
     secret, fallbacks = signing_secrets()
     try:
@@ -91,7 +111,12 @@ def build() -> regions.CacheManager | None:
         )
     except regions.ConfigurationError as exc:
         logger.error("CACHE_REGIONS is invalid, regions are disabled: %s (run manage.py check)", exc)
-        regions.configure(None)
+        # every cached call then raises this, not "not configured" (gunicorn and the shell run no checks)
+        disable(regions.ConfigurationError(
+            f"cache regions are disabled because CACHE_REGIONS is invalid: {exc} "
+            "(`manage.py check` lists every problem)",
+            region=exc.region, option=exc.option,
+        ))
         return None
 
 

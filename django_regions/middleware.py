@@ -44,6 +44,7 @@ class RequestRegions:
 
     def __getitem__(self, name: str) -> Any:
         if self._manager is None:
+            regions.get_manager()  # raises why: the settings it rejected, or that none are configured
             raise regions.RegionError("regions are not configured (see manage.py check)")
         return self._manager[name]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -26,38 +26,63 @@ from django_regions.report import SAMPLE_LISTINGS, reports
 View = Callable[..., HttpResponse]
 
 
-def may_see(request: HttpRequest) -> bool | None:
-    """Whether the request's user may see the regions views; ``None``: anonymous, may log in."""
+#: Why a request may not see the views (the 403 page says it; never which permission, nor a setting's value).
+NO_LOGIN = "no-login"  # the site has no AuthenticationMiddleware: nobody can sign in
+NOT_STAFF = "not-staff"  # signed in, not an active staff user
+NO_PERMISSION = "no-permission"  # signed in, lacks REGIONS_DASHBOARD_PERMISSION
+
+
+def refusal(request: HttpRequest) -> str | None:
+    """Why the request's user may not see the regions views (one of the constants above), ``""``
+    for an anonymous visitor who may log in, ``None`` when they may."""
     if conf.dashboard_public():
-        return True
+        return None
     user = getattr(request, "user", None)
     if user is None:  # no AuthenticationMiddleware: nobody can log in, so nobody may see it
-        return False
+        return NO_LOGIN
     if not user.is_authenticated:
-        return None
+        return ""
     permission = conf.dashboard_permission()
     if permission:
-        return bool(user.has_perm(permission))
-    return bool(user.is_active and user.is_staff)
+        return None if user.has_perm(permission) else NO_PERMISSION
+    return None if user.is_active and user.is_staff else NOT_STAFF
+
+
+def may_see(request: HttpRequest) -> bool | None:
+    """Whether the request's user may see the regions views; ``None``: anonymous, may log in."""
+    why = refusal(request)
+    return True if why is None else None if why == "" else False
 
 
 def operators_only(view: View) -> View:
     """Staff only by default (``REGIONS_DASHBOARD_PERMISSION`` / ``REGIONS_DASHBOARD_PUBLIC`` change it).
 
     As Django's own access mixins do: an anonymous visitor is sent to ``LOGIN_URL`` (and back after
-    logging in), a logged-in user who may not see it gets 403. Responses are never cached.
+    logging in); anyone else who may not see it gets a 403 page saying why. Responses are never cached.
     """
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        allowed = may_see(request)
-        if allowed is None:
+        why = refusal(request)
+        if why == "":
             return redirect_to_login(request.get_full_path())
-        if not allowed:
-            raise PermissionDenied("the cache regions dashboard is for staff")
+        if why is not None:
+            return forbidden(request, why)
         return view(request, *args, **kwargs)
 
     return never_cache(guarded)
+
+
+def forbidden(request: HttpRequest, why: str) -> HttpResponse:
+    """The 403 page: why this visitor may not see the dashboard, and what an operator can change.
+    It names settings, never their values (which permission, who is staff)."""
+    context = {
+        "why": why,
+        "debug_off": not settings.DEBUG,
+        "links": conf.dashboard_links(),
+        "notices": [],
+    }
+    return render(request, "django_regions/forbidden.html", context, status=403)
 
 
 @operators_only
@@ -80,6 +105,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "count": len(rows),
         },
         "sample_listings": SAMPLE_LISTINGS,
+        "links": conf.dashboard_links(),
         "pid": os.getpid(),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

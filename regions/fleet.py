@@ -7,7 +7,9 @@ shared store (``region.store.shared``) on which this process counted anything, i
 ``p:<process id>`` with the counters of the regions on that store, living :data:`EXPIRE_AFTER`
 intervals, and keeps a membership entry (process id -> last seen) current by read-modify-write: a
 process lost to a concurrent writer adds itself again at its next publish. A process that never
-used a shared region (``manage.py regions stats``) publishes nothing and is not counted. Entries go
+used a shared region (``manage.py regions stats``) publishes nothing and is not counted. At exit,
+a process publishes once more (waiting :data:`EXIT_WAIT` at most): a shell session shorter than
+an interval counts until its entry expires like any other. Entries go
 through ``set_entry`` (signed), in the namespace ``<identity>:~fleet`` of the store, which no
 function can have (module names never start with ``~``).
 
@@ -21,6 +23,7 @@ writer's clock: keep hosts in step (NTP). A failing store never raises here: it 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import random
@@ -46,6 +49,8 @@ PUBLISH_EVERY = 5.0
 FIRST_GATHER_WAIT = 0.5
 #: The thread reads the figures for the dashboard at most once per this many seconds.
 GATHER_EVERY = 1.0
+#: At exit, the interpreter waits this long, at most, for the last publish of every manager.
+EXIT_WAIT = 2.0
 COUNTERS: tuple[str, ...] = Stats.__slots__
 
 Figures = dict[str, float]
@@ -126,6 +131,8 @@ class Fleet:
         self._gathered_at = -math.inf
         self._seen: dict[int, Seen] = {}
         self._due = math.inf
+        self._exiting = False
+        self._published_last = threading.Event()
 
     # the thread ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +155,11 @@ class Fleet:
 
     def step(self) -> float | None:
         """Publish if due, read the figures if asked: seconds until there is something to do."""
+        if self._exiting:  # the process is ending: its figures, once more, then nothing
+            self._due = math.inf
+            self.publish()
+            self._published_last.set()
+            return None
         now = time.monotonic()
         if now >= self._due:
             self.publish()
@@ -167,6 +179,17 @@ class Fleet:
         self.closed = True
         self._stop.set()
         self._wake.set()
+
+    def publish_at_exit(self, wait: float) -> None:
+        """Have the thread publish this process's figures now, and wait for it at most ``wait``
+        seconds (a server that does not answer costs no more): a process shorter than one interval
+        (a shell session, a management command) is counted too. Nothing without a thread (no shared
+        region was used) or with ``publish_every=0``."""
+        if self.idle or self.closed or not self.groups or self.every == 0:
+            return
+        self._exiting = True
+        self._wake.set()
+        self._published_last.wait(max(0.0, wait))
 
     def after_fork(self) -> None:
         """In a forked child: a new process id, the inherited counters left out, a thread of its own."""
@@ -301,4 +324,16 @@ def _after_fork_in_child() -> None:
         fleet.after_fork()
 
 
+def _publish_at_exit() -> None:
+    """At interpreter exit: every manager's last figures, within :data:`EXIT_WAIT` for them all;
+    never raises (a failing store is logged, throttled, by :meth:`Fleet.publish`)."""
+    deadline = time.monotonic() + EXIT_WAIT
+    for fleet in list(_FLEETS):
+        try:
+            fleet.publish_at_exit(deadline - time.monotonic())
+        except Exception:  # the exit goes on, whatever the cache does
+            continue
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_publish_at_exit)

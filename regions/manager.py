@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -11,7 +12,7 @@ from . import config as _config
 from . import fleet as _fleet
 from . import trace as _trace
 from .decorator import CachedFunction, decorate
-from .errors import RegionError, UnknownRegion
+from .errors import ConfigurationError, RegionError, UnknownRegion
 from .region import DEFAULT, Region
 from .region import identity as region_identity
 from .signing import Signer
@@ -173,6 +174,12 @@ class _DefaultManager:
         self.manager: CacheManager | None = None
         self.epoch = 0
         self.lock = threading.Lock()
+        #: Why there is no manager: the settings :func:`disable` was given, rejected.
+        self.rejected: ConfigurationError | None = None
+        #: Functions decorated with :func:`region`, by ``module.qualname`` (as long as they live).
+        self.decorated: weakref.WeakValueDictionary[str, CachedFunction[Any, Any]] = (
+            weakref.WeakValueDictionary()
+        )
 
     binds_late = True  # the default's regions change with configure(): bind at call time
 
@@ -201,12 +208,25 @@ def configure(config: Mapping[str, Any] | None, **options: Any) -> CacheManager 
     :func:`region` use the new regions from their next call on.
     """
     manager = CacheManager(config, **options) if config is not None else None
+    _replace(manager, None)
+    return manager
+
+
+def disable(error: ConfigurationError) -> None:
+    """Remove the default manager because its settings were rejected with ``error``: every use of
+    the default regions then raises a copy of ``error`` (which names the region, option and remedy)
+    instead of "not configured". For a caller that cannot raise at start-up (the Django app: checks
+    report the problems, but gunicorn and the shell do not run them)."""
+    _replace(None, error)
+
+
+def _replace(manager: CacheManager | None, rejected: ConfigurationError | None) -> None:
     with _default.lock:
         old, _default.manager = _default.manager, manager
+        _default.rejected = rejected
         _default.epoch += 1
     if old is not None:
         old.close()
-    return manager
 
 
 def epoch() -> int:
@@ -219,6 +239,9 @@ def get_manager() -> CacheManager:
     """The default manager; :class:`RegionError` when :func:`configure` has not run."""
     manager = _default.manager
     if manager is None:
+        rejected = _default.rejected
+        if rejected is not None:  # a copy: raising one instance again and again grows its traceback
+            raise ConfigurationError(str(rejected), region=rejected.region, option=rejected.option)
         raise RegionError(
             "regions are not configured: call regions.configure({...}) at start-up, or add "
             "'django_regions' to INSTALLED_APPS with a CACHE_REGIONS setting"
@@ -244,6 +267,26 @@ def region(
 
     Usable before :func:`configure`: the region is looked up at the first call after each
     configure (settings may change, e.g. under Django's ``override_settings``), so an unknown name
-    raises :class:`UnknownRegion` at that call; ``manage.py check`` lists the configured names.
+    raises :class:`UnknownRegion` at that call. Each decorated function is recorded
+    (:func:`decorated`): ``manage.py check`` reports those whose region is not configured
+    (``django_regions.E021``), and a function decorated after :func:`configure` with a name it does
+    not have is logged at once.
     """
-    return decorate(_default, name, timeout, key, tags, invalidate_on)
+    make = decorate(_default, name, timeout, key, tags, invalidate_on)
+
+    def decorator(func: Callable[P, R]) -> CachedFunction[P, R]:
+        cached = make(func)
+        qualname = f"{func.__module__}.{func.__qualname__}"
+        _default.decorated[qualname] = cached
+        manager = _default.manager
+        if manager is not None and name not in manager:
+            log.warning("%s: %s", qualname, UnknownRegion(name, list(manager)))
+        return cached
+
+    return decorator
+
+
+def decorated() -> dict[str, str]:
+    """The functions decorated with :func:`region` that are still alive: ``module.qualname`` ->
+    region name, recorded as they were decorated (whether or not :func:`configure` had run)."""
+    return {qualname: func.region_name for qualname, func in list(_default.decorated.items())}

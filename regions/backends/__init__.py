@@ -62,10 +62,44 @@ def store_class(backend: str) -> type[Store] | None:
     except Exception:  # not installed as a distribution, or Beaker's registry failed to load
         if name in BUILTIN:
             manager_cls = _load(BUILTIN[name])
-    if manager_cls is None and ":" in backend and "." in backend.partition(":")[0]:
+    if manager_cls is None and _is_path(backend):
         try:
             manager_cls = _load(backend)  # "package.module:ManagerClass"
-        except (ImportError, AttributeError):
+        except Exception:  # any failure of the module's import: why_unknown() names it
             return None
     store = getattr(manager_cls, "store_class", None)
     return store if isinstance(store, type) and issubclass(store, Store) else None
+
+
+def _is_path(backend: str) -> bool:
+    return ":" in backend and "." in backend.partition(":")[0]
+
+
+def why_unknown(backend: str) -> tuple[str, str]:
+    """Why :func:`store_class` found no store for ``backend``: ``(what failed, remedy)``; for a
+    ``package.module:Class`` path, the import's own error (a missing package, a missing dependency
+    of the module, an error in it)."""
+    builtin = f"use one of {', '.join(map(repr, BUILTIN))}, or 'package.module:NamespaceManagerClass'"
+    if not _is_path(backend):
+        return f"unknown BACKEND {backend!r}", builtin
+    module, _, attr = backend.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except Exception as exc:
+        return (
+            f"BACKEND {backend!r} cannot be loaded: importing {module!r} raised "
+            f"{type(exc).__name__}: {exc}",
+            f"make {module!r} importable here: install its package and what it imports (the error "
+            "names what is missing), or correct the module path",
+        )
+    if not hasattr(found, attr):
+        return (
+            f"BACKEND {backend!r} cannot be loaded: module {module!r} has no attribute {attr!r}",
+            f"name the namespace manager class that {module!r} defines, as 'package.module:Class'",
+        )
+    return (
+        f"BACKEND {backend!r} is not a regions backend: {attr!r} has no store_class that is a "
+        "regions.backends.contract.Store",
+        "name a Beaker namespace manager class whose store_class is your Store subclass "
+        "(see regions.backends.contract)",
+    )

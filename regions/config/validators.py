@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..backends import BUILTIN, for_options, store_class
+from ..backends import BUILTIN, for_options, store_class, why_unknown
 from ..backends.contract import COMMON_OPTIONS, Store
 from ..backends.file.folders import unwritable
 from ..backends.memcached.expiry import longest_timeout
@@ -107,13 +107,12 @@ def setting_names(region: RegionSettings) -> Iterator[Problem]:
 def backend(region: RegionSettings) -> Iterator[Problem]:
     """E002: BACKEND names no store."""
     if region.known_store is None:
-        yield Problem(
-            "E002",
-            region.name,
-            "BACKEND",
-            f"region {region.name!r}: unknown BACKEND {region.settings.get('BACKEND')!r}",
+        given = region.settings.get("BACKEND")
+        what, remedy = why_unknown(given) if isinstance(given, str) else (
+            f"unknown BACKEND {given!r}",
             f"use one of {', '.join(map(repr, BUILTIN))}, or 'package.module:NamespaceManagerClass'",
         )
+        yield Problem("E002", region.name, "BACKEND", f"region {region.name!r}: {what}", remedy)
 
 
 def location(region: RegionSettings) -> Iterator[Problem]:

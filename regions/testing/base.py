@@ -16,7 +16,7 @@ from beaker.cache import Cache, clsmap
 from beaker.container import NamespaceManager
 
 import regions
-from regions.backends import BUILTIN, store_class
+from regions.backends import BUILTIN, store_class, why_unknown
 
 MISSING = object()
 
@@ -197,8 +197,9 @@ class ContractBase:
     # helpers --------------------------------------------------------------------------------
     def backend_name(self, tmp_path: Path) -> str:
         """``Store.name`` of the backend under test (what ``Region.backend`` reports)."""
-        found = store_class(self.config(tmp_path)["BACKEND"])
-        assert found is not None, f"unknown BACKEND {self.config(tmp_path)['BACKEND']!r}"
+        backend = self.config(tmp_path)["BACKEND"]
+        found = store_class(backend)
+        assert found is not None, "; ".join(why_unknown(backend))  # names the import's own error
         return found.name
 
     def beaker_name(self, tmp_path: Path) -> str:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,13 @@ def cache_regions(settings: Any, regions_config: dict[str, Any], region_prefix: 
     settings.CACHE_REGIONS = regions_config
     settings.REGIONS_NOTICES = []
     return regions_config
+
+
+@pytest.fixture(autouse=True)
+def decorated_in_this_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """E021 sees only the functions decorated during the test: the tests replace CACHE_REGIONS with
+    a few regions, which the example's functions (imported for the whole session) would not find."""
+    monkeypatch.setattr(regions.manager._default, "decorated", weakref.WeakValueDictionary())
 
 
 @pytest.fixture(autouse=True)

@@ -86,8 +86,13 @@ def test_invalid_settings_are_logged_not_raised(settings: Any, caplog: pytest.Lo
         settings.CACHE_REGIONS = {"functions": {"BACKEND": "nope"}}
     assert conf.manager() is None
     assert "CACHE_REGIONS is invalid" in caplog.text and "nope" in caplog.text
-    with pytest.raises(regions.RegionError, match="not configured"):
+    # the real error, not "not configured ... add 'django_regions' to INSTALLED_APPS"
+    real = "CACHE_REGIONS is invalid.*unknown BACKEND 'nope'"
+    with pytest.raises(regions.ConfigurationError, match=real) as info:
         double(1)
+    assert info.value.region == "functions" and info.value.option == "BACKEND"
+    with pytest.raises(regions.ConfigurationError, match="unknown BACKEND 'nope'"):
+        double(1)  # every call says it (a copy of the error each time)
 
 
 def test_beaker_cache_opts_are_accepted_unchanged(

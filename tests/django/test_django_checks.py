@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,9 @@ from django.core.management.base import SystemCheckError
 
 from config.shop import services  # noqa: F401 - decorate the example's functions under normal settings
 from regions.config import check as regions_check
-from tests.django.helpers import free_port
+from tests.django.helpers import example_env, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -179,3 +184,101 @@ def test_w002_memcached_not_answering_names_the_address(settings: Any, memcached
     assert dead in message.msg and "'down'" in message.msg
     assert memcached_server not in message.msg
     assert dead in message.hint
+
+
+def test_e021_a_misspelled_region_name(settings: Any) -> None:
+    """``@region("functoins")`` was silent until its first call raised UnknownRegion (a 500)."""
+    import gc
+
+    import regions
+
+    @regions.region("functoins")
+    def misspelled(x: int) -> int:
+        return x
+
+    @regions.region("functions")
+    def spelled_right(x: int) -> int:
+        return x
+
+    [message] = ours()
+    assert message.id == "django_regions.E021" and message.level == checks.ERROR
+    assert message.obj == f"{__name__}.{misspelled.__qualname__}"
+    assert message.obj in message.msg and "'functoins'" in message.msg
+    assert message.hint == "Did you mean 'functions'? Configured regions: 'files', 'functions', 'request'."
+    with pytest.raises(SystemCheckError, match=r"E021"):
+        call_command("check")
+    with pytest.raises(regions.UnknownRegion):
+        misspelled(1)  # what the check saves: this call in a view
+    settings.CACHE_REGIONS = {**settings.CACHE_REGIONS, "functoins": {"BACKEND": "memory"}}
+    assert ours() == []  # the region exists now
+    settings.CACHE_REGIONS = {"functions": {"BACKEND": "memory"}, "other": {"BACKEND": "memory"}}
+    [message] = ours()
+    assert message.hint == "Did you mean 'functions'? Configured regions: 'functions', 'other'."
+    settings.CACHE_REGIONS = {"zzz": {"BACKEND": "memory"}}
+    assert {m.hint for m in ours()} == {"Configured regions: 'zzz'."}  # nothing close: no guess
+    del misspelled, spelled_right
+    gc.collect()
+    assert ours() == []  # a function that is gone is not reported
+
+
+def run_check(script: str, tmp_path: Path, memcached_server: str) -> subprocess.CompletedProcess[str]:
+    env = example_env(memcached_server, tmp_path)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_e021_in_a_real_process_before_and_after_the_settings_load(
+    tmp_path: Path, memcached_server: str
+) -> None:
+    """The example's own functions pass; a function decorated before django.setup() (an import
+    that comes first) is reported by check; one decorated after it is also logged at once."""
+    done = run_check(
+        """
+        import regions
+
+        @regions.region("functoins")
+        def early(): ...
+
+        import django
+        django.setup()
+
+        @regions.region("filez")
+        def late(): ...
+
+        from django.core.management import call_command
+        call_command("check")
+        """,
+        tmp_path, memcached_server,
+    )
+    assert done.returncode != 0
+    early = "__main__.early: (django_regions.E021) __main__.early is cached in region 'functoins'"
+    assert early in done.stderr
+    assert "HINT: Did you mean 'functions'? Configured regions: 'files', 'functions', 'hot', 'local', " \
+        "'request'." in done.stderr
+    assert "__main__.late: (django_regions.E021)" in done.stderr and "Did you mean 'files'?" in done.stderr
+    assert "__main__.late: unknown cache region 'filez'" in done.stderr  # logged when decorated
+    example = run_check(
+        """
+        import django
+        django.setup()
+        from django.core.management import call_command
+        from regions.manager import decorated
+        call_command("check")
+        print(sorted(set(decorated().values())))
+        """,
+        tmp_path, memcached_server,
+    )
+    assert example.returncode == 0, example.stderr
+    assert "System check identified no issues" in example.stdout
+    # the URLconf was imported by the check: the views' functions were all there to be checked
+    assert "['files', 'functions', 'hot', 'local', 'request']" in example.stdout
+
+
+@pytest.mark.parametrize("links", [[("Shop", "no-such-url-name")], ["/"], [("Shop", "/", "x")]])
+def test_e022_dashboard_links_that_cannot_be_drawn(settings: Any, links: Any) -> None:
+    settings.REGIONS_DASHBOARD_LINKS = links
+    [message] = ours()
+    assert message.id == "django_regions.E022" and message.obj == "REGIONS_DASHBOARD_LINKS"
+    assert "REGIONS_DASHBOARD_LINKS must be a list of (label, url) pairs" in message.msg and message.hint
+    settings.REGIONS_DASHBOARD_LINKS = [("Shop", "shop:index"), ("Docs", "/docs/")]
+    assert ours() == []

@@ -292,3 +292,31 @@ def test_clear_over_counters_that_hold_no_number_succeeds(
     else:
         with open(damaged[0], "rb") as f:
             assert f.read().isdigit()
+
+
+def test_clear_says_what_is_true_of_regions_in_other_processes_only(
+    settings: Any, cache_regions: dict[str, Any]
+) -> None:
+    """``regions clear request`` said "cleared" from a shell, where there is nothing to clear."""
+    settings.CACHE_REGIONS = {**cache_regions, "mem": {"BACKEND": "memory"}}
+    output = run("clear", "request", "mem", "files")
+    assert output.splitlines() == [
+        "region 'request' (request): nothing to clear from here: its entries live inside each request "
+        "and are gone when the request ends",
+        "region 'mem' (memory): nothing to clear from here: its entries live in the memory of each server "
+        "process, out of this command's reach; restart them, or give the region OPTIONS sync_with so that "
+        "a clear reaches every process",
+        "cleared region 'files'",
+    ]
+
+
+def test_clear_request_in_a_real_process(memcached_server: str, tmp_path: Any) -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "REGIONS_MEMCACHED": memcached_server,
+           "REGIONS_VAR_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "manage.py", "regions", "clear", "request", "local"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("region 'request' (request): nothing to clear from here")
+    assert "cleared" not in first
+    assert second == "cleared region 'local'"  # synced: the clear reaches every process

@@ -289,3 +289,47 @@ def test_a_server_the_breaker_marked_down_is_shown_down(staff: Client, settings:
     assert card, html
     assert "not answering" in card.group(0) and dead in card.group(0)
     assert re.search(r"down for \d+\.\d s", card.group(0)), card.group(0)
+
+
+# what a newcomer sees -------------------------------------------------------------------------
+
+
+def test_the_header_links_only_what_the_project_configures(settings: Any) -> None:
+    """The dashboard linked "Example shop" to / in every project that mounted it."""
+    settings.REGIONS_DASHBOARD_PUBLIC = True
+    settings.REGIONS_DASHBOARD_LINKS = []
+    nav = re.search(r"<nav>(.*?)</nav>", Client().get(URL).content.decode(), re.S)
+    assert nav and "Example shop" not in nav.group(1) and nav.group(1).count("<a ") == 1
+    settings.REGIONS_DASHBOARD_LINKS = [("Shop", "shop:index"), ("Docs", "/docs/")]
+    nav = re.search(r"<nav>(.*?)</nav>", Client().get(URL).content.decode(), re.S)
+    assert nav and '<a href="/">Shop</a><a href="/docs/">Docs</a><a class="on"' in nav.group(1)
+
+
+def why(response: Any) -> str:
+    assert response.status_code == 403
+    found = re.search(r'id="why">(.*?)</div>', response.content.decode(), re.S)
+    assert found, "the 403 page says why"
+    return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split())
+
+
+def test_the_403_page_says_why_without_saying_too_much(
+    settings: Any, as_user: Callable[..., Client], memcached_server: str
+) -> None:
+    settings.REGIONS_NOTICES = [f"memcached at {memcached_server} is not answering"]
+    client = as_user()
+    text = why(client.get(URL))
+    assert "signed in as user0, which is not an active staff account" in text
+    assert memcached_server not in client.get(URL).content.decode(), "notices are for operators"
+
+    settings.REGIONS_DASHBOARD_PERMISSION = "auth.view_regions_dashboard"
+    text = why(as_user(is_staff=True).get(URL))
+    assert "does not hold the permission" in text and "view_regions_dashboard" not in text
+
+    settings.REGIONS_DASHBOARD_PERMISSION = None
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "auth" not in m and "sessions" not in m]
+    settings.DEBUG = False
+    text = why(Client().get(URL))
+    assert "no sign-in" in text and "AuthenticationMiddleware" in text and "REGIONS_DASHBOARD_PUBLIC" in text
+    assert "DEBUG is off here" in text
+    settings.DEBUG = True
+    assert "DEBUG is off" not in why(Client().get(URL))

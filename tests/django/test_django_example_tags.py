@@ -20,6 +20,8 @@ from config.shop.models import Product
 from tests.django.helpers import example_env, start_gunicorn, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
+#: How the example's pages show a time (they showed Unix timestamps): "6 Dec 2026, 22:41:07.123456 UTC".
+HUMAN_TIME = r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d:\d\d\.\d{6} UTC"
 
 
 def element(html: str, element_id: str) -> str:
@@ -93,12 +95,14 @@ def test_cache_page_and_fragment_run_on_regions() -> None:
     files, functions = regions.get_manager()["files"], regions.get_manager()["functions"]
     sets = files.counts.sets
     first = element(client.get("/delivery/").content.decode(), "rendered-at")
+    assert re.fullmatch(HUMAN_TIME, first), f"not a time a reader takes in: {first!r}"
     assert files.counts.sets > sets, "cache_page stored nothing in the files region"
     hits = files.counts.hits
     assert element(client.get("/delivery/").content.decode(), "rendered-at") == first
     assert files.counts.hits > hits
 
     rows = element(client.get("/products/").content.decode(), "rows-rendered")
+    assert re.fullmatch(HUMAN_TIME, rows), f"not a time a reader takes in: {rows!r}"
     hits = functions.counts.hits
     assert element(client.get("/products/").content.decode(), "rows-rendered") == rows
     assert functions.counts.hits > hits

@@ -82,7 +82,9 @@ class Command(BaseCommand):
         _check_names(manager, names)
         failed = []
         for name in dict.fromkeys(names):
-            if manager[name].clear():
+            if manager[name].store.shared is None:  # its entries live in other processes only
+                self.stdout.write(_out_of_reach(manager[name]))
+            elif manager[name].clear():
                 self.stdout.write(self.style.SUCCESS(f"cleared region {name!r}"))
             else:
                 failed.append(name)
@@ -110,6 +112,16 @@ class Command(BaseCommand):
                 self.stdout.write(f"region {name!r} ({backend}): nothing to cull, it expires entries itself")
         if not names and not culled:
             self.stdout.write("no file regions to cull")
+
+
+def _out_of_reach(region: Any) -> str:
+    """What is true of ``regions clear`` for a region whose entries never leave their process."""
+    if region.backend == "request":
+        return (f"region {region.name!r} (request): nothing to clear from here: its entries live inside "
+                "each request and are gone when the request ends")
+    return (f"region {region.name!r} ({region.backend}): nothing to clear from here: its entries live in "
+            "the memory of each server process, out of this command's reach; restart them, or give the "
+            "region OPTIONS sync_with so that a clear reaches every process")
 
 
 def _check_names(manager: Any, names: list[str]) -> None:
