@@ -4,7 +4,8 @@ A ```python block runs, in order, in one namespace per page. A block that cannot
 fragment, code that needs a Django project around it) is preceded by ``<!-- skip: next "why" -->``;
 shell, output and templates carry their own language tag (``sh``, ``text``, ``django``) and are not
 run. Each page runs in a fresh working folder, with ``REGIONS_MEMCACHED`` naming the session's
-memcached (the tests' ``memcached_server`` fixture), and leaves no manager behind.
+memcached and ``REGIONS_REDIS`` the session's redis-server (the tests' ``memcached_server`` and
+``redis_server`` fixtures), and leaves no manager behind.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import pytest
 from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
-from tests.conftest import memcached_server  # noqa: F401 - the same fixture, for the pages
+from tests.conftest import memcached_server, redis_server  # noqa: F401 - the same fixtures, for the pages
 
 ROOT = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def docs_page(request: pytest.FixtureRequest, memcached_server: str) -> Iterator[None]:  # noqa: F811
-    """A page's surroundings: its own working folder and the session memcached's address."""
+def docs_page(
+    request: pytest.FixtureRequest, memcached_server: str, redis_server: str  # noqa: F811
+) -> Iterator[None]:
+    """A page's surroundings: its own working folder and the session memcached's and redis's addresses."""
     from regions import manager as default
 
     # Functions defined on a page belong to a module named after it, as in an application.
@@ -34,19 +37,21 @@ def docs_page(request: pytest.FixtureRequest, memcached_server: str) -> Iterator
     for document in getattr(request.node, "documents", ()):
         document.namespace["__name__"] = module.replace("-", "_")
 
-    before_cwd, before_env = os.getcwd(), os.environ.get("REGIONS_MEMCACHED")
+    servers = {"REGIONS_MEMCACHED": memcached_server, "REGIONS_REDIS": redis_server}
+    before_cwd, before_env = os.getcwd(), {name: os.environ.get(name) for name in servers}
     before_manager = default._default.manager
     with tempfile.TemporaryDirectory(prefix="regions-docs-") as folder:
         os.chdir(folder)
-        os.environ["REGIONS_MEMCACHED"] = memcached_server
+        os.environ.update(servers)
         try:
             yield
         finally:
             os.chdir(before_cwd)
-            if before_env is None:
-                os.environ.pop("REGIONS_MEMCACHED", None)
-            else:
-                os.environ["REGIONS_MEMCACHED"] = before_env
+            for name, value in before_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             if default._default.manager is not before_manager:  # a page's regions.configure(...)
                 with default._default.lock:
                     left, default._default.manager = default._default.manager, before_manager
