@@ -37,6 +37,7 @@ and :mod:`.sync_log` (``store.sync_storage``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -255,7 +256,19 @@ class MemcachedNamespaceManager(Backend):
         return self._current
 
     def wire_key(self, key: Hashable) -> str:
-        prefix, wires = self._generation()
+        return self._wire(self._generation(), key)
+
+    def _synced(self) -> tuple[str, dict[Hashable, str]] | None:
+        """:meth:`_generation` when it needs no network read now, else ``None``."""
+        current = self._current
+        synced_at = self._synced_at
+        store = self.store
+        if time.monotonic() - synced_at < store.sync_interval and synced_at > store.cleared_at:
+            return current
+        return None
+
+    def _wire(self, current: tuple[str, dict[Hashable, str]], key: Hashable) -> str:
+        prefix, wires = current
         wire = wires.get(key)
         if wire is None:
             text = str(key)
@@ -291,6 +304,38 @@ class MemcachedNamespaceManager(Backend):
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             found = self.parts.get(node, wire, found)
+        return self._rebased(found, left)
+
+    async def aget_entry(self, key: Hashable) -> Entry | None:
+        """:meth:`get_entry` for coroutines (:class:`~regions.backends.contract.AsyncEntries`): the
+        ``mg`` on the running loop's own connection (:mod:`.aio`), no I/O thread. What would block
+        runs on the store's I/O threads instead: a re-read of the generation counters (every
+        ``sync_interval`` seconds) and the parts of a value too large for one item."""
+        store = self.store
+        current = self._synced()
+        if current is None:
+            current = await asyncio.get_running_loop().run_in_executor(store.executor, self._generation)
+        wire = self._wire(current, key)
+        nodes = store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        try:
+            hit = await node.aio.get(raw)
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        if hit is None:
+            return None
+        data, left = hit
+        try:
+            found = unseal(store.signer, raw, data)
+        except Placeholder:
+            return None  # a computation of this key is under way elsewhere: a miss
+        if found[0] == HEAD_MARK:  # a head naming its parts: read them on an I/O thread
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(store.executor, self.parts.get, node, wire, found)
         return self._rebased(found, left)
 
     def _rebased(self, entry: Entry | None, left: int) -> Entry | None:

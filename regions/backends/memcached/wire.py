@@ -112,18 +112,28 @@ def get_tagged(
         raise
 
 
-def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
-    """Read the reply to ``mg <key> v t k`` at the start of ``buf`` (receiving more as needed):
-    ``(value and seconds left, or None; the buffer; where the next reply starts in it)``."""
+class Incomplete(Exception):
+    """The buffer holds only the start of a reply: ``need`` is the length it must reach first
+    (0: the first line is not complete yet, any more bytes may do)."""
+
+    def __init__(self, need: int = 0) -> None:
+        self.need = need
+
+
+def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
+    """The reply to ``mg <key> v t k`` at the start of ``buf``, read without I/O (the blocking
+    socket of :func:`get` and the asyncio protocol of :mod:`.aio` both use it): ``(value and
+    seconds left, or None; where the next reply starts in buf)``. Raises :class:`Incomplete`
+    when ``buf`` holds only part of the reply, and what :func:`refused` raises for a reply that is
+    not exactly ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n``."""
     end = buf.find(b"\r\n")
-    while end < 0:
-        buf += _more(sock)
-        end = buf.find(b"\r\n")
+    if end < 0:
+        raise Incomplete(0)
     head = buf[:end].split(b" ")
     if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
         if head[1:] != [b"k" + key] and len(head) > 1:
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-        return None, buf, end + 2
+        return None, end + 2
     if head[0] != b"VA" or len(head) != 4:
         refused(buf[:end])
     left: int | None = None
@@ -138,10 +148,22 @@ def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | 
     start = end + 2
     stop = start + int(head[1])
     if len(buf) < stop + 2:
-        buf = _read_rest(sock, buf, stop + 2)
+        raise Incomplete(stop + 2)
     if buf[stop : stop + 2] != b"\r\n":
         raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-    return (buf[start:stop], left), buf, stop + 2
+    return (buf[start:stop], left), stop + 2
+
+
+def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
+    """:func:`parse_meta` on ``buf``, receiving more from ``sock`` until the reply is whole:
+    ``(value and seconds left, or None; the buffer; where the next reply starts in it)``."""
+    while True:
+        try:
+            found, pos = parse_meta(buf, key)
+        except Incomplete as short:
+            buf = _read_rest(sock, buf, short.need) if short.need else buf + _more(sock)
+            continue
+        return found, buf, pos
 
 
 def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:

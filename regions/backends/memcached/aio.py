@@ -1,0 +1,294 @@
+"""The hit's meta get on the event loop: an asyncio protocol and a small pool per loop and server.
+
+A coroutine's hit (:meth:`~regions.backends.memcached.MemcachedNamespaceManager.aget_entry`) sends
+the same ``mg <key> v t k`` as the blocking path (:func:`.wire.get`) and reads the reply with the
+same parser (:func:`.wire.parse_meta`), on a connection of the running loop's own, so it needs no
+I/O thread. Everything else (misses, leases, stores, locks, counters, a value in parts) stays on
+the store's I/O threads.
+
+* **One pool per event loop and server** (:class:`LoopPools` of a :class:`~.nodes.Node`, the
+  :class:`LoopPool` of each loop): a transport belongs to the loop that made it, so two loops (in
+  two threads) never share one. At most ``max_connections`` per loop; a caller finding none idle
+  waits for one, at most ``timeout`` seconds. A pool whose loop is closed is dropped.
+* **One request at a time per connection**, answered or the connection closed: a timeout
+  (``timeout``, a timer of the loop), a reply out of step, a garbage reply or a cancelled caller
+  closes it, so no connection is ever left with unread bytes that the next request would take
+  for its own reply.
+* **The server's breaker** (:mod:`regions.breaker`) is the one the blocking path uses: a network
+  failure here marks the server down for every caller, thread or coroutine, in every region on it.
+  A connection made before the last outage began is not reused (the server may have restarted).
+* **Fork**: a forked child builds new nodes (:meth:`~regions.backends.memcached.MemcachedStore.after_fork`),
+  so it never writes to its parent's transports; :class:`LoopPools` also checks the process id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+from ...errors import PoolExhausted
+from .wire import Incomplete, parse_meta
+
+if TYPE_CHECKING:
+    from .nodes import Node
+
+_META_FLAGS = b" v t k\r\n"
+_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
+_CLOSED = "the server closed the connection"
+
+
+class Connection(asyncio.Protocol):
+    """One connection to a memcached server on one loop: one ``mg`` in flight at most."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, label: str, outage: int) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.label = label
+        #: The breaker's outage count when the connection was made (:meth:`LoopPool.take`).
+        self.outage = outage
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[tuple[bytes, int] | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._key = b""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._need = 0
+
+    # asyncio.Protocol -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # bytes nobody asked for: out of step
+            self._fail(MemcacheUnexpectedCloseError(_OUT_OF_STEP))
+            return
+        chunks = self._chunks
+        chunks.append(data)
+        self._size += len(data)
+        if self._size < self._need:
+            return  # a large value: join once it is all here
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            found, end = parse_meta(buf, self._key)
+        except Incomplete as short:
+            self._chunks = [buf]
+            self._need = short.need or self._size + 1
+            return
+        except Exception as exc:  # garbage: an error line, a malformed header
+            self._fail(exc)
+            return
+        if end != len(buf):
+            self._fail(MemcacheUnexpectedCloseError(_OUT_OF_STEP))
+            return
+        self._done()
+        waiter.set_result(found)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc if isinstance(exc, OSError) else MemcacheUnexpectedCloseError(_CLOSED))
+
+    # requests ---------------------------------------------------------------------------------------
+    def get(self, key: bytes) -> asyncio.Future[tuple[bytes, int] | None]:
+        """Send ``mg <key> v t k``; the future's result is what :func:`.wire.get` returns."""
+        waiter = self._waiter = self.loop.create_future()
+        self._key = key
+        self._timer = self.loop.call_later(self.timeout, self._timed_out)
+        self.transport.write(b"mg " + key + _META_FLAGS)  # type: ignore[union-attr]
+        return waiter
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError(f"memcached {self.label} did not answer within {self.timeout:g} s"))
+
+    def _done(self) -> None:
+        self._waiter = None
+        self._chunks = []
+        self._size = self._need = 0
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the request in flight with ``exc`` and close: the connection is never reused."""
+        waiter = self._waiter
+        self._done()
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
+class LoopPool:
+    """The connections of one loop to one server (see the module docstring)."""
+
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
+        self.loop = loop
+        store = node.store
+        self.max_size = store.max_connections
+        self.timeout = store.timeout
+        self.connect_timeout = store.connect_timeout
+        self.idle: collections.deque[Connection] = collections.deque()
+        self.made = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def get(self, key: bytes) -> tuple[bytes, int] | None:
+        """``(value, seconds left)`` of ``key`` (encoded), or ``None``: :func:`.wire.get` on the loop.
+        Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker."""
+        conn = self.take() or await self._acquire_slow()
+        try:
+            return await conn.get(key)
+        except BaseException:
+            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
+            raise
+        finally:
+            self.release(conn)
+
+    def take(self) -> Connection | None:
+        """An idle connection made since the server's last outage began, or ``None``."""
+        idle = self.idle
+        outages = self.node.breaker.outages
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.outage == outages:
+                return conn
+            conn.close()
+            self.made -= 1
+        return None
+
+    async def _acquire_slow(self) -> Connection:
+        deadline = self.loop.time() + self.timeout
+        while True:
+            conn = self.take()
+            if conn is not None:
+                return conn
+            if self.made < self.max_size:
+                self.made += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self.made -= 1
+                    self._wake()
+                    raise
+            left = deadline - self.loop.time()
+            if left <= 0:
+                raise PoolExhausted(
+                    f"{self.node.pool.name}: all {self.max_size} connections of this event loop stayed "
+                    f"busy for {self.timeout:g} s; raise OPTIONS max_connections, or lower the load"
+                )
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _connect(self) -> Connection:
+        node = self.node
+        outage = node.breaker.outages
+        host, port = node.server
+        try:
+            _transport, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: Connection(self.loop, self.timeout, node.label, outage), host, port
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"memcached {node.label}: no connection within {self.connect_timeout:g} s"
+            ) from exc
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        if conn.closed:
+            self.made -= 1
+        else:
+            self.idle.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close the idle connections (on the loop's own thread; one in use closes when released)."""
+        while self.idle:
+            self.idle.pop().close()
+            self.made -= 1
+
+
+class LoopPools:
+    """A node's :class:`LoopPool` for each event loop that reads through it."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.pid = os.getpid()
+        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
+        self._lock = threading.Lock()
+        #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
+        self._last: tuple[Any, LoopPool | None] = (None, None)
+
+    def get(self, key: bytes) -> Any:
+        """The coroutine of :meth:`LoopPool.get` on the running loop's pool."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        pool = last[1] if last[0] is loop else self._pool(loop)
+        return pool.get(key)  # type: ignore[union-attr]
+
+    def _pool(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
+        if self.pid != os.getpid():  # a forked child: the parent's transports are not its own
+            raise RuntimeError("memcached: a forked child used its parent's connections")
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                for other in [other for other in self._pools if other.is_closed()]:
+                    del self._pools[other]  # its sockets close with their transports
+                pool = self._pools[loop] = LoopPool(self.node, loop)
+            self._last = (loop, pool)
+            return pool
+
+    def loops(self) -> int:
+        """How many loops have a pool here (open ones)."""
+        with self._lock:
+            return sum(1 for loop in self._pools if not loop.is_closed())
+
+    def close(self) -> None:
+        """Close every loop's idle connections, each on its own loop."""
+        with self._lock:
+            pools, self._pools = list(self._pools.items()), {}
+            self._last = (None, None)
+        for loop, pool in pools:
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                pool.close()
+            else:
+                try:
+                    loop.call_soon_threadsafe(pool.close)
+                except RuntimeError:
+                    pass  # closed meanwhile
