@@ -11,9 +11,9 @@ the store's I/O threads.
   two threads) never share one. At most ``max_connections`` per loop; a caller finding none idle
   waits for one, at most ``timeout`` seconds. A pool whose loop is closed is dropped.
 * **One request at a time per connection**, answered or the connection closed: a timeout
-  (``timeout``, a timer of the loop), a reply out of step, a garbage reply or a cancelled caller
-  closes it, so no connection is ever left with unread bytes that the next request would take
-  for its own reply.
+  (``timeout``: one timer per pool, set for the earliest deadline), a reply out of step, a garbage
+  reply or a cancelled caller closes it, so no connection is ever left with unread bytes that the
+  next request would take for its own reply.
 * **The server's breaker** (:mod:`regions.breaker`) is the one the blocking path uses: a network
   failure here marks the server down for every caller, thread or coroutine, in every region on it.
   A connection made before the last outage began is not reused (the server may have restarted).
@@ -45,16 +45,16 @@ _CLOSED = "the server closed the connection"
 class Connection(asyncio.Protocol):
     """One connection to a memcached server on one loop: one ``mg`` in flight at most."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, label: str, outage: int) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.label = label
+    def __init__(self, pool: LoopPool, outage: int) -> None:
+        self.pool = pool
+        self.loop = pool.loop
         #: The breaker's outage count when the connection was made (:meth:`LoopPool.take`).
         self.outage = outage
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        #: Loop time the request in flight was sent at (:meth:`LoopPool._watch`).
+        self.sent_at = 0.0
         self._waiter: asyncio.Future[tuple[bytes, int] | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._key = b""
         self._chunks: list[bytes] = []
         self._size = 0
@@ -97,24 +97,29 @@ class Connection(asyncio.Protocol):
     # requests ---------------------------------------------------------------------------------------
     def get(self, key: bytes) -> asyncio.Future[tuple[bytes, int] | None]:
         """Send ``mg <key> v t k``; the future's result is what :func:`.wire.get` returns."""
-        waiter = self._waiter = self.loop.create_future()
+        loop = self.loop
+        waiter = self._waiter = loop.create_future()
         self._key = key
-        self._timer = self.loop.call_later(self.timeout, self._timed_out)
+        self.sent_at = loop.time()
+        pool = self.pool
+        if pool.watching is None:
+            pool.watch()
         self.transport.write(b"mg " + key + _META_FLAGS)  # type: ignore[union-attr]
         return waiter
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._fail(TimeoutError(f"memcached {self.label} did not answer within {self.timeout:g} s"))
+    @property
+    def waiting(self) -> bool:
+        """Whether a request is in flight (sent, not answered)."""
+        return self._waiter is not None
+
+    def timed_out(self) -> None:
+        pool = self.pool
+        self._fail(TimeoutError(f"memcached {pool.node.label} did not answer within {pool.timeout:g} s"))
 
     def _done(self) -> None:
         self._waiter = None
         self._chunks = []
         self._size = self._need = 0
-        timer = self._timer
-        if timer is not None:
-            self._timer = None
-            timer.cancel()
 
     def _fail(self, exc: BaseException) -> None:
         """End the request in flight with ``exc`` and close: the connection is never reused."""
@@ -143,6 +148,10 @@ class LoopPool:
         self.connect_timeout = store.connect_timeout
         self.idle: collections.deque[Connection] = collections.deque()
         self.made = 0
+        #: Every open connection (for :meth:`watch`).
+        self.conns: set[Connection] = set()
+        #: The timer of :meth:`watch`, while one is set.
+        self.watching: asyncio.TimerHandle | None = None
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def get(self, key: bytes) -> tuple[bytes, int] | None:
@@ -167,6 +176,7 @@ class LoopPool:
                 return conn
             conn.close()
             self.made -= 1
+            self.conns.discard(conn)
         return None
 
     async def _acquire_slow(self) -> Connection:
@@ -205,20 +215,41 @@ class LoopPool:
         host, port = node.server
         try:
             _transport, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: Connection(self.loop, self.timeout, node.label, outage), host, port
-                ),
+                self.loop.create_connection(lambda: Connection(self, outage), host, port),
                 self.connect_timeout,
             )
         except TimeoutError as exc:
             raise TimeoutError(
                 f"memcached {node.label}: no connection within {self.connect_timeout:g} s"
             ) from exc
+        self.conns.add(conn)
         return conn
+
+    def watch(self) -> None:
+        """Time the requests in flight out: one timer per pool, set for the earliest deadline (not
+        one per request: a hit then costs no timer of the loop's)."""
+        now = self.loop.time()
+        earliest = None
+        for conn in list(self.conns):
+            if conn.waiting:
+                deadline = conn.sent_at + self.timeout
+                if deadline <= now:
+                    conn.timed_out()
+                elif earliest is None or deadline < earliest:
+                    earliest = deadline
+        if earliest is None:  # (called by a request about to be sent: it is in flight already)
+            earliest = now + self.timeout
+        self.watching = self.loop.call_at(earliest, self._check)
+
+    def _check(self) -> None:
+        self.watching = None
+        if any(conn.waiting for conn in self.conns):
+            self.watch()
 
     def release(self, conn: Connection) -> None:
         if conn.closed:
             self.made -= 1
+            self.conns.discard(conn)
         else:
             self.idle.append(conn)
         self._wake()
@@ -234,8 +265,13 @@ class LoopPool:
     def close(self) -> None:
         """Close the idle connections (on the loop's own thread; one in use closes when released)."""
         while self.idle:
-            self.idle.pop().close()
+            conn = self.idle.pop()
+            conn.close()
             self.made -= 1
+            self.conns.discard(conn)
+        if self.watching is not None and not self.conns:
+            self.watching.cancel()
+            self.watching = None
 
 
 class LoopPools:
