@@ -493,3 +493,38 @@ def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager, fault
 
     assert run(main()) == [("v", 2)] * 3
     assert not node.breaker.down, "a cancelled caller is no failure of the server"
+
+
+def test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss(make_manager, memcached_server):
+    """The tagged hit (entry and tag counters in one round trip) is served on the loop too; a tag
+    bump made through the sync path makes it a miss at once."""
+    manager = make_manager({"r": {"BACKEND": "memcached", "LOCATION": memcached_server, "TIMEOUT": 600,
+                                  "OPTIONS": options()}})
+    computed: list[int] = []
+
+    @manager.region("r", tags=lambda post_id: [f"post:{post_id}", "posts"])
+    def post(post_id):
+        computed.append(post_id)
+        return {"id": post_id, "n": len(computed)}
+
+    stored = {x: post(x) for x in range(3)}
+    stored_by_sync = post
+
+    @manager.region("r", tags=lambda post_id: [f"post:{post_id}", "posts"])
+    async def post(post_id):
+        computed.append(post_id)
+        return {"id": post_id, "n": len(computed)}
+
+    assert stored_by_sync.__qualname__ == post.__qualname__
+    executor = counted(manager["r"].store)
+
+    async def reads():
+        return [await post(x) for x in range(3) for _ in range(5)]
+
+    assert run(reads()) == [stored[x] for x in range(3) for _ in range(5)]
+    assert computed == [0, 1, 2] and executor.submits == 0, "a tagged hit used an I/O thread"
+    assert manager.invalidate_tags("post:1") is True
+    fresh = run(post(1))
+    assert fresh == {"id": 1, "n": 4} and computed == [0, 1, 2, 1], "the bumped tag's entry was served"
+    assert run(post(0)) == stored[0]  # the other entries keep their versions
+    assert run(post(1)) == fresh and computed == [0, 1, 2, 1]

@@ -322,7 +322,7 @@ class MemcachedNamespaceManager(Backend):
             raise BackendUnavailable(node.unavailable)
         raw = wire.encode()
         try:
-            hit = await node.aio.get(raw)
+            hit = await node.aio.pool().get(raw)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
@@ -388,6 +388,42 @@ class MemcachedNamespaceManager(Backend):
             raise
         if entry[0] == HEAD_MARK:
             entry = self.parts.get(node, wire, entry)
+        return self._rebased(entry, left), versions
+
+    async def aget_entry_tagged(
+        self, key: Hashable, names: list[str]
+    ) -> tuple[Entry | None, list[int | None]]:
+        """:meth:`get_entry_tagged` for coroutines, on the loop as :meth:`aget_entry` is."""
+        store = self.store
+        current = self._synced()
+        if current is None:
+            current = await asyncio.get_running_loop().run_in_executor(store.executor, self._generation)
+        wire = self._wire(current, key)
+        nodes = store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        tag_keys = self._tag_keys(names)
+        try:
+            hit, found = await node.aio.pool().get_tagged(raw, tag_keys)
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        versions = [as_int(found.get(k)) for k in tag_keys]
+        if hit is None:
+            return None, versions
+        data, left = hit
+        try:
+            entry = unseal(store.signer, raw, data)
+        except Placeholder:
+            return None, versions
+        except RejectedEntry as exc:
+            exc.tag_versions = versions
+            raise
+        if entry[0] == HEAD_MARK:
+            loop = asyncio.get_running_loop()
+            entry = await loop.run_in_executor(store.executor, self.parts.get, node, wire, entry)
         return self._rebased(entry, left), versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:

@@ -27,12 +27,13 @@ import asyncio
 import collections
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
 from ...errors import PoolExhausted
-from .wire import Incomplete, parse_meta
+from .wire import Incomplete, parse_meta, parse_tagged, tagged_request
 
 if TYPE_CHECKING:
     from .nodes import Node
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 _META_FLAGS = b" v t k\r\n"
 _OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
 _CLOSED = "the server closed the connection"
+#: Reads a reply from the start of a buffer: ``parse(buf, arg) -> (result, where it ends)``.
+Parser = Callable[[bytes, Any], tuple[Any, int]]
 
 
 class Connection(asyncio.Protocol):
@@ -54,8 +57,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         #: Loop time the request in flight was sent at (:meth:`LoopPool._watch`).
         self.sent_at = 0.0
-        self._waiter: asyncio.Future[tuple[bytes, int] | None] | None = None
-        self._key = b""
+        self._waiter: asyncio.Future[Any] | None = None
+        self._parse: Parser = parse_meta
+        self._arg: Any = b""
         self._chunks: list[bytes] = []
         self._size = 0
         self._need = 0
@@ -76,7 +80,7 @@ class Connection(asyncio.Protocol):
             return  # a large value: join once it is all here
         buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            found, end = parse_meta(buf, self._key)
+            found, end = self._parse(buf, self._arg)
         except Incomplete as short:
             self._chunks = [buf]
             self._need = short.need or self._size + 1
@@ -95,16 +99,17 @@ class Connection(asyncio.Protocol):
         self._fail(exc if isinstance(exc, OSError) else MemcacheUnexpectedCloseError(_CLOSED))
 
     # requests ---------------------------------------------------------------------------------------
-    def get(self, key: bytes) -> asyncio.Future[tuple[bytes, int] | None]:
-        """Send ``mg <key> v t k``; the future's result is what :func:`.wire.get` returns."""
+    def request(self, data: bytes, parse: Parser, arg: Any) -> asyncio.Future[Any]:
+        """Send ``data``; the future's result is what ``parse(reply, arg)`` reads from the reply."""
         loop = self.loop
         waiter = self._waiter = loop.create_future()
-        self._key = key
+        self._parse = parse
+        self._arg = arg
         self.sent_at = loop.time()
         pool = self.pool
         if pool.watching is None:
             pool.watch()
-        self.transport.write(b"mg " + key + _META_FLAGS)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]
         return waiter
 
     @property
@@ -157,9 +162,18 @@ class LoopPool:
     async def get(self, key: bytes) -> tuple[bytes, int] | None:
         """``(value, seconds left)`` of ``key`` (encoded), or ``None``: :func:`.wire.get` on the loop.
         Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker."""
+        return await self._request(b"mg " + key + _META_FLAGS, parse_meta, key)
+
+    async def get_tagged(
+        self, key: bytes, counters: list[bytes]
+    ) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
+        """:func:`.wire.get_tagged` on the loop (raises as :meth:`get` does)."""
+        return await self._request(tagged_request(key, counters), parse_tagged, (key, counters))
+
+    async def _request(self, data: bytes, parse: Parser, arg: Any) -> Any:
         conn = self.take() or await self._acquire_slow()
         try:
-            return await conn.get(key)
+            return await conn.request(data, parse, arg)
         except BaseException:
             conn.close()  # cancelled or failed: its reply, if any, must never reach another request
             raise
@@ -285,12 +299,11 @@ class LoopPools:
         #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
         self._last: tuple[Any, LoopPool | None] = (None, None)
 
-    def get(self, key: bytes) -> Any:
-        """The coroutine of :meth:`LoopPool.get` on the running loop's pool."""
+    def pool(self) -> LoopPool:
+        """The running loop's pool."""
         loop = asyncio.get_running_loop()
         last = self._last
-        pool = last[1] if last[0] is loop else self._pool(loop)
-        return pool.get(key)  # type: ignore[union-attr]
+        return last[1] if last[0] is loop else self._pool(loop)  # type: ignore[return-value]
 
     def _pool(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
         if self.pid != os.getpid():  # a forked child: the parent's transports are not its own

@@ -13,6 +13,8 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 * :func:`get`: one key, the plain hit. A reply that is not exactly
   ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
 * :func:`get_tagged`: ``mg <entry> v t k`` and ``get <counter> ...`` in one send, the tagged hit.
+* :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
+  I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -77,39 +79,71 @@ def get_tagged(
     Returns what :func:`get` returns for ``key``, and ``{counter: value}`` of the counters found."""
     sock = connected(client)
     try:
-        request = b"mg " + key + _META_FLAGS
-        if counters:
-            request += b"get " + b" ".join(counters) + b"\r\n"
-        sock.sendall(request)
+        sock.sendall(tagged_request(key, counters))
         entry, buf, pos = _meta_reply(sock, sock.recv(_RECV), key)
-        found: dict[bytes, bytes] = {}
         if not counters:
             if pos != len(buf):
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            return entry, found
+            return entry, {}
         while True:
-            end = buf.find(b"\r\n", pos)
-            while end < 0:
-                buf = buf[pos:] + _more(sock)
-                pos, end = 0, buf.find(b"\r\n")
-            if end - pos == 3 and buf[pos:end] == b"END":
-                if end + 2 != len(buf):
-                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-                return entry, found
-            head = buf[pos:end].split(b" ")
-            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
-                refused(buf[pos:end])
-            start = end + 2
-            stop = start + int(head[3])
-            while len(buf) < stop + 2:
-                buf += _more(sock)
-            if buf[stop : stop + 2] != b"\r\n":
+            try:
+                found, end = parse_values(buf, pos, counters)
+            except Incomplete:
+                buf, pos = buf[pos:] + _more(sock), 0
+                continue
+            if end != len(buf):
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            found[head[1]] = buf[start:stop]
-            pos = stop + 2
+            return entry, found
     except BaseException:
         client.close()  # never leave unread bytes for the next command
         raise
+
+
+def tagged_request(key: bytes, counters: list[bytes]) -> bytes:
+    """The bytes of the tagged hit's request: ``mg <key> v t k``, then ``get <counter> ...``."""
+    request = b"mg " + key + _META_FLAGS
+    if counters:
+        request += b"get " + b" ".join(counters) + b"\r\n"
+    return request
+
+
+def parse_tagged(
+    buf: bytes, request: tuple[bytes, list[bytes]]
+) -> tuple[tuple[tuple[bytes, int] | None, dict[bytes, bytes]], int]:
+    """The reply to :func:`tagged_request` of ``request`` (``(key, counters)``) at the start of
+    ``buf``, read without I/O: ``((what parse_meta returns, {counter: value}), where it ends)``.
+    Raises :class:`Incomplete` as :func:`parse_meta` does."""
+    key, counters = request
+    entry, pos = parse_meta(buf, key)
+    if not counters:
+        return (entry, {}), pos
+    found, end = parse_values(buf, pos, counters)
+    return (entry, found), end
+
+
+def parse_values(buf: bytes, pos: int, counters: list[bytes]) -> tuple[dict[bytes, bytes], int]:
+    """The reply to ``get <counter> ...`` at ``pos`` in ``buf``, read without I/O: ``({counter:
+    value} of those found, where the reply ends)``. Raises :class:`Incomplete` when ``buf`` holds
+    only part of it, and what :func:`refused` raises for a line that is no ``VALUE`` of a counter
+    asked for."""
+    found: dict[bytes, bytes] = {}
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            raise Incomplete(0)
+        if end - pos == 3 and buf[pos:end] == b"END":
+            return found, end + 2
+        head = buf[pos:end].split(b" ")
+        if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
+            refused(buf[pos:end])
+        start = end + 2
+        stop = start + int(head[3])
+        if len(buf) < stop + 2:
+            raise Incomplete(stop + 2)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+        found[head[1]] = buf[start:stop]
+        pos = stop + 2
 
 
 class Incomplete(Exception):
