@@ -24,13 +24,18 @@
   absent, then ``gets`` the key's cas unique; its store is a ``cas`` with it. A delete of the key
   by any process meanwhile makes that ``cas`` fail, so an obsolete value is never stored over an
   invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one ``mg`` it did.
+* Coroutines' hits (:meth:`MemcachedNamespaceManager.aget_entry`, ``aget_entry_tagged``) send the
+  same ``mg`` on the event loop, through a small pool per loop and server (:mod:`.aio`), with the
+  same parser, signature check and breaker: no I/O thread. Their misses, leases and stores, and
+  the parts of a split value, run on the store's I/O threads.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
 
 This module holds the store and the namespace manager; each holds its parts as collaborators:
 :mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
-:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.keys` (valid memcached keys),
+:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.aio` (the hit on the event
+loop), :mod:`.keys` (valid memcached keys),
 :mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
 and :mod:`.sync_log` (``store.sync_storage``).
 """

@@ -162,7 +162,14 @@ class LoopPool:
     async def get(self, key: bytes) -> tuple[bytes, int] | None:
         """``(value, seconds left)`` of ``key`` (encoded), or ``None``: :func:`.wire.get` on the loop.
         Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker."""
-        return await self._request(b"mg " + key + _META_FLAGS, parse_meta, key)
+        conn = self.take() or await self._acquire_slow()  # (_request written out: the hit's path)
+        try:
+            return await conn.request(b"mg " + key + _META_FLAGS, parse_meta, key)
+        except BaseException:
+            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
+            raise
+        finally:
+            self.release(conn)
 
     async def get_tagged(
         self, key: bytes, counters: list[bytes]
