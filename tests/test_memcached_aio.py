@@ -455,7 +455,7 @@ def test_a_planted_entry_is_rejected_on_the_loop(make_manager, memcached_server,
     wire = answer.cache_key(1)
     host, port = memcached_server.rsplit(":", 1)
     client = Client((host, int(port)))
-    client.set(wire, pickle.dumps((time.time(), None, "planted")))  # unsigned: must never be unpickled
+    client.set(wire, pickle.dumps((time.time(), None, "planted")), noreply=False)  # unsigned: never unpickled
     caplog.set_level(logging.WARNING, logger="regions")
     caplog.clear()
     assert run(answer(1)) == ("v", 1) and computed == [1, 1]
@@ -528,3 +528,52 @@ def test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss(make_manager, mem
     assert fresh == {"id": 1, "n": 4} and computed == [0, 1, 2, 1], "the bumped tag's entry was served"
     assert run(post(0)) == stored[0]  # the other entries keep their versions
     assert run(post(1)) == fresh and computed == [0, 1, 2, 1]
+
+
+def test_a_large_single_item_arrives_in_many_chunks(make_manager, memcached_server):
+    """A value of one item far larger than a socket read: the protocol joins its chunks once."""
+    manager = make_manager({"r": {"BACKEND": "memcached", "LOCATION": memcached_server, "TIMEOUT": 600,
+                                  "OPTIONS": options()}})
+    big = os.urandom(700_000)
+
+    @manager.region("r")
+    def blob(x):
+        return big
+
+    assert blob(1) == big
+    stored_by_sync = blob
+
+    @manager.region("r")
+    async def blob(x):
+        raise AssertionError("computed: the async read missed the large item")
+
+    assert stored_by_sync.__qualname__ == blob.__qualname__
+    executor = counted(manager["r"].store)
+
+    async def reads():
+        return [await blob(1) for _ in range(3)]
+
+    assert run(reads()) == [big] * 3
+    assert executor.submits == 0
+
+
+def test_every_prefix_of_a_reply_is_incomplete_and_the_whole_reply_parses():
+    """What the protocol relies on when a reply arrives in pieces: any prefix raises Incomplete
+    (never a wrong value, never an error), the whole reply parses to its end."""
+    from regions.backends.memcached.wire import Incomplete, parse_meta, parse_tagged
+
+    key = b"ns:F2.1.2:key"
+    hit = b"VA 5 t42 k" + key + b"\r\nhello\r\n"
+    miss = b"EN k" + key + b"\r\n"
+    tagged = hit + b"VALUE tag:a 0 2\r\n17\r\nEND\r\n"
+    cases = [
+        (hit, parse_meta, key, ((b"hello", 42), len(hit))),
+        (miss, parse_meta, key, (None, len(miss))),
+        (tagged, parse_tagged, (key, [b"tag:a", b"tag:b"]),
+         (((b"hello", 42), {b"tag:a": b"17"}), len(tagged))),
+    ]
+    for reply, parse, arg, whole in cases:
+        for cut in range(len(reply)):
+            with pytest.raises(Incomplete):
+                parse(reply[:cut], arg)
+        assert parse(reply, arg) == whole
