@@ -25,6 +25,11 @@ What each test guards:
   a miss, counted as rejected, recomputed and rewritten.
 * ``test_a_cancelled_read_never_leaves_its_reply_to_the_next``: a caller cancelled while its ``mg``
   is in flight closes that connection; the next read gets its own reply.
+* ``test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss``: the tagged hit (entry and tag
+  counters, one round trip) on the loop too, and a tag bump makes it a miss at once.
+* ``test_a_large_single_item_arrives_in_many_chunks``: a 700 KB item read on the loop, whole.
+* ``test_every_prefix_of_a_reply_is_incomplete_and_the_whole_reply_parses``: the parsers the
+  blocking socket and the protocol share never read a partial reply as a value or an error.
 """
 
 from __future__ import annotations

@@ -151,7 +151,10 @@ class AsyncEntries(Protocol):
     cannot be done on it, it awaits on :attr:`Store.executor`), and uses connections of the running
     loop only: loops differ per thread, and a forked child must not use its parent's connections.
     A network failure it meets counts for the backend's breaker as the blocking path's would.
-    ``aget_entry_tagged`` is the same for :meth:`Backend.get_entry_tagged`, where a backend has it."""
+
+    ``aget_entry_tagged(key, names)``, also optional, is the same for
+    :meth:`Backend.get_entry_tagged`: where a namespace manager has it, a coroutine's tagged hit is
+    read on the loop too (:class:`regions.tags.view.LoopTaggedView`)."""
 
     namespace: str
 
