@@ -55,7 +55,7 @@ class Connection(asyncio.Protocol):
         self.outage = outage
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        #: Loop time the request in flight was sent at (:meth:`LoopPool._watch`).
+        #: Loop time the request in flight was sent at (:meth:`LoopPool.watch`).
         self.sent_at = 0.0
         self._waiter: asyncio.Future[Any] | None = None
         self._parse: Parser = parse_meta
@@ -193,7 +193,9 @@ class LoopPool:
         outages = self.node.breaker.outages
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.outage == outages:
+            # (closing: the transport saw the link drop, connection_lost is yet to run; a request
+            # written to it now would be dropped silently and wait for its timeout)
+            if not conn.closed and conn.outage == outages and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn
             conn.close()
             self.made -= 1
