@@ -144,6 +144,9 @@ class Case:
     per_call_ns: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     batch: int = 0
+    #: An event loop: ``call()`` then returns an awaitable, awaited in a coroutine on this loop
+    #: (the batch loop runs inside that coroutine, so only the awaits are timed, not the loop's start).
+    loop: Any = None
 
 
 @dataclass
@@ -199,15 +202,49 @@ def time_batch(call: Callable[[], object], n: int) -> float:
             gc.enable()
 
 
+async def atime_batch(call: Callable[[], Any], n: int) -> float:
+    """:func:`time_batch` for a ``call`` returning an awaitable: awaited ``n`` times in a row."""
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await call()
+        return (time.perf_counter_ns() - start) / n
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def time_case(case: Case, n: int) -> float:
+    """Nanoseconds per call of ``case`` over ``n`` calls (awaited on its loop if it has one)."""
+    if case.loop is None:
+        return time_batch(case.call, n)
+    return case.loop.run_until_complete(atime_batch(case.call, n))
+
+
+def calibrate_case(case: Case, seconds: float) -> int:
+    if case.loop is None:
+        return calibrate(case.call, seconds)
+    n = 16
+    while True:
+        per_call = time_case(case, n)
+        if per_call * n >= seconds * 1e8 or n >= 1 << 22:  # a tenth of the batch time, in ns
+            break
+        n *= 4
+    best = min(per_call, time_case(case, n), time_case(case, n))
+    return max(1, int(seconds * 1e9 / max(best, 1.0)))
+
+
 def run_group(group: Group, rounds: int, batch_seconds: float) -> None:
     for case in group.all:
-        case.call()  # warm: first-use costs (connections, generation reads) are not hits
-        case.batch = calibrate(case.call, batch_seconds)
+        time_case(case, 1)  # warm: first-use costs (connections, generation reads) are not hits
+        case.batch = calibrate_case(case, batch_seconds)
     for r in range(rounds):
         order = group.all if r % 2 == 0 else list(reversed(group.all))
         this_round = {}
         for case in order:
-            this_round[case.name] = time_batch(case.call, case.batch)
+            this_round[case.name] = time_case(case, case.batch)
         floor = this_round[group.floor.name]
         for case in group.all:
             case.per_call_ns.append(this_round[case.name])
@@ -374,7 +411,7 @@ def memcached_group(server: Memcached) -> Group:
 
 
 def redis_group(server: RedisServer) -> Group:
-    """(g) A Redis region's hit against a raw redis-py ``GET`` + ``pickle.loads`` of the same item,
+    """(h) A Redis region's hit against a raw redis-py ``GET`` + ``pickle.loads`` of the same item,
     on a client of its own; and the ways to also learn the entry's remaining life in the same round
     trip (the region sends ``GET`` + ``PTTL`` together on one pooled connection)."""
     import redis
@@ -414,7 +451,7 @@ def redis_group(server: RedisServer) -> Group:
         return loads(memoryview(data)[offset:])[2]
 
     group = Group(
-        "(g) redis hit",
+        "(h) redis hit",
         Case("raw redis-py GET + pickle.loads, same item", raw_get, note="floor"),
         [
             Case("regions redis region (GET+PTTL, one send)", functools.partial(product_list, 42),
@@ -427,6 +464,102 @@ def redis_group(server: RedisServer) -> Group:
     group.checks.append((region, "regions redis region"))
     group.manager = manager  # type: ignore[attr-defined]  # kept open while the group runs
     return group
+
+
+class WithoutLoopReads:
+    """A namespace manager seen without its read on the event loop (no ``aget_entry``): the engine
+    then reads on the store's I/O threads, as every coroutine's hit did before (the reference)."""
+
+    def __init__(self, ns: Any) -> None:
+        self._ns = ns
+        self.namespace = ns.namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("aget_"):
+            raise AttributeError(name)
+        return getattr(self._ns, name)
+
+
+def async_group(server: Memcached) -> Group:
+    """(g): an ``async def`` function's memcached hit, against the sync raw GET of the same item."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    manager = make_manager({"amc": {"BACKEND": "memcached", "LOCATION": server.address, "TIMEOUT": 3600}},
+                           key_prefix="bench")
+
+    @manager.region("amc")
+    async def product_list(category):
+        return PAYLOAD
+
+    region = manager["amc"]
+    assert loop.run_until_complete(product_list(42)) == PAYLOAD  # stored: every call from now is a hit
+    wire = product_list.cache_key(42)
+    assert isinstance(wire, str), "the region could not read its generation counters"
+    key = wire.rsplit(":", 1)[1]
+    old_ns = WithoutLoopReads(region.namespace(f"{product_list.__module__}.{product_list.__qualname__}"))
+
+    async def unreachable() -> object:
+        raise AssertionError("the thread-hop reference missed")
+
+    def thread_hop():
+        return region.aget_or_create_in(old_ns, key, unreachable, 3600)
+
+    assert loop.run_until_complete(thread_hop()) == PAYLOAD, "the reference reads another key"
+    region.reset_stats()
+    raw = raw_reader(server.server, wire)
+    group = Group(
+        "(g) async memcached hit, on the event loop (target: regions / sync raw GET)",
+        Case("sync raw GET + pickle.loads, same item", raw, note="floor"),
+        [
+            Case("regions async hit (on the loop)", functools.partial(product_list, 42), target=1.30,
+                 loop=loop),
+            Case("regions async hit via I/O threads (before)", thread_hop, loop=loop),
+            Case("sync raw GET + pickle.loads, another client", raw_reader(server.server, wire)),
+        ],
+        notes=["a coroutine's hit is awaited in a loop inside one coroutine; the floor is the sync "
+               "raw GET of (a), of the very item the async function stored",
+               "the 'before' row reads through the store's I/O threads (run_in_executor), as every "
+               "coroutine's hit did before reads on the loop"],
+    )
+    group.checks.append((region, "regions async hits"))
+
+    async def executor_get():
+        return await asyncio.get_running_loop().run_in_executor(None, raw)
+
+    group.cases.append(Case("run_in_executor around the raw GET", executor_get, loop=loop))
+    try:
+        import aiomcache
+
+        offset = pickle_offset(raw_blob(server.server, wire))
+        client = loop.run_until_complete(_make_aiomcache(aiomcache, server))
+        bkey = wire.encode()
+        loads = pickle.loads
+
+        async def aiomcache_get():
+            return loads(memoryview(await client.get(bkey))[offset:])[2]
+
+        assert loop.run_until_complete(aiomcache_get()) == PAYLOAD
+        group.cases.append(Case("aiomcache GET + pickle.loads (async raw)", aiomcache_get, loop=loop))
+    except ImportError:
+        group.skipped.append("aiomcache not installed (pip install aiomcache): no async raw reference")
+    return group
+
+
+async def _make_aiomcache(aiomcache: Any, server: Memcached) -> Any:
+    return aiomcache.Client(server.server[0], server.port, pool_size=2)
+
+
+def raw_blob(server: tuple[str, int], wire: str) -> bytes:
+    from pymemcache.client.base import Client
+
+    client = Client(server)
+    try:
+        blob = client.get(wire)
+    finally:
+        client.close()
+    assert blob is not None
+    return blob
 
 
 def request_group() -> Group:
@@ -924,8 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--threads", default="1,2,8",
                         help="thread counts of the concurrency group (default 1,2,8; 1 is a reference)")
-    parser.add_argument("--groups", default="abcdefg",
-                        help="groups to run, e.g. 'ad' (default abcdefg: all)")
+    parser.add_argument("--groups", default="abcdefgh",
+                        help="groups to run, e.g. 'ad' (default abcdefgh: all)")
     args = parser.parse_args(argv)
     try:
         threads = sorted({int(n) for n in args.threads.split(",") if n.strip()})
@@ -934,8 +1067,8 @@ def main(argv: list[str] | None = None) -> int:
     if not threads or min(threads) < 1:
         parser.error("--threads: counts must be >= 1")
     wanted = set(args.groups.lower())
-    if not wanted or wanted - set("abcdefg"):
-        parser.error("--groups takes letters among a, b, c, d, e, f, g")
+    if not wanted or wanted - set("abcdefgh"):
+        parser.error("--groups takes letters among a, b, c, d, e, f, g, h")
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import regions
@@ -951,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
     groups: list[Group | Concurrency] = []
     fill = ""
     try:
-        if wanted & {"a", "d", "e", "f"}:
+        if wanted & {"a", "d", "e", "f", "g"}:
             # One worker thread: every connection is served by the same thread (see memcached_group).
             servers.append(Memcached(threads=1))
         if "a" in wanted:
@@ -989,6 +1122,12 @@ def main(argv: list[str] | None = None) -> int:
             finish_tiers(e)
             groups.append(e)
 
+        if "g" in wanted:
+            g = async_group(servers[0])
+            # short interleaved batches, as (a): network hits on both sides
+            run_group(g, rounds * 10, batch_seconds / 25)
+            groups.append(g)
+
         if "f" in wanted:
             f = django_group(servers[0])
             # short interleaved batches, as (a): network hits on both sides
@@ -996,12 +1135,12 @@ def main(argv: list[str] | None = None) -> int:
             finish_django(f)
             groups.append(f)
 
-        if "g" in wanted:
+        if "h" in wanted:
             redis_server = RedisServer()
             try:
-                g = redis_group(redis_server)
-                run_group(g, rounds * 10, batch_seconds / 25)  # network hits: as (a)
-                groups.append(g)
+                h = redis_group(redis_server)
+                run_group(h, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                groups.append(h)
             finally:
                 redis_server.stop()
     finally:

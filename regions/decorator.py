@@ -27,7 +27,7 @@ from .errors import ConfigurationError
 from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
 from .tags import TagSpec, uncached
-from .tags.view import TaggedView
+from .tags.view import LoopTaggedView, TaggedView
 
 if TYPE_CHECKING:
     from .backends.contract import Backend, Entries
@@ -159,15 +159,16 @@ def decorate(
 
 
 def _entries(
-    b: Binding[Any, Any], spec: TagSpec | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    b: Binding[Any, Any], spec: TagSpec | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+    view: type[TaggedView] = TaggedView,
 ) -> Entries | None:
-    """Where this call's entry lives: the function's namespace, a view of it that adds the versions
-    of the call's tags, or ``None``: the call skips the cache (its tags' data changed in a
+    """Where this call's entry lives: the function's namespace, a ``view`` of it that adds the
+    versions of the call's tags, or ``None``: the call skips the cache (its tags' data changed in a
     transaction not yet committed)."""
     if spec is None:
         return b.ns
     names = spec.names(args, kwargs)
-    return None if uncached(names) else TaggedView(b.ns, names)
+    return None if uncached(names) else view(b.ns, names)
 
 
 def _prepared(
@@ -308,7 +309,12 @@ def _async_wrapper(
             key = b.make_key(args, kwargs)
         except BindError:
             return await func(*args, **kwargs)
-        ns = b.ns if spec is None else _entries(b, spec, args, kwargs)
+        ns: Entries | None
+        if spec is None:
+            ns = b.ns
+        else:  # a backend reading tagged entries on the loop needs no I/O thread for a hit either
+            view = LoopTaggedView if hasattr(b.ns, "aget_entry_tagged") else TaggedView
+            ns = _entries(b, spec, args, kwargs, view)
         if ns is None:
             return await func(*args, **kwargs)
         creator = functools.partial(func, *args, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from . import keys
 from . import trace as _trace
-from .backends.contract import Backend, Entries, Entry, Lease, SharedLock, Store, make_entry
+from .backends.contract import AsyncEntries, Backend, Entries, Entry, Lease, SharedLock, Store, make_entry
 from .engine import Engine
 from .engine.marks import InvalidationMarks
 from .errors import BackendUnavailable, LockTimeout, UnstorableValue
@@ -212,6 +212,48 @@ class Region:
             return None, False
         if fresh:
             stats.hits += 1
+        return entry, fresh
+
+    async def aread(self, ns: AsyncEntries, key: Hashable) -> tuple[Entry | None, bool]:
+        """:meth:`read` for coroutines, through the backend's read on the event loop
+        (:class:`~regions.backends.contract.AsyncEntries`): the same counts, checks and failure
+        policy. (:meth:`read` writes its checks out for speed; :meth:`_judged` is the same.)"""
+        stats = self.counts
+        stats.calls += 1
+        try:
+            if stats.calls % READ_SAMPLE or not self.store.timed:
+                entry = await ns.aget_entry(key)
+            else:
+                start = time.perf_counter()
+                entry = await ns.aget_entry(key)
+                elapsed = time.perf_counter() - start
+                stats.timed_time += elapsed
+                stats.timed += 1
+                if self.on_timing is not None:
+                    self.on_timing(elapsed)
+        except RejectedEntry as exc:
+            self.reject(ns, key, str(exc))  # type: ignore[arg-type]
+            return None, False
+        except Exception as exc:
+            self.failed("get", exc)
+            return None, False
+        return self._judged(ns, key, entry)
+
+    def _judged(self, ns: Any, key: Hashable, entry: Any) -> tuple[Entry | None, bool]:
+        """What :meth:`read` makes of what the backend returned: a miss, a rejected malformed
+        entry, or the entry and whether it is fresh (then a hit)."""
+        if entry is None:
+            return None, False
+        try:
+            if type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+                raise TypeError
+            ttl = entry[1]
+            fresh = ttl is None or entry[0] + ttl > time.time()
+        except TypeError:  # not an entry, or stored_at / ttl are not numbers
+            self.reject(ns, key, f"a malformed entry ({type(entry).__name__})")
+            return None, False
+        if fresh:
+            self.counts.hits += 1
         return entry, fresh
 
     def lookup(self, ns: Entries, key: Hashable, default: Any = None) -> Any:

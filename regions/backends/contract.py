@@ -6,6 +6,7 @@ The interfaces, each small:
   plus region-wide operations (``clear``, ``ping``, ``count``);
 * :class:`Backend`, a Beaker :class:`~beaker.container.NamespaceManager` with one instance per
   namespace, which reads and writes entries in that store;
+* :class:`AsyncEntries` (optional), a namespace manager's read on the event loop for coroutines;
 * :class:`SharedLock`, the cross-process creation lock of one key (:meth:`Backend.shared_lock`);
 * leases (optional, :meth:`Backend.lease` / :meth:`Backend.set_entry_leased`): a computation takes
   one before it starts, and its store is refused when the key was deleted meanwhile (in any process);
@@ -46,9 +47,9 @@ from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
 
-__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "LEASE_SECONDS", "Backend", "BeakerLock", "Entries", "Entry",
-           "Lease", "LogStorage", "SharedLock", "Store", "TagVersions", "is_fresh", "is_servable",
-           "make_entry", "poll"]
+__all__ = ["BOOKKEEPING", "COMMON_OPTIONS", "LEASE_SECONDS", "AsyncEntries", "Backend", "BeakerLock",
+           "Entries", "Entry", "Lease", "LogStorage", "SharedLock", "Store", "TagVersions", "is_fresh",
+           "is_servable", "make_entry", "poll"]
 
 Entry = tuple[float, float | None, Any]
 #: What :meth:`Backend.lease` returns: opaque, handed back to :meth:`Backend.set_entry_leased` as it is.
@@ -140,6 +141,28 @@ class Entries(Protocol):
     def shared_lock(self, key: Hashable) -> SharedLock | None: ...
     def lease(self, key: Hashable) -> Lease | None: ...
     def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool: ...
+
+
+class AsyncEntries(Protocol):
+    """Optional: the read of :class:`Entries` for coroutines, on the event loop. A backend whose
+    namespace manager has ``aget_entry`` serves an ``async def`` function's hits without a hop to
+    :attr:`Store.executor` (memcached: :mod:`regions.backends.memcached.aio`); without it, the read
+    runs on the I/O threads, as every other backend call of a coroutine does (misses, locks, leases
+    and stores always do).
+
+    ``aget_entry`` returns and raises exactly what ``get_entry`` does (the region applies the same
+    checks and failure policy, :meth:`regions.region.Region.aread`), must never block the loop (what
+    cannot be done on it, it awaits on :attr:`Store.executor`), and uses connections of the running
+    loop only: loops differ per thread, and a forked child must not use its parent's connections.
+    A network failure it meets counts for the backend's breaker as the blocking path's would.
+
+    ``aget_entry_tagged(key, names)``, also optional, is the same for
+    :meth:`Backend.get_entry_tagged`: where a namespace manager has it, a coroutine's tagged hit is
+    read on the loop too (:class:`regions.tags.view.LoopTaggedView`)."""
+
+    namespace: str
+
+    async def aget_entry(self, key: Hashable) -> Entry | None: ...
 
 
 class Store:

@@ -1,8 +1,12 @@
 """The compute-once protocol (:mod:`regions.engine.protocol`) driven by coroutines.
 
 Backend calls run on the store's I/O threads, never on the event loop (in-process stores: on the
-loop, they do no I/O). The computation of a flight runs in a task of its own: a caller cancelled
-while waiting leaves the others waiting; the computation is cancelled only when no caller is left.
+loop, they do no I/O), except the first read of a call when the backend reads on the loop itself
+(:class:`~regions.backends.contract.AsyncEntries`: a hit then needs no thread). Re-reads after a
+miss, locks, leases and stores stay on the I/O threads.
+
+The computation of a flight runs in a task of its own: a caller cancelled while waiting leaves the
+others waiting; the computation is cancelled only when no caller is left.
 """
 
 from __future__ import annotations
@@ -59,7 +63,10 @@ async def aget_or_create(
     if not region.store.active:
         return await creator()
     seq = FLIGHTS.completed
-    entry, fresh = await call_io(engine, region.read, ns, key)
+    if hasattr(ns, "aget_entry"):  # the backend reads on the loop (AsyncEntries): no thread hop
+        entry, fresh = await region.aread(ns, key)  # type: ignore[arg-type]
+    else:
+        entry, fresh = await call_io(engine, region.read, ns, key)
     if fresh:
         return entry[2]  # type: ignore[index]
     call = Call(region, engine.storage, ns, key, entry, seq, ttl)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -96,3 +97,38 @@ class TaggedView:
 
     def do_remove(self) -> None:
         self.ns.do_remove()
+
+
+class LoopTaggedView(TaggedView):
+    """A :class:`TaggedView` over a namespace manager that reads on the event loop
+    (``aget_entry_tagged``, :class:`~regions.backends.contract.AsyncEntries`): a coroutine's tagged
+    hit needs no I/O thread. Creating missing versions (a miss) runs on the store's I/O threads.
+    (:meth:`TaggedView.get_entry` is written out again here, awaited, rather than split: it is the
+    sync tagged hit's path.)"""
+
+    __slots__ = ()
+
+    async def aget_entry(self, key: Hashable) -> Entry | None:
+        names = list(self.names)
+        try:
+            entry, versions = await self.ns.aget_entry_tagged(key, names)
+        except RejectedEntry as exc:
+            found = exc.tag_versions
+            if found is not None and None not in found:
+                self.versions = tuple(found)  # type: ignore[arg-type]  # no None: checked above
+            raise
+        if None in versions:
+            loop = asyncio.get_running_loop()
+            created = await loop.run_in_executor(self.store.executor, self.ns.create_tags, key, names)
+            self.versions = tuple(created)
+            return None
+        current = self.versions = tuple(versions)
+        if entry is None:
+            return None
+        slot = entry[2]
+        if (
+            type(slot) is not tuple or len(slot) != 4 or slot[0] != STAMP
+            or slot[2] != current or slot[1] != self.names
+        ):
+            return None
+        return (entry[0], entry[1], slot[3])

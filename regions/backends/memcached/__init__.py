@@ -24,19 +24,25 @@
   absent, then ``gets`` the key's cas unique; its store is a ``cas`` with it. A delete of the key
   by any process meanwhile makes that ``cas`` fail, so an obsolete value is never stored over an
   invalidation ("Scaling Memcache at Facebook", NSDI 2013). A hit costs the one ``mg`` it did.
+* Coroutines' hits (:meth:`MemcachedNamespaceManager.aget_entry`, ``aget_entry_tagged``) send the
+  same ``mg`` on the event loop, through a small pool per loop and server (:mod:`.aio`), with the
+  same parser, signature check and breaker: no I/O thread. Their misses, leases and stores, and
+  the parts of a split value, run on the store's I/O threads.
 * Connections are pooled per server, at most ``max_connections`` whatever the number of threads;
   a server that fails is skipped until it answers again (:mod:`.nodes`,
   :mod:`regions.breaker`); invalidations that could not reach it are replayed first.
 
 This module holds the store and the namespace manager; each holds its parts as collaborators:
 :mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
-:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.keys` (valid memcached keys),
+:mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.aio` (the hit on the event
+loop), :mod:`.keys` (valid memcached keys),
 :mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
 and :mod:`.sync_log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -255,7 +261,19 @@ class MemcachedNamespaceManager(Backend):
         return self._current
 
     def wire_key(self, key: Hashable) -> str:
-        prefix, wires = self._generation()
+        return self._wire(self._generation(), key)
+
+    def _synced(self) -> tuple[str, dict[Hashable, str]] | None:
+        """:meth:`_generation` when it needs no network read now, else ``None``."""
+        current = self._current
+        synced_at = self._synced_at
+        store = self.store
+        if time.monotonic() - synced_at < store.sync_interval and synced_at > store.cleared_at:
+            return current
+        return None
+
+    def _wire(self, current: tuple[str, dict[Hashable, str]], key: Hashable) -> str:
+        prefix, wires = current
         wire = wires.get(key)
         if wire is None:
             text = str(key)
@@ -291,6 +309,38 @@ class MemcachedNamespaceManager(Backend):
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             found = self.parts.get(node, wire, found)
+        return self._rebased(found, left)
+
+    async def aget_entry(self, key: Hashable) -> Entry | None:
+        """:meth:`get_entry` for coroutines (:class:`~regions.backends.contract.AsyncEntries`): the
+        ``mg`` on the running loop's own connection (:mod:`.aio`), no I/O thread. What would block
+        runs on the store's I/O threads instead: a re-read of the generation counters (every
+        ``sync_interval`` seconds) and the parts of a value too large for one item."""
+        store = self.store
+        current = self._synced()
+        if current is None:
+            current = await asyncio.get_running_loop().run_in_executor(store.executor, self._generation)
+        wire = self._wire(current, key)
+        nodes = store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        try:
+            hit = await node.aio.pool().get(raw)
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        if hit is None:
+            return None
+        data, left = hit
+        try:
+            found = unseal(store.signer, raw, data)
+        except Placeholder:
+            return None  # a computation of this key is under way elsewhere: a miss
+        if found[0] == HEAD_MARK:  # a head naming its parts: read them on an I/O thread
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(store.executor, self.parts.get, node, wire, found)
         return self._rebased(found, left)
 
     def _rebased(self, entry: Entry | None, left: int) -> Entry | None:
@@ -343,6 +393,42 @@ class MemcachedNamespaceManager(Backend):
             raise
         if entry[0] == HEAD_MARK:
             entry = self.parts.get(node, wire, entry)
+        return self._rebased(entry, left), versions
+
+    async def aget_entry_tagged(
+        self, key: Hashable, names: list[str]
+    ) -> tuple[Entry | None, list[int | None]]:
+        """:meth:`get_entry_tagged` for coroutines, on the loop as :meth:`aget_entry` is."""
+        store = self.store
+        current = self._synced()
+        if current is None:
+            current = await asyncio.get_running_loop().run_in_executor(store.executor, self._generation)
+        wire = self._wire(current, key)
+        nodes = store.nodes
+        node = nodes.single or nodes.node_for(wire)
+        if node.breaker.down:
+            raise BackendUnavailable(node.unavailable)
+        raw = wire.encode()
+        tag_keys = self._tag_keys(names)
+        try:
+            hit, found = await node.aio.pool().get_tagged(raw, tag_keys)
+        except NETWORK_ERRORS as exc:
+            node.breaker.trip(exc)
+            raise
+        versions = [as_int(found.get(k)) for k in tag_keys]
+        if hit is None:
+            return None, versions
+        data, left = hit
+        try:
+            entry = unseal(store.signer, raw, data)
+        except Placeholder:
+            return None, versions
+        except RejectedEntry as exc:
+            exc.tag_versions = versions
+            raise
+        if entry[0] == HEAD_MARK:
+            loop = asyncio.get_running_loop()
+            entry = await loop.run_in_executor(store.executor, self.parts.get, node, wire, entry)
         return self._rebased(entry, left), versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:

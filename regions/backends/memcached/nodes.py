@@ -38,6 +38,7 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError, MemcacheUnknownC
 from ...breaker import Breaker
 from ...errors import BackendUnavailable
 from ...throttle import shown
+from .aio import LoopPools
 from .pool import Pool
 from .wire import as_int, not_a_number
 
@@ -177,6 +178,8 @@ class Node:
         self.store = store
         name = f"cache region {store.region!r}: memcached {self.label}"
         self.pool = Pool(self._client, store.max_connections, store.timeout, name)
+        #: Connections of each event loop, for coroutines' hits (:mod:`.aio`).
+        self.aio = LoopPools(self)
         self.host = _attach(self)
         self.breaker = self.host.breaker
         # too many invalidations pending for this node: a region-wide clear stands for them all
@@ -246,6 +249,7 @@ class Node:
         self.backlog.drop()  # (the store said how many die with it)
         _detach(self)
         self.pool.close()
+        self.aio.close()
 
 
 class Nodes:

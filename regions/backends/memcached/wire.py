@@ -13,6 +13,8 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 * :func:`get`: one key, the plain hit. A reply that is not exactly
   ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
 * :func:`get_tagged`: ``mg <entry> v t k`` and ``get <counter> ...`` in one send, the tagged hit.
+* :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
+  I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -77,53 +79,95 @@ def get_tagged(
     Returns what :func:`get` returns for ``key``, and ``{counter: value}`` of the counters found."""
     sock = connected(client)
     try:
-        request = b"mg " + key + _META_FLAGS
-        if counters:
-            request += b"get " + b" ".join(counters) + b"\r\n"
-        sock.sendall(request)
+        sock.sendall(tagged_request(key, counters))
         entry, buf, pos = _meta_reply(sock, sock.recv(_RECV), key)
-        found: dict[bytes, bytes] = {}
         if not counters:
             if pos != len(buf):
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            return entry, found
+            return entry, {}
         while True:
-            end = buf.find(b"\r\n", pos)
-            while end < 0:
-                buf = buf[pos:] + _more(sock)
-                pos, end = 0, buf.find(b"\r\n")
-            if end - pos == 3 and buf[pos:end] == b"END":
-                if end + 2 != len(buf):
-                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-                return entry, found
-            head = buf[pos:end].split(b" ")
-            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
-                refused(buf[pos:end])
-            start = end + 2
-            stop = start + int(head[3])
-            while len(buf) < stop + 2:
-                buf += _more(sock)
-            if buf[stop : stop + 2] != b"\r\n":
+            try:
+                found, end = parse_values(buf, pos, counters)
+            except Incomplete:
+                buf, pos = buf[pos:] + _more(sock), 0
+                continue
+            if end != len(buf):
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            found[head[1]] = buf[start:stop]
-            pos = stop + 2
+            return entry, found
     except BaseException:
         client.close()  # never leave unread bytes for the next command
         raise
 
 
-def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
-    """Read the reply to ``mg <key> v t k`` at the start of ``buf`` (receiving more as needed):
-    ``(value and seconds left, or None; the buffer; where the next reply starts in it)``."""
+def tagged_request(key: bytes, counters: list[bytes]) -> bytes:
+    """The bytes of the tagged hit's request: ``mg <key> v t k``, then ``get <counter> ...``."""
+    request = b"mg " + key + _META_FLAGS
+    if counters:
+        request += b"get " + b" ".join(counters) + b"\r\n"
+    return request
+
+
+def parse_tagged(
+    buf: bytes, request: tuple[bytes, list[bytes]]
+) -> tuple[tuple[tuple[bytes, int] | None, dict[bytes, bytes]], int]:
+    """The reply to :func:`tagged_request` of ``request`` (``(key, counters)``) at the start of
+    ``buf``, read without I/O: ``((what parse_meta returns, {counter: value}), where it ends)``.
+    Raises :class:`Incomplete` as :func:`parse_meta` does."""
+    key, counters = request
+    entry, pos = parse_meta(buf, key)
+    if not counters:
+        return (entry, {}), pos
+    found, end = parse_values(buf, pos, counters)
+    return (entry, found), end
+
+
+def parse_values(buf: bytes, pos: int, counters: list[bytes]) -> tuple[dict[bytes, bytes], int]:
+    """The reply to ``get <counter> ...`` at ``pos`` in ``buf``, read without I/O: ``({counter:
+    value} of those found, where the reply ends)``. Raises :class:`Incomplete` when ``buf`` holds
+    only part of it, and what :func:`refused` raises for a line that is no ``VALUE`` of a counter
+    asked for."""
+    found: dict[bytes, bytes] = {}
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            raise Incomplete(0)
+        if end - pos == 3 and buf[pos:end] == b"END":
+            return found, end + 2
+        head = buf[pos:end].split(b" ")
+        if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
+            refused(buf[pos:end])
+        start = end + 2
+        stop = start + int(head[3])
+        if len(buf) < stop + 2:
+            raise Incomplete(stop + 2)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+        found[head[1]] = buf[start:stop]
+        pos = stop + 2
+
+
+class Incomplete(Exception):
+    """The buffer holds only the start of a reply: ``need`` is the length it must reach first
+    (0: the first line is not complete yet, any more bytes may do)."""
+
+    def __init__(self, need: int = 0) -> None:
+        self.need = need
+
+
+def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
+    """The reply to ``mg <key> v t k`` at the start of ``buf``, read without I/O (the blocking
+    socket of :func:`get` and the asyncio protocol of :mod:`.aio` both use it): ``(value and
+    seconds left, or None; where the next reply starts in buf)``. Raises :class:`Incomplete`
+    when ``buf`` holds only part of the reply, and what :func:`refused` raises for a reply that is
+    not exactly ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n``."""
     end = buf.find(b"\r\n")
-    while end < 0:
-        buf += _more(sock)
-        end = buf.find(b"\r\n")
+    if end < 0:
+        raise Incomplete(0)
     head = buf[:end].split(b" ")
     if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
         if head[1:] != [b"k" + key] and len(head) > 1:
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-        return None, buf, end + 2
+        return None, end + 2
     if head[0] != b"VA" or len(head) != 4:
         refused(buf[:end])
     left: int | None = None
@@ -138,10 +182,22 @@ def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | 
     start = end + 2
     stop = start + int(head[1])
     if len(buf) < stop + 2:
-        buf = _read_rest(sock, buf, stop + 2)
+        raise Incomplete(stop + 2)
     if buf[stop : stop + 2] != b"\r\n":
         raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
-    return (buf[start:stop], left), buf, stop + 2
+    return (buf[start:stop], left), stop + 2
+
+
+def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
+    """:func:`parse_meta` on ``buf``, receiving more from ``sock`` until the reply is whole:
+    ``(value and seconds left, or None; the buffer; where the next reply starts in it)``."""
+    while True:
+        try:
+            found, pos = parse_meta(buf, key)
+        except Incomplete as short:
+            buf = _read_rest(sock, buf, short.need) if short.need else buf + _more(sock)
+            continue
+        return found, buf, pos
 
 
 def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:

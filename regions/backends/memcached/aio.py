@@ -1,0 +1,352 @@
+"""The hit's meta get on the event loop: an asyncio protocol and a small pool per loop and server.
+
+A coroutine's hit (:meth:`~regions.backends.memcached.MemcachedNamespaceManager.aget_entry`) sends
+the same ``mg <key> v t k`` as the blocking path (:func:`.wire.get`) and reads the reply with the
+same parser (:func:`.wire.parse_meta`), on a connection of the running loop's own, so it needs no
+I/O thread. Everything else (misses, leases, stores, locks, counters, a value in parts) stays on
+the store's I/O threads.
+
+* **One pool per event loop and server** (:class:`LoopPools` of a :class:`~.nodes.Node`, the
+  :class:`LoopPool` of each loop): a transport belongs to the loop that made it, so two loops (in
+  two threads) never share one. At most ``max_connections`` per loop; a caller finding none idle
+  waits for one, at most ``timeout`` seconds. A pool whose loop is closed is dropped.
+* **One request at a time per connection**, answered or the connection closed: a timeout
+  (``timeout``: one timer per pool, set for the earliest deadline), a reply out of step, a garbage
+  reply or a cancelled caller closes it, so no connection is ever left with unread bytes that the
+  next request would take for its own reply.
+* **The server's breaker** (:mod:`regions.breaker`) is the one the blocking path uses: a network
+  failure here marks the server down for every caller, thread or coroutine, in every region on it.
+  A connection made before the last outage began is not reused (the server may have restarted).
+* **Fork**: a forked child builds new nodes (:meth:`~regions.backends.memcached.MemcachedStore.after_fork`),
+  so it never writes to its parent's transports; :class:`LoopPools` also checks the process id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+from ...errors import PoolExhausted
+from .wire import Incomplete, parse_meta, parse_tagged, tagged_request
+
+if TYPE_CHECKING:
+    from .nodes import Node
+
+_META_FLAGS = b" v t k\r\n"
+_OUT_OF_STEP = "a reply that does not answer this get (connection dropped)"
+_CLOSED = "the server closed the connection"
+#: Reads a reply from the start of a buffer: ``parse(buf, arg) -> (result, where it ends)``.
+Parser = Callable[[bytes, Any], tuple[Any, int]]
+
+
+class Connection(asyncio.Protocol):
+    """One connection to a memcached server on one loop: one ``mg`` in flight at most."""
+
+    def __init__(self, pool: LoopPool, outage: int) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        #: The breaker's outage count when the connection was made (:meth:`LoopPool.take`).
+        self.outage = outage
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        #: Loop time the request in flight was sent at (:meth:`LoopPool.watch`).
+        self.sent_at = 0.0
+        self._waiter: asyncio.Future[Any] | None = None
+        self._parse: Parser = parse_meta
+        self._arg: Any = b""
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._need = 0
+
+    # asyncio.Protocol -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():  # bytes nobody asked for: out of step
+            self._fail(MemcacheUnexpectedCloseError(_OUT_OF_STEP))
+            return
+        chunks = self._chunks
+        chunks.append(data)
+        self._size += len(data)
+        if self._size < self._need:
+            return  # a large value: join once it is all here
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            found, end = self._parse(buf, self._arg)
+        except Incomplete as short:
+            self._chunks = [buf]
+            self._need = short.need or self._size + 1
+            return
+        except Exception as exc:  # garbage: an error line, a malformed header
+            self._fail(exc)
+            return
+        if end != len(buf):
+            self._fail(MemcacheUnexpectedCloseError(_OUT_OF_STEP))
+            return
+        self._done()
+        waiter.set_result(found)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc if isinstance(exc, OSError) else MemcacheUnexpectedCloseError(_CLOSED))
+
+    # requests ---------------------------------------------------------------------------------------
+    def request(self, data: bytes, parse: Parser, arg: Any) -> asyncio.Future[Any]:
+        """Send ``data``; the future's result is what ``parse(reply, arg)`` reads from the reply."""
+        loop = self.loop
+        waiter = self._waiter = loop.create_future()
+        self._parse = parse
+        self._arg = arg
+        self.sent_at = loop.time()
+        pool = self.pool
+        if pool.watching is None:
+            pool.watch()
+        self.transport.write(data)  # type: ignore[union-attr]
+        return waiter
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a request is in flight (sent, not answered)."""
+        return self._waiter is not None
+
+    def timed_out(self) -> None:
+        pool = self.pool
+        self._fail(TimeoutError(f"memcached {pool.node.label} did not answer within {pool.timeout:g} s"))
+
+    def _done(self) -> None:
+        self._waiter = None
+        self._chunks = []
+        self._size = self._need = 0
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the request in flight with ``exc`` and close: the connection is never reused."""
+        waiter = self._waiter
+        self._done()
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+
+
+class LoopPool:
+    """The connections of one loop to one server (see the module docstring)."""
+
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
+        self.loop = loop
+        store = node.store
+        self.max_size = store.max_connections
+        self.timeout = store.timeout
+        self.connect_timeout = store.connect_timeout
+        self.idle: collections.deque[Connection] = collections.deque()
+        self.made = 0
+        #: Every open connection (for :meth:`watch`).
+        self.conns: set[Connection] = set()
+        #: The timer of :meth:`watch`, while one is set.
+        self.watching: asyncio.TimerHandle | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def get(self, key: bytes) -> tuple[bytes, int] | None:
+        """``(value, seconds left)`` of ``key`` (encoded), or ``None``: :func:`.wire.get` on the loop.
+        Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker."""
+        conn = self.take() or await self._acquire_slow()  # (_request written out: the hit's path)
+        try:
+            return await conn.request(b"mg " + key + _META_FLAGS, parse_meta, key)
+        except BaseException:
+            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
+            raise
+        finally:
+            self.release(conn)
+
+    async def get_tagged(
+        self, key: bytes, counters: list[bytes]
+    ) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
+        """:func:`.wire.get_tagged` on the loop (raises as :meth:`get` does)."""
+        return await self._request(tagged_request(key, counters), parse_tagged, (key, counters))
+
+    async def _request(self, data: bytes, parse: Parser, arg: Any) -> Any:
+        conn = self.take() or await self._acquire_slow()
+        try:
+            return await conn.request(data, parse, arg)
+        except BaseException:
+            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
+            raise
+        finally:
+            self.release(conn)
+
+    def take(self) -> Connection | None:
+        """An idle connection made since the server's last outage began, or ``None``."""
+        idle = self.idle
+        outages = self.node.breaker.outages
+        while idle:
+            conn = idle.pop()
+            # (closing: the transport saw the link drop, connection_lost is yet to run; a request
+            # written to it now would be dropped silently and wait for its timeout)
+            if not conn.closed and conn.outage == outages and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+            conn.close()
+            self.made -= 1
+            self.conns.discard(conn)
+        return None
+
+    async def _acquire_slow(self) -> Connection:
+        deadline = self.loop.time() + self.timeout
+        while True:
+            conn = self.take()
+            if conn is not None:
+                return conn
+            if self.made < self.max_size:
+                self.made += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self.made -= 1
+                    self._wake()
+                    raise
+            left = deadline - self.loop.time()
+            if left <= 0:
+                raise PoolExhausted(
+                    f"{self.node.pool.name}: all {self.max_size} connections of this event loop stayed "
+                    f"busy for {self.timeout:g} s; raise OPTIONS max_connections, or lower the load"
+                )
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _connect(self) -> Connection:
+        node = self.node
+        outage = node.breaker.outages
+        host, port = node.server
+        try:
+            _transport, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: Connection(self, outage), host, port),
+                self.connect_timeout,
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"memcached {node.label}: no connection within {self.connect_timeout:g} s"
+            ) from exc
+        self.conns.add(conn)
+        return conn
+
+    def watch(self) -> None:
+        """Time the requests in flight out: one timer per pool, set for the earliest deadline (not
+        one per request: a hit then costs no timer of the loop's)."""
+        now = self.loop.time()
+        earliest = None
+        for conn in list(self.conns):
+            if conn.waiting:
+                deadline = conn.sent_at + self.timeout
+                if deadline <= now:
+                    conn.timed_out()
+                elif earliest is None or deadline < earliest:
+                    earliest = deadline
+        if earliest is None:  # (called by a request about to be sent: it is in flight already)
+            earliest = now + self.timeout
+        self.watching = self.loop.call_at(earliest, self._check)
+
+    def _check(self) -> None:
+        self.watching = None
+        if any(conn.waiting for conn in self.conns):
+            self.watch()
+
+    def release(self, conn: Connection) -> None:
+        if conn.closed:
+            self.made -= 1
+            self.conns.discard(conn)
+        else:
+            self.idle.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close the idle connections (on the loop's own thread; one in use closes when released)."""
+        while self.idle:
+            conn = self.idle.pop()
+            conn.close()
+            self.made -= 1
+            self.conns.discard(conn)
+        if self.watching is not None and not self.conns:
+            self.watching.cancel()
+            self.watching = None
+
+
+class LoopPools:
+    """A node's :class:`LoopPool` for each event loop that reads through it."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.pid = os.getpid()
+        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
+        self._lock = threading.Lock()
+        #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
+        self._last: tuple[Any, LoopPool | None] = (None, None)
+
+    def pool(self) -> LoopPool:
+        """The running loop's pool."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        return last[1] if last[0] is loop else self._pool(loop)  # type: ignore[return-value]
+
+    def _pool(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
+        if self.pid != os.getpid():  # a forked child: the parent's transports are not its own
+            raise RuntimeError("memcached: a forked child used its parent's connections")
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                for other in [other for other in self._pools if other.is_closed()]:
+                    del self._pools[other]  # its sockets close with their transports
+                pool = self._pools[loop] = LoopPool(self.node, loop)
+            self._last = (loop, pool)
+            return pool
+
+    def loops(self) -> int:
+        """How many loops have a pool here (open ones)."""
+        with self._lock:
+            return sum(1 for loop in self._pools if not loop.is_closed())
+
+    def close(self) -> None:
+        """Close every loop's idle connections, each on its own loop."""
+        with self._lock:
+            pools, self._pools = list(self._pools.items()), {}
+            self._last = (None, None)
+        for loop, pool in pools:
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                pool.close()
+            else:
+                try:
+                    loop.call_soon_threadsafe(pool.close)
+                except RuntimeError:
+                    pass  # closed meanwhile
