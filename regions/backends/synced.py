@@ -47,7 +47,8 @@ class SyncedMemoryStore(MemoryStore):
         super().__init__(region, location, options, **kwargs)
         self.sync_with = str(self.options["sync_with"])
         interval = float(self.options.get("sync_interval", 1.0))
-        self.sync = LocalSync(region, self.identity, interval, self._apply)
+        self.sync = LocalSync(region, self.identity, interval, self._apply,
+                              push=bool(self.options.get("push", True)))
         self.local_tags = LocalVersions()
         self.tags = PublishedVersions(self.local_tags, self.sync)
         #: Told what each invalidation from another process covers, before it is applied (the
@@ -76,6 +77,10 @@ class SyncedMemoryStore(MemoryStore):
     def after_fork(self) -> None:
         super().after_fork()
         self.sync.after_fork()
+
+    def close(self) -> None:
+        super().close()
+        self.sync.close()
 
     def extra_stats(self) -> dict[str, Any]:
         return self.sync.stats()
