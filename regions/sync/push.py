@@ -108,8 +108,8 @@ class Waker:
                 # restarted empty (its counter went back: a reset), without waiting for a record
                 self.wakes += bool(news)
                 sync.look()
-                if log.seen == seen:  # the look did not move on (failed, or a counter behind its
-                    self._stopped.wait(min(sync.interval, BACKOFF_MOST))  # records): no busy loop
+                if news and log.seen == seen:  # news, yet the look did not move on (it failed, or a
+                    self._stopped.wait(min(sync.interval, BACKOFF_MOST))  # counter is behind): no busy loop
         finally:
             self.up = False
             close = getattr(storage, "close_waiting", None)
