@@ -6,6 +6,9 @@ The seed's LocalSyncCache, made whole: not only ``clear()`` but ``invalidate(arg
 stays a dict lookup; at most once per ``sync_interval`` one caller reads the log (one round trip
 when nothing changed). While the log cannot be read, only entries stored in the last
 ``sync_interval`` seconds are served (an invalidation made elsewhere meanwhile could not be seen).
+Over a redis region the log is also pushed (:mod:`regions.sync.push`; OPTIONS ``push``, on by
+default): a thread waits on it and applies another process's invalidation within milliseconds; the
+looks every ``sync_interval`` go on as the fallback.
 """
 
 from __future__ import annotations

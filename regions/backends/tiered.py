@@ -5,8 +5,9 @@ region's memcached servers or folder, under this region's own keys), and keeps w
 value computed in one process is stored in both tiers, so the other processes read it from the
 shared tier instead of computing it again (and the shared tier's creation lock makes one process
 compute). Invalidations delete from both tiers and travel to every process's local tier through
-the invalidation log (:mod:`regions.sync`) within ``sync_interval``. While the log cannot be
-read, local entries older than ``sync_interval`` are not served (the shared tier still is).
+the invalidation log (:mod:`regions.sync`) within ``sync_interval`` (over a redis region: pushed,
+within milliseconds, :mod:`regions.sync.push`; OPTIONS ``push``). While the log cannot be read,
+local entries older than ``sync_interval`` are not served (the shared tier still is).
 
 The shared tier is a store of its own (:meth:`~regions.backends.contract.Store.derive`): ``clear()`` of this
 region never clears the ``over`` region's entries, nor the other way round.
