@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 WAIT = 1.0
 #: Seconds before the first retry of a failed wait; doubled up to :data:`BACKOFF_MOST`.
 BACKOFF_FIRST = 0.05
-BACKOFF_MOST = 5.0
+BACKOFF_MOST = 2.0
 
 
 def can_wait(storage: Any) -> bool:

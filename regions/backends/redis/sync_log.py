@@ -106,11 +106,11 @@ class RedisLog:
         store = self.store
         if store.breaker.down:  # the breaker's probe says when to try again
             raise BackendUnavailable(store.unavailable)
-        client = self._waiting
-        if client is None or self._waiting_pid != os.getpid():  # a forked child: never the parent's
-            client = self._waiting = store.waiting_client()
-            self._waiting_pid = os.getpid()
         try:
+            client = self._waiting
+            if client is None or self._waiting_pid != os.getpid():  # a forked child: never the parent's
+                client = self._waiting = store.waiting_client()  # (a cluster's asks for its slots)
+                self._waiting_pid = os.getpid()
             return client.xread({self.stream_key: f"{after}-1"}, count=1, block=block)
         except store.network_errors as exc:
             self.close_waiting()  # a read cut short leaves its reply unread: a new connection
