@@ -200,7 +200,8 @@ def test_counters_in_stats(deployment: Any, region: str) -> None:
 
 
 def test_settings_that_name_no_shared_region_are_refused() -> None:
-    with pytest.raises(regions.ConfigurationError, match=r"'local'.*sync_with='nowhere'.*memcached or file"):
+    with pytest.raises(regions.ConfigurationError,
+                       match=r"'local'.*sync_with='nowhere'.*memcached, redis or file"):
         regions.CacheManager({"local": {"BACKEND": "memory", "OPTIONS": {"sync_with": "nowhere"}}})
     with pytest.raises(regions.ConfigurationError, match=r"'hot'.*over='mem' names a 'memory' region"):
         regions.CacheManager(

@@ -185,6 +185,8 @@ class Store:
     #: Threads of :attr:`executor`: the most backend calls coroutines have under way at once.
     io_threads: ClassVar[int] = 8
 
+    #: Its :meth:`sync_storage` logs offer ``wait`` (:class:`LogStorage`): invalidations are pushed.
+    pushes: ClassVar[bool] = False
     #: Entries leave the process (memcached, files): they are tagged by :attr:`signer`.
     signs: ClassVar[bool] = False
 

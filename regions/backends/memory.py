@@ -22,6 +22,8 @@ class MemoryStore(Store):
                       "invalidations to every process (regions.backends.synced)"),
         "sync_interval": ((int, float), 1.0, "with sync_with: seconds between looks at other processes' "
                           "invalidations"),
+        "push": ((bool,), True, "with sync_with on a redis region: apply other processes' invalidations "
+                 "the moment they are logged (False: only every sync_interval)"),
     }
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:

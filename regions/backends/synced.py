@@ -6,6 +6,9 @@ The seed's LocalSyncCache, made whole: not only ``clear()`` but ``invalidate(arg
 stays a dict lookup; at most once per ``sync_interval`` one caller reads the log (one round trip
 when nothing changed). While the log cannot be read, only entries stored in the last
 ``sync_interval`` seconds are served (an invalidation made elsewhere meanwhile could not be seen).
+Over a redis region the log is also pushed (:mod:`regions.sync.push`; OPTIONS ``push``, on by
+default): a thread waits on it and applies another process's invalidation within milliseconds; the
+looks every ``sync_interval`` go on as the fallback.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class SyncedMemoryStore(MemoryStore):
         super().__init__(region, location, options, **kwargs)
         self.sync_with = str(self.options["sync_with"])
         interval = float(self.options.get("sync_interval", 1.0))
-        self.sync = LocalSync(region, self.identity, interval, self._apply)
+        self.sync = LocalSync(region, self.identity, interval, self._apply,
+                              push=bool(self.options.get("push", True)))
         self.local_tags = LocalVersions()
         self.tags = PublishedVersions(self.local_tags, self.sync)
         #: Told what each invalidation from another process covers, before it is applied (the
@@ -76,6 +80,10 @@ class SyncedMemoryStore(MemoryStore):
     def after_fork(self) -> None:
         super().after_fork()
         self.sync.after_fork()
+
+    def close(self) -> None:
+        super().close()
+        self.sync.close()
 
     def extra_stats(self) -> dict[str, Any]:
         return self.sync.stats()

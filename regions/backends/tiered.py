@@ -5,8 +5,9 @@ region's memcached servers or folder, under this region's own keys), and keeps w
 value computed in one process is stored in both tiers, so the other processes read it from the
 shared tier instead of computing it again (and the shared tier's creation lock makes one process
 compute). Invalidations delete from both tiers and travel to every process's local tier through
-the invalidation log (:mod:`regions.sync`) within ``sync_interval``. While the log cannot be
-read, local entries older than ``sync_interval`` are not served (the shared tier still is).
+the invalidation log (:mod:`regions.sync`) within ``sync_interval`` (over a redis region: pushed,
+within milliseconds, :mod:`regions.sync.push`; OPTIONS ``push``). While the log cannot be read,
+local entries older than ``sync_interval`` are not served (the shared tier still is).
 
 The shared tier is a store of its own (:meth:`~regions.backends.contract.Store.derive`): ``clear()`` of this
 region never clears the ``over`` region's entries, nor the other way round.
@@ -106,6 +107,8 @@ class TieredStore(Store):
                  "holding the shared tier"),
         "max_entries": ((int,), 10_000, "entries kept in each process before the least recently used go"),
         "sync_interval": ((int, float), 1.0, "seconds between looks at other processes' invalidations"),
+        "push": ((bool,), True, "over a redis region: apply other processes' invalidations the moment "
+                 "they are logged (False: only every sync_interval)"),
     }
 
     def __init__(self, region: str, location: Any, options: Any, **kwargs: Any) -> None:
@@ -119,7 +122,8 @@ class TieredStore(Store):
         self.over = str(self.options["over"])
         self.local = MemoryStore(region, None, {"max_entries": int(self.options.get("max_entries", 10_000))})
         interval = float(self.options.get("sync_interval", 1.0))
-        self.sync = LocalSync(region, self.identity, interval, self._apply)
+        self.sync = LocalSync(region, self.identity, interval, self._apply,
+                              push=bool(self.options.get("push", True)))
         self.far: Store = self.local  # the shared tier, from link()
         self.tags: SharedTierVersions = SharedTierVersions(self)
         #: Told what each invalidation from another process covers (see the synced store's).
@@ -172,6 +176,7 @@ class TieredStore(Store):
 
     def close(self) -> None:
         super().close()
+        self.sync.close()
         if self.far is not self.local:
             self.far.close()
 

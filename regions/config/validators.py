@@ -311,6 +311,34 @@ def references(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
                 )
 
 
+def push(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
+    """OPTIONS ``push``: E005 on a memory region without ``sync_with`` (nothing to push); W011 (a
+    warning) when ``push: True`` is written for a region whose log cannot be pushed (only a redis
+    region's can: memcached and files are polled every ``sync_interval``)."""
+    for name, settings in regions.items():
+        options = settings["OPTIONS"]
+        if "push" not in options or "push" not in settings["STORE"].options_schema:
+            continue
+        link = "over" if settings["BACKEND"] == "tiered" else "sync_with"
+        target = regions.get(options.get(link) or "")
+        if link == "sync_with" and not options.get("sync_with"):
+            yield Problem(
+                "E005", name, "OPTIONS.push",
+                f"region {name!r}: option 'push' applies only to a memory region with 'sync_with'",
+                "remove 'push', or add 'sync_with' naming a redis region",
+            )
+        elif options["push"] is True and target is not None and not getattr(target["STORE"], "pushes", False):
+            yield Problem(
+                "W011", name, "OPTIONS.push",
+                f"region {name!r}: push=True has no effect: {link}={options[link]!r} is a "
+                f"{target['BACKEND']!r} region, which cannot push invalidations (they arrive within "
+                "sync_interval)",
+                f"name a redis region in {link!r} for push, or remove 'push' (lower sync_interval to "
+                "see invalidations sooner)",
+                level="warning",
+            )
+
+
 def memcached_expiry(regions: Mapping[str, Mapping[str, Any]]) -> Iterator[Problem]:
     """W010 (a warning): a memcached region, or a tiered region over one, whose TIMEOUT (plus
     ``stale``) ends after 2038-01-19 03:14:07 UTC, the latest expiry memcached takes. Its entries
@@ -373,5 +401,6 @@ REGION_VALIDATORS: tuple[Validator, ...] = (
 #: Validators of the accepted regions taken together, run after every region's own.
 CROSS_REGION_VALIDATORS: tuple[Callable[[Mapping[str, Mapping[str, Any]]], Iterable[Problem]], ...] = (
     references,
+    push,
     memcached_expiry,
 )

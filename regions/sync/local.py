@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import BackendUnavailable, ConfigurationError
 from ..throttle import LOG_EVERY, Throttle
 from .log import SyncLog
+from .push import Waker, can_wait, started
 from .records import Record
 
 if TYPE_CHECKING:
@@ -44,7 +46,12 @@ class LocalSync:
     :meth:`check` / :meth:`trusted` only when they say so."""
 
     def __init__(
-        self, region: str, identity: str, interval: float, apply: Callable[[list[Record] | None], None]
+        self,
+        region: str,
+        identity: str,
+        interval: float,
+        apply: Callable[[list[Record] | None], None],
+        push: bool = True,
     ) -> None:
         self.region = region
         #: Names the log on the shared storage: the same in every process with these settings.
@@ -60,6 +67,11 @@ class LocalSync:
         self.synced_at = -math.inf
         self.counts = {"own_clears": 0, "received_clears": 0, "received_invalidations": 0, "resets": 0,
                        "sync_failures": 0}
+        #: Wait on the log for news (:mod:`regions.sync.push`) where its storage can: OPTIONS ``push``.
+        self.push = push
+        self._pushes = False
+        self._waker: Waker | None = None
+        self._closed = False
         #: Times changes were applied: a reader of the shared tier compares it before and after.
         self.applied = 0
         self._lock = threading.Lock()
@@ -77,6 +89,12 @@ class LocalSync:
             )
         self.shared = shared
         self.log = SyncLog(storage)
+        self._pushes = self.push and can_wait(storage)
+
+    @property
+    def pushes(self) -> bool:
+        """Whether invalidations are pushed here (the log's storage can wait, and ``push`` is on)."""
+        return self._pushes
 
     def check(self) -> None:
         """Look at the log if it is time (one caller at a time; the others go on meanwhile).
@@ -90,6 +108,8 @@ class LocalSync:
             if now < self.due:
                 return
             self.due = now + self.interval
+            if self._pushes and not self._closed:  # this process's waker, started lazily
+                self._waker = started(self._waker, self)
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
@@ -99,6 +119,10 @@ class LocalSync:
                                  daemon=True).start()
         finally:
             self._lock.release()
+
+    def look(self) -> None:
+        """Look at the log now (a push said there is news), whatever :attr:`due` says."""
+        self._look(_monotonic())
 
     def _look(self, now: float) -> None:
         assert self.log is not None
@@ -133,15 +157,35 @@ class LocalSync:
         """While the log cannot be read: only entries stored less than ``interval`` seconds ago."""
         return not self.degraded or entry[0] > time.time() - self.interval
 
+    def close(self) -> None:
+        """The store closes: its waker (if any) ends after its current wait."""
+        self._closed = True
+        waker, self._waker = self._waker, None
+        if waker is not None and waker.pid == os.getpid():
+            waker.stop()
+
     def after_fork(self) -> None:
-        """A forked child may have copied the lock held by a parent's thread: a new one."""
+        """A forked child may have copied the lock held by a parent's thread: a new one. The
+        parent's waker is not the child's: the child starts its own at its next look."""
         self._lock = threading.Lock()
         self._looking = threading.Lock()
+        self._waker = None
+        if self._pushes:  # the child's first call looks, and starts its waker
+            self.due = -math.inf
         if self.log is not None:
             self.log.after_fork()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "synced_ago": _monotonic() - self.synced_at if self.synced_at > 0 else None}
+        """The counters; with push, ``pushed`` (looks a record woke), ``push_failures`` (failed
+        waits) and ``push_up`` (whether the last wait worked)."""
+        out = {**self.counts, "synced_ago": _monotonic() - self.synced_at if self.synced_at > 0 else None}
+        if self._pushes:
+            waker = self._waker
+            mine = waker is not None and waker.pid == os.getpid()
+            out["pushed"] = waker.wakes if waker is not None and mine else 0
+            out["push_failures"] = waker.failures if waker is not None and mine else 0
+            out["push_up"] = bool(mine and waker is not None and waker.up)
+        return out
 
 
 def note_changes(note: Note | None, changes: list[Record] | None) -> None:

@@ -65,6 +65,7 @@ class RedisStore(Store):
 
     name = "redis"
     needs_location = True
+    pushes = True
     signs = True
     key_limit = KEY_LIMIT
     options_schema = settings.SCHEMA
@@ -226,6 +227,10 @@ class RedisStore(Store):
             return bool(self.client.ping())
         except Exception:
             return False
+
+    def waiting_client(self) -> Any:
+        """A client of one connection of its own, for a blocking read (a log's ``wait``)."""
+        return self._clients.make_client(self.location, {**self.options, "max_connections": 1})
 
     def sync_storage(self, name: str) -> Any:
         from .sync_log import RedisLog

@@ -7,7 +7,10 @@
   (``MAXLEN ~``). A counter that went below the stream's last id (rewritten by something else) is
   raised above it: readers see a gap, and reset.
 * ``records`` is one ``XRANGE``; :meth:`RedisLog.wait` blocks on ``XREAD BLOCK`` until a record
-  after a given ``seq`` exists (the push path of phase 2; polling needs only the first three).
+  after a given ``seq`` exists (the push path, :mod:`regions.sync.push`; polling needs only the
+  first three). It waits on a connection of its own (one client of one connection per log and
+  process, made in the process that waits), never on one the hits' pool lends: a blocked read
+  never keeps a hit waiting for a connection. Its failures mark the server down like any other.
 * Counter and stream share a hash tag, so both are in one slot of a Redis Cluster (the script
   touches both).
 * An append made while the server is down is queued on its breaker and replayed before the server
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from ...errors import BackendUnavailable
 from ...sync.log import MAX_GAP
 from ..wire_keys import digest
 
@@ -66,6 +71,9 @@ class RedisLog:
         slot = "{" + digest(name)[:24] + "}"  # one slot for both keys; braces of the name never count
         self.seq_key = f"~sync:{slot}:seq"
         self.stream_key = f"~sync:{slot}:records"
+        #: The client :meth:`wait` blocks on, and the process it was made in.
+        self._waiting: Any = None
+        self._waiting_pid = 0
 
     def head(self) -> int:
         def head(client: Any) -> int:
@@ -94,8 +102,29 @@ class RedisLog:
         found = self.store.guarded_call(lambda c: c.xrange(self.stream_key, f"{first}-0", f"{last}-1"))
         return {_seq(stream_id): fields[b"r"] for stream_id, fields in found if b"r" in fields}
 
-    def _read_after(self, after: int, block: int, client: Any) -> Any:
-        return client.xread({self.stream_key: f"{after}-1"}, count=1, block=block)
+    def _read_after(self, after: int, block: int) -> Any:
+        store = self.store
+        if store.breaker.down:  # the breaker's probe says when to try again
+            raise BackendUnavailable(store.unavailable)
+        try:
+            client = self._waiting
+            if client is None or self._waiting_pid != os.getpid():  # a forked child: never the parent's
+                client = self._waiting = store.waiting_client()  # (a cluster's asks for its slots)
+                self._waiting_pid = os.getpid()
+            return client.xread({self.stream_key: f"{after}-1"}, count=1, block=block)
+        except store.network_errors as exc:
+            self.close_waiting()  # a read cut short leaves its reply unread: a new connection
+            store.failed(exc)
+            raise
+
+    def close_waiting(self) -> None:
+        """Close the client :meth:`wait` blocks on (the waiting thread ends, or its read failed)."""
+        client, self._waiting = self._waiting, None
+        if client is not None and self._waiting_pid == os.getpid():
+            try:
+                client.close()
+            except Exception:
+                pass
 
     def wait(self, after: int, timeout: float) -> bool:
         """Block until a record after ``after`` exists, or ``timeout`` seconds pass (``XREAD
@@ -107,7 +136,7 @@ class RedisLog:
         while True:
             left = deadline - time.monotonic()
             block = max(1, int(min(left, piece) * 1000))
-            found = self.store.guarded_call(functools.partial(self._read_after, after, block))
+            found = self._read_after(after, block)
             if found:
                 return True
             if deadline - time.monotonic() <= 0:
