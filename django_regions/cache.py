@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
@@ -173,25 +173,34 @@ class RegionCache(BaseCache):
         return value
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        found = {}
-        for key in keys:
-            value = self.get(key, _MISSING, version=version)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        """One backend call for all keys (memcached: one round trip per server)."""
+        _, region, ns, copies = self._binding()
+        wanted: dict[Hashable, Any] = {self.make_and_validate_key(key, version=version): key for key in keys}
+        found = region.read_many(ns, list(wanted))
+        return {wanted[k]: self._decode(copies, entry[2]) for k, entry in found.items()}
 
     def set_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        return [
-            key for key, value in data.items()
-            if not self._set(self.make_and_validate_key(key, version=version), value, timeout)
-        ]
+        """One backend call for all keys (memcached: one pipelined ``set`` per server); returns the
+        keys that could not be stored, as Django's backends do."""
+        _, region, ns, copies = self._binding()
+        ttl = self._ttl(timeout)
+        # every value encoded first: an unpicklable one raises before anything is stored
+        entries: dict[Hashable, tuple[Any, Any]] = {
+            self.make_and_validate_key(key, version=version): (key, self._encode(copies, value))
+            for key, value in data.items()
+        }
+        if ttl is not None and ttl <= 0:
+            failed = region.remove_many(ns, list(entries))
+        else:
+            failed = region.put_many(ns, {k: make_entry(v, ttl) for k, (_, v) in entries.items()})
+        return [entries[k][0] for k in failed]
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """One backend call for all keys (memcached: pipelined ``delete ... noreply`` and ``mn``)."""
         _, region, ns, _copies = self._binding()
-        for key in keys:
-            region.remove(ns, self.make_and_validate_key(key, version=version))
+        region.remove_many(ns, [self.make_and_validate_key(key, version=version) for key in keys])
 
     def clear(self) -> None:
         """Drop the entries of this alias's ``KEY_PREFIX`` in the region (other prefixes, the
