@@ -29,7 +29,13 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    InvalidCacheBackendError,
+    default_key_func,
+    memcache_key_warnings,
+)
 
 import regions
 from regions import manager as _manager
@@ -40,6 +46,8 @@ from regions.region import UNREADABLE, Region
 __all__ = ["RegionCache"]
 
 _MISSING = object()
+#: Keys :meth:`RegionCache.get` remembers made and validated (cleared when full).
+_MADE_SIZE = 4096
 T = TypeVar("T")
 
 
@@ -59,6 +67,8 @@ class RegionCache(BaseCache):
         self._qualname = f"~django:{len(prefix)}:{prefix}"
         self._bound: tuple[int, Region, Backend, bool] | None = None
         self._bind_lock = threading.Lock()
+        #: ``(key, version) -> make_and_validate_key(key, version)`` of recent ``str`` keys (:meth:`get`).
+        self._made: dict[tuple[str, int | None], str] = {}
         # An unknown LOCATION is reported by `manage.py check` (E020) and raised at first use: Django's
         # own checks build every cache, so raising here would hide the report behind a traceback.
 
@@ -110,8 +120,25 @@ class RegionCache(BaseCache):
     # Django's API -----------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         _, region, ns, copies = self._binding()
-        stored = region.lookup(ns, self.make_and_validate_key(key, version=version), _MISSING)
+        made = self._made.get((key, version)) if type(key) is str else None
+        if made is None:
+            made = self._make_key(key, version)
+        stored = region.lookup(ns, made, _MISSING)
         return default if stored is _MISSING else self._decode(copies, stored)
+
+    def _make_key(self, key: Any, version: int | None) -> str:
+        """``make_and_validate_key``, remembered for ``str`` keys under Django's own key function
+        when the key draws no warning: :meth:`validate_key` would say nothing for it again (a key
+        that warns is validated, and warns, on every call)."""
+        made = self.make_and_validate_key(key, version=version)
+        if (
+            type(key) is str and self.key_func is default_key_func
+            and type(self).validate_key is BaseCache.validate_key and not any(memcache_key_warnings(made))
+        ):
+            if len(self._made) >= _MADE_SIZE:
+                self._made.clear()
+            self._made[(key, version)] = made
+        return made
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         self._set(self.make_and_validate_key(key, version=version), value, timeout)

@@ -339,7 +339,10 @@ class MemcachedNamespaceManager(Backend):
             raise
         finally:
             pool.release(client)
-        versions = [as_int(found.get(k)) for k in tag_keys]
+        versions = [  # as_int, with its common case (a short run of digits) written out
+            int(v) if (v := found.get(k)) is not None and len(v) < 19 and v.isdigit() else as_int(v)
+            for k in tag_keys
+        ]
         if hit is None:
             return None, versions
         data, left = hit
