@@ -527,7 +527,8 @@ def django_group(server: Memcached) -> Group:
     import django_cache
 
     built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
-    return built_group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", built)
+    title = "(f) Django cache: get hit, 20-key batches (targets: RegionCache / PyMemcacheCache, below)"
+    return built_group(title, built)
 
 
 def finish_django(group: Group) -> None:
