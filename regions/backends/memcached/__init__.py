@@ -236,7 +236,7 @@ class MemcachedNamespaceManager(Backend):
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
-        self._tag_keys = self.store.tags.raw_keys  # the tagged hit's counter keys, one hop away
+        self._tag_request = self.store.tags.request  # the tagged hit's counter keys, one hop away
         self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
@@ -329,19 +329,18 @@ class MemcachedNamespaceManager(Backend):
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
         raw = wire.encode()
-        tag_keys = self._tag_keys(names)
+        tag_keys, tail = self._tag_request(names)
         pool = node.pool
         client = pool.acquire()
         try:
-            hit, found = get_tagged(client, raw, tag_keys)
+            hit, values = get_tagged(client, raw, tag_keys, tail)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
         versions = [  # as_int, with its common case (a short run of digits) written out
-            int(v) if (v := found.get(k)) is not None and len(v) < 19 and v.isdigit() else as_int(v)
-            for k in tag_keys
+            int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
         ]
         if hit is None:
             return None, versions

@@ -12,7 +12,8 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 
 * :func:`get`: one key, the plain hit. A reply that is not exactly
   ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
-* :func:`get_tagged`: ``mg <entry> v t k`` and ``get <counter> ...`` in one send, the tagged hit.
+* :func:`get_tagged`: ``mg <entry> v t k`` and ``mg <counter> v`` of each counter in one send, the
+  tagged hit.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -87,82 +88,102 @@ def get(client: Any, key: bytes) -> tuple[bytes, int] | None:
 
 
 def get_tagged(
-    client: Any, key: bytes, counters: list[bytes]
-) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
-    """The tagged hit in one round trip: ``mg <key> v t k`` and ``get <counter> ...`` sent together.
-    Returns what :func:`get` returns for ``key``, and ``{counter: value}`` of the counters found."""
+    client: Any, key: bytes, counters: list[bytes], tail: bytes | None = None
+) -> tuple[tuple[bytes, int] | None, list[bytes | None]]:
+    """The tagged hit in one round trip: ``mg <key> v t k`` and ``mg <counter> v`` of each counter
+    sent together (``tail``: the counters' commands, :func:`counters_request`, when the caller made
+    them already). Returns what :func:`get` returns for ``key``, and each counter's value (``None``
+    where missing), in the order of ``counters``: each ``mg`` has exactly one reply, ``VA`` or
+    ``EN``, and the replies must end exactly with the last counter's."""
     sock = client.sock
     if sock is None or (KERNEL_TIMEOUTS and sock.gettimeout() is not None):
         sock = connected(client)
     try:
-        request = b"mg " + key + _META_FLAGS
-        if counters:
-            request += b"get " + b" ".join(counters) + b"\r\n"
-        sock.sendall(request)
+        if tail is None:
+            tail = counters_request(counters)
+        sock.sendall(b"mg " + key + _META_FLAGS + tail)
         buf = sock.recv(_RECV)
-        if counters:
-            whole = _whole_tagged(buf, key, counters)
-            if whole is not None:
-                return whole
+        whole = _whole_tagged(buf, key, len(counters))
+        if whole is not None:
+            return whole
         entry, buf, pos = _meta_reply(sock, buf, key)
-        found: dict[bytes, bytes] = {}
-        if not counters:
-            if pos != len(buf):
-                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            return entry, found
-        while True:
+        values: list[bytes | None] = []
+        for _ in counters:
             end = buf.find(b"\r\n", pos)
             while end < 0:
                 buf = buf[pos:] + _more(sock)
                 pos, end = 0, buf.find(b"\r\n")
-            if end - pos == 3 and buf[pos:end] == b"END":
-                if end + 2 != len(buf):
-                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-                return entry, found
-            head = buf[pos:end].split(b" ")
-            if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
-                refused(buf[pos:end])
+            line = buf[pos:end]
+            if line == b"EN":
+                values.append(None)
+                pos = end + 2
+                continue
+            if line[:3] != b"VA ":
+                refused(line)
+            if not line[3:].isdigit():  # (an entry's reply, ``VA <bytes> t.. k..``: not a counter's)
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
             start = end + 2
-            stop = start + int(head[3])
+            stop = start + int(line[3:])
             while len(buf) < stop + 2:
                 buf += _more(sock)
             if buf[stop : stop + 2] != b"\r\n":
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            found[head[1]] = buf[start:stop]
+            values.append(buf[start:stop])
             pos = stop + 2
+        if pos != len(buf):
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+        return entry, values
     except BaseException:
         client.close()  # never leave unread bytes for the next command
         raise
 
 
+def counters_request(counters: list[bytes]) -> bytes:
+    """The commands :func:`get_tagged` sends for ``counters``: ``mg <counter> v`` each."""
+    return b"".join([b"mg " + counter + b" v\r\n" for counter in counters])
+
+
 def _whole_tagged(
-    buf: bytes, key: bytes, counters: list[bytes]
-) -> tuple[tuple[bytes, int], dict[bytes, bytes]] | None:
+    buf: bytes, key: bytes, counters: int
+) -> tuple[tuple[bytes, int], list[bytes | None]] | None:
     """The tagged hit's reply when ``buf`` holds all of it and its entry is a hit (the common
-    case), read with one split of the counters' part; ``None``: read it the careful way. A split
-    that misreads (a value holding ``\\r\\n``) gives a piece shorter than its stated length, which
-    is refused here, so what this returns is what the careful reading returns."""
+    case), its counters' part read with one split; ``None``: read it the careful way. A split that
+    misreads (a value holding ``\\r\\n``) gives a piece shorter than its stated length, which is
+    refused here, so what this returns is what the careful reading returns."""
     end = buf.find(b"\r\n")
-    if end < 0 or buf[:3] != b"VA " or buf[-5:] != b"END\r\n":
+    if end < 0 or buf[:3] != b"VA ":
         return None
     head = buf[:end].split(b" ")
     if len(head) != 4 or head[3] != b"k" + key or head[2][:1] != b"t":
         return None
     start = end + 2
     stop = start + int(head[1])
-    if stop + 2 > len(buf) - 5 or buf[stop : stop + 2] != b"\r\n":
+    if buf[stop : stop + 2] != b"\r\n":
         return None
-    pieces = buf[stop + 2 : -5].split(b"\r\n")  # VALUE <key> <flags> <bytes>, <value>, ..., b""
-    if len(pieces) % 2 != 1 or pieces[-1]:
+    pieces = buf[stop + 2 :].split(b"\r\n")  # per counter: VA <bytes>, <value>; or EN. Then b""
+    last = len(pieces) - 1
+    if pieces[last]:
         return None
-    found: dict[bytes, bytes] = {}
-    for i in range(0, len(pieces) - 1, 2):
-        line = pieces[i].split(b" ")
-        value = pieces[i + 1]
-        if len(line) != 4 or line[0] != b"VALUE" or line[1] not in counters or line[3] != b"%d" % len(value):
+    values: list[bytes | None] = []
+    i = 0
+    for _ in range(counters):
+        if i >= last:
             return None
-        found[line[1]] = value
-    return (buf[start:stop], int(head[2][1:])), found
+        line = pieces[i]
+        if line == b"EN":
+            values.append(None)
+            i += 1
+        elif (
+            i + 1 < last and line[:3] == b"VA " and line[3:].isdigit()
+            and int(line[3:]) == len(pieces[i + 1])
+        ):
+            values.append(pieces[i + 1])
+            i += 2
+        else:
+            return None
+    if i != last:
+        return None
+    return (buf[start:stop], int(head[2][1:])), values
 
 
 def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, bytes, int]:
