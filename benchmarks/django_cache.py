@@ -8,7 +8,11 @@ holding the benchmark payload (about 1 KB pickled), on the same memcached server
 * Django's own ``PyMemcacheCache`` (``django.core.cache.backends.memcached``), the reference;
 * ``django_regions.cache.RegionCache`` over a memcached region (signed entries, failure policy,
   stats): the figure issue 10 asks for, as a ratio to ``PyMemcacheCache`` in the same rounds;
-* ``RegionCache`` over a memory region, and Django's ``LocMemCache``: the in-process pair.
+* ``RegionCache`` over a memory region, and Django's ``LocMemCache``: the in-process pair;
+* ``get_many`` / ``set_many`` / ``delete_many`` of :data:`MANY` keys on ``RegionCache`` (memcached
+  region) and on ``PyMemcacheCache``: one round trip per server on both sides (issue 17: at most
+  1.0x Django's). ``set_many`` writes the benchmark payload under each key; ``delete_many`` deletes
+  keys that hold nothing by then on both sides (the batch's cost, not the items').
 
 Django is configured here (``settings.configure``) unless it already is.
 """
@@ -26,6 +30,13 @@ REGION_MC = "RegionCache.get, memcached region"
 REGION_MEM = "RegionCache.get, memory region"
 LOCMEM = "Django LocMemCache.get"
 KEY = "catalog:42"
+MANY = 20
+DJANGO_GET_MANY = f"Django PyMemcacheCache.get_many, {MANY} keys"
+REGION_GET_MANY = f"RegionCache.get_many, {MANY} keys"
+DJANGO_SET_MANY = f"Django PyMemcacheCache.set_many, {MANY} keys"
+REGION_SET_MANY = f"RegionCache.set_many, {MANY} keys"
+DJANGO_DELETE_MANY = f"Django PyMemcacheCache.delete_many, {MANY} keys"
+REGION_DELETE_MANY = f"RegionCache.delete_many, {MANY} keys"
 
 
 @dataclass
@@ -75,16 +86,39 @@ def build(address: str, server: tuple[str, int], secret: str, payload: Any) -> D
     def floor() -> object:
         return loads(get(wire))
 
+    keys = [f"catalog:many:{i}" for i in range(MANY)]
+    many = dict.fromkeys(keys, payload)
+    gone = [f"catalog:gone:{i}" for i in range(MANY)]
+    for cache in (django_mc, region_mc):
+        assert cache.set_many(many, 3600) == []
+        assert cache.get_many(keys) == many
+    manager["shared"].reset_stats()
+
+    def region_get_many() -> object:
+        found = region_mc.get_many(keys)
+        assert len(found) == MANY  # every key a hit (a miss would flatter the region)
+        return found
+
     cases: list[tuple[str, Callable[[], object], str]] = [
         (FLOOR, floor, "floor"),
         (DJANGO_MC, lambda: django_mc.get(KEY), "reference"),
         (REGION_MC, lambda: region_mc.get(KEY), "see below"),
         (LOCMEM, lambda: locmem.get(KEY), "reference"),
         (REGION_MEM, lambda: region_mem.get(KEY), "see below"),
+        (DJANGO_GET_MANY, lambda: django_mc.get_many(keys), "reference"),
+        (REGION_GET_MANY, region_get_many, "see below"),
+        (DJANGO_SET_MANY, lambda: django_mc.set_many(many, 3600), "reference"),
+        (REGION_SET_MANY, lambda: region_mc.set_many(many, 3600), "see below"),
+        (DJANGO_DELETE_MANY, lambda: django_mc.delete_many(gone), "reference"),
+        (REGION_DELETE_MANY, lambda: region_mc.delete_many(gone), "see below"),
     ]
     versus: list[tuple[str, str, str, float | None]] = [
-        ("ratio RegionCache memcached / PyMemcacheCache", REGION_MC, DJANGO_MC, 1.10),
+        ("ratio RegionCache memcached / PyMemcacheCache", REGION_MC, DJANGO_MC, 0.80),
         ("ratio RegionCache memory / LocMemCache", REGION_MEM, LOCMEM, None),
+        (f"ratio get_many / PyMemcacheCache, {MANY} keys", REGION_GET_MANY, DJANGO_GET_MANY, 1.0),
+        (f"ratio set_many / PyMemcacheCache, {MANY} keys", REGION_SET_MANY, DJANGO_SET_MANY, 1.0),
+        (f"ratio delete_many / PyMemcacheCache, {MANY} keys", REGION_DELETE_MANY,
+         DJANGO_DELETE_MANY, 1.0),
     ]
     checks = [(manager["shared"], REGION_MC), (manager["mem"], REGION_MEM)]
 

@@ -286,7 +286,20 @@ def memcached_region(address: str, name: str = "mc"):
 
     assert product_list(42) == PAYLOAD  # stored: every call from now on is a hit
     manager[name].reset_stats()
+    product_list.bench_manager = manager  # type: ignore[attr-defined]  (for tagged_function)
     return manager[name], product_list
+
+
+def tagged_function(manager, name: str = "mc"):
+    """A decorated function of ``manager``'s region ``name`` with 2 tags, its entry stored (every
+    call from now on is a hit: one mg and the counters' get in one send)."""
+
+    @manager.region(name, tags=lambda category: [f"item:{category}", "items"])
+    def product_list_tagged(category):
+        return PAYLOAD
+
+    assert product_list_tagged(42) == PAYLOAD
+    return product_list_tagged
 
 
 def check_hits(region, what: str) -> str | None:
@@ -344,6 +357,16 @@ def raw_reader(server: tuple[str, int], wire: str) -> Callable[[], object]:
     return raw_get
 
 
+MC_PLAIN = "regions memcached region"
+MC_TAGGED = "regions memcached region, 2 tags"
+
+
+def finish_memcached(group: Group) -> None:
+    """(a)'s paired row: the tagged hit against the untagged one, same rounds (issue 17: <= 1.15x)."""
+    group.extra.append(("ratio memcached 2 tags / no tags", MC_TAGGED, MC_PLAIN,
+                        paired_ratio(group, MC_TAGGED, MC_PLAIN), 1.15))
+
+
 def memcached_group(server: Memcached) -> Group:
     region, product_list = memcached_region(server.address)
     # The floor is a raw pymemcache client that this script makes itself (not one of the region's:
@@ -366,11 +389,13 @@ def memcached_group(server: Memcached) -> Group:
         [
             Case("regions memcached region", functools.partial(product_list, 42), target=1.10),
             Case("raw GET + pickle.loads, another raw client", raw_reader(server.server, wire)),
+            Case(MC_TAGGED, functools.partial(tagged_function(product_list.bench_manager), 42)),
         ],
         notes=[f"memcached -t {server.threads}: one worker thread serves every connection, so the "
                "floor's socket and the region's see the same server thread"],
     )
     group.checks.append((region, "regions memcached region"))
+    region.reset_stats()  # (the tagged function's first call was a miss)
 
     try:
         from dogpile.cache import make_region
@@ -724,7 +749,8 @@ def django_group(server: Memcached) -> Group:
     import django_cache
 
     built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
-    return built_group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", built)
+    title = "(f) Django cache: get hit, 20-key batches (targets: RegionCache / PyMemcacheCache, below)"
+    return built_group(title, built)
 
 
 def finish_django(group: Group) -> None:
@@ -1093,6 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
             # and that flips within tens of milliseconds: many short interleaved batches let the
             # floor and each case see the same state, so the per-round ratios stay comparable.
             run_group(a, rounds * 10, batch_seconds / 25)
+            finish_memcached(a)
             groups.append(a)
 
         if "b" in wanted:

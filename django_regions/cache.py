@@ -26,10 +26,16 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheBackendError
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    InvalidCacheBackendError,
+    default_key_func,
+    memcache_key_warnings,
+)
 
 import regions
 from regions import manager as _manager
@@ -40,6 +46,8 @@ from regions.region import UNREADABLE, Region
 __all__ = ["RegionCache"]
 
 _MISSING = object()
+#: Keys :meth:`RegionCache.get` remembers made and validated (cleared when full).
+_MADE_SIZE = 4096
 T = TypeVar("T")
 
 
@@ -59,6 +67,8 @@ class RegionCache(BaseCache):
         self._qualname = f"~django:{len(prefix)}:{prefix}"
         self._bound: tuple[int, Region, Backend, bool] | None = None
         self._bind_lock = threading.Lock()
+        #: ``(key, version) -> make_and_validate_key(key, version)`` of recent ``str`` keys (:meth:`get`).
+        self._made: dict[tuple[str, int | None], str] = {}
         # An unknown LOCATION is reported by `manage.py check` (E020) and raised at first use: Django's
         # own checks build every cache, so raising here would hide the report behind a traceback.
 
@@ -110,8 +120,25 @@ class RegionCache(BaseCache):
     # Django's API -----------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         _, region, ns, copies = self._binding()
-        stored = region.lookup(ns, self.make_and_validate_key(key, version=version), _MISSING)
+        made = self._made.get((key, version)) if type(key) is str else None
+        if made is None:
+            made = self._make_key(key, version)
+        stored = region.lookup(ns, made, _MISSING)
         return default if stored is _MISSING else self._decode(copies, stored)
+
+    def _make_key(self, key: Any, version: int | None) -> str:
+        """``make_and_validate_key``, remembered for ``str`` keys under Django's own key function
+        when the key draws no warning: :meth:`validate_key` would say nothing for it again (a key
+        that warns is validated, and warns, on every call)."""
+        made = self.make_and_validate_key(key, version=version)
+        if (
+            type(key) is str and self.key_func is default_key_func
+            and type(self).validate_key is BaseCache.validate_key and not any(memcache_key_warnings(made))
+        ):
+            if len(self._made) >= _MADE_SIZE:
+                self._made.clear()
+            self._made[(key, version)] = made
+        return made
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         self._set(self.make_and_validate_key(key, version=version), value, timeout)
@@ -173,25 +200,34 @@ class RegionCache(BaseCache):
         return value
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        found = {}
-        for key in keys:
-            value = self.get(key, _MISSING, version=version)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        """One backend call for all keys (memcached: one round trip per server)."""
+        _, region, ns, copies = self._binding()
+        wanted: dict[Hashable, Any] = {self.make_and_validate_key(key, version=version): key for key in keys}
+        found = region.read_many(ns, list(wanted))
+        return {wanted[k]: self._decode(copies, entry[2]) for k, entry in found.items()}
 
     def set_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        return [
-            key for key, value in data.items()
-            if not self._set(self.make_and_validate_key(key, version=version), value, timeout)
-        ]
+        """One backend call for all keys (memcached: one pipelined ``set`` per server); returns the
+        keys that could not be stored, as Django's backends do."""
+        _, region, ns, copies = self._binding()
+        ttl = self._ttl(timeout)
+        # every value encoded first: an unpicklable one raises before anything is stored
+        entries: dict[Hashable, tuple[Any, Any]] = {
+            self.make_and_validate_key(key, version=version): (key, self._encode(copies, value))
+            for key, value in data.items()
+        }
+        if ttl is not None and ttl <= 0:
+            failed = region.remove_many(ns, list(entries))
+        else:
+            failed = region.put_many(ns, {k: make_entry(v, ttl) for k, (_, v) in entries.items()})
+        return [entries[k][0] for k in failed]
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """One backend call for all keys (memcached: pipelined ``delete ... noreply`` and ``mn``)."""
         _, region, ns, _copies = self._binding()
-        for key in keys:
-            region.remove(ns, self.make_and_validate_key(key, version=version))
+        region.remove_many(ns, [self.make_and_validate_key(key, version=version) for key in keys])
 
     def clear(self) -> None:
         """Drop the entries of this alias's ``KEY_PREFIX`` in the region (other prefixes, the

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -325,6 +325,66 @@ class Region:
         except Exception as exc:
             self.failed("delete", exc, reraise=reraise)
             return False
+
+    # batches: one backend call for many keys (memcached: one round trip per server) -------------
+    def read_many(self, ns: Backend, keys: Sequence[Hashable]) -> dict[Hashable, Entry]:
+        """The fresh entries of ``keys`` (Django's ``get_many``): each found counts as a hit, each
+        other key as a miss. A failure is counted once (its keys are misses), an entry not ours is
+        rejected as :meth:`read` does."""
+        stats = self.counts
+        try:
+            found, failure = self._timed(ns.get_entries, keys)
+        except Exception as exc:  # a backend's own get_entries that raised as a whole
+            found, failure = {}, exc
+        if failure is not None:
+            self.failed("get_many", failure)
+        fresh: dict[Hashable, Entry] = {}
+        now = time.time()
+        for key, entry in found.items():
+            if isinstance(entry, RejectedEntry):
+                self.reject(ns, key, str(entry))
+                continue
+            try:
+                if type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+                    raise TypeError
+                ttl = entry[1]
+                if ttl is None or entry[0] + ttl > now:
+                    fresh[key] = entry
+            except TypeError:
+                self.reject(ns, key, f"a malformed entry ({type(entry).__name__})")
+        stats.hits += len(fresh)
+        stats.misses += len(keys) - len(fresh)
+        return fresh
+
+    def put_many(
+        self, ns: Backend, entries: Mapping[Hashable, Entry], operation: str = "set_many"
+    ) -> list[Hashable]:
+        """Store each entry as it is (:meth:`put` of each, in one backend call): the keys not stored.
+        A value that cannot be stored at all raises, whatever the policy."""
+        try:
+            failed, failure = self._timed(ns.set_entries, entries)
+        except UnstorableValue:
+            raise
+        except Exception as exc:
+            failed, failure = list(entries), exc
+        if failure is not None:
+            self.failed(operation, failure)
+        self.counts.sets += len(entries) - len(failed)
+        return failed
+
+    def remove_many(self, ns: Backend, keys: Sequence[Hashable]) -> list[Hashable]:
+        """:meth:`remove` of each key in one backend call: the keys whose delete did not reach the
+        backend (retried where it can be)."""
+        note = self.marks.note
+        for key in keys:
+            note(ns.namespace, key)
+        try:
+            failed, failure = self._timed(ns.delete_entries, keys)
+        except Exception as exc:
+            failed, failure = list(keys), exc
+        if failure is not None:
+            self.failed("delete_many", failure)
+        return failed
 
     def remove_all(self, ns: Backend, operation: str = "invalidate_all") -> bool:
         """Delete every entry of namespace ``ns``; ``False`` when that did not reach the backend (a

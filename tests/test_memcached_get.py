@@ -58,12 +58,15 @@ def test_the_tagged_hit_reads_the_entry_and_the_counters_in_one_send(client):
     client.get("warm-up")
     entry, counters = wire.get_tagged(client, b"t-entry", [b"t-c1", b"t-c2"])
     assert entry is not None and entry[0] == b"END\r\nVA 3 t1 kx\r\n" and entry[1] in (8, 9)
-    assert counters == {b"t-c1": b"12"}
-    assert wire.get_tagged(client, b"t-none", [b"t-c1"]) == (None, {b"t-c1": b"12"})
-    assert wire.get_tagged(client, b"t-none", []) == (None, {})
+    assert counters == [b"12", None]
+    assert wire.get_tagged(client, b"t-none", [b"t-c1"]) == (None, [b"12"])
+    assert wire.get_tagged(client, b"t-none", []) == (None, [])
     big = os.urandom(300_000)
     client.set("t-big", big, noreply=False)
-    assert wire.get_tagged(client, b"t-big", [b"t-c1"]) == ((big, -1), {b"t-c1": b"12"})
+    assert wire.get_tagged(client, b"t-big", [b"t-c1"]) == ((big, -1), [b"12"])
+    client.set("t-c3", b"3\r\nVA 1\r\n4", noreply=False)  # framing in a counter: read whole
+    counters = wire.get_tagged(client, b"t-entry", [b"t-c3", b"t-c2", b"t-c1"])[1]
+    assert counters == [b"3\r\nVA 1\r\n4", None, b"12"]
     assert wire.get(client, b"t-c1") == (b"12", -1)  # still in step
 
 
@@ -73,7 +76,7 @@ def test_a_first_tagged_call_connects(client):
     client_set.set("first-tagged", b"v", expire=30, noreply=False)
     client_set.close()
     entry, counters = wire.get_tagged(client, b"first-tagged", [b"nope"])
-    assert client.sock is not None and entry is not None and entry[0] == b"v" and counters == {}
+    assert client.sock is not None and entry is not None and entry[0] == b"v" and counters == [None]
 
 
 def test_a_reply_for_another_key_is_out_of_step(client):
@@ -85,6 +88,20 @@ def test_a_reply_for_another_key_is_out_of_step(client):
         wire.get(client, b"mine")
     assert client.sock is None
     assert wire.get(client, b"mine") == (b"1", -1)
+
+
+@pytest.mark.parametrize("stale", [b"mg tag-c v\r\n", b"mg tag-entry v t k\r\n", b"version\r\n"])
+def test_a_tagged_reply_out_of_step_drops_the_connection(client, stale):
+    """A reply that arrives before the tagged hit's own (a counter's, the same entry's, another
+    command's) is never taken for it: the call raises a network error and the socket is dropped."""
+    client.set("tag-entry", b"entry", noreply=False)
+    client.set("tag-c", b"7", noreply=False)
+    client.get("warm-up")
+    client.sock.sendall(stale)
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        wire.get_tagged(client, b"tag-entry", [b"tag-c"])
+    assert client.sock is None
+    assert wire.get_tagged(client, b"tag-entry", [b"tag-c"]) == ((b"entry", -1), [b"7"])
 
 
 def test_values_containing_the_protocol_framing(client):

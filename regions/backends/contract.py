@@ -36,13 +36,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
 
 from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
+from ..errors import UnstorableValue
 from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
@@ -377,6 +378,57 @@ class Backend(NamespaceManager):
         ``False`` when the store was refused (not an error: the value is not stored)."""
         self.set_entry(key, entry)
         return True
+
+    # batches (optional: the defaults loop over the single-key calls) ------------------------------
+    def get_entries(
+        self, keys: Sequence[Hashable]
+    ) -> tuple[dict[Hashable, Entry | RejectedEntry], Exception | None]:
+        """The entries of ``keys`` found (an entry that is not ours as its :class:`RejectedEntry`),
+        and the first failure: keys it kept from being read are absent, as misses. memcached: one
+        round trip per server."""
+        found: dict[Hashable, Entry | RejectedEntry] = {}
+        failure: Exception | None = None
+        for key in keys:
+            try:
+                entry = self.get_entry(key)
+            except RejectedEntry as exc:
+                found[key] = exc
+                continue
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            if entry is not None:
+                found[key] = entry
+        return found, failure
+
+    def set_entries(self, entries: Mapping[Hashable, Entry]) -> tuple[list[Hashable], Exception | None]:
+        """Store each entry (plain :meth:`set_entry`, no lease): the keys not stored, and the first
+        failure. A value that cannot be stored at all raises before anything is written where the
+        backend can tell (memcached)."""
+        failed: list[Hashable] = []
+        failure: Exception | None = None
+        for key, entry in entries.items():
+            try:
+                self.set_entry(key, entry)
+            except Exception as exc:
+                if isinstance(exc, UnstorableValue):
+                    raise
+                failed.append(key)
+                failure = failure or exc
+        return failed, failure
+
+    def delete_entries(self, keys: Sequence[Hashable]) -> tuple[list[Hashable], Exception | None]:
+        """Delete each key as :meth:`delete_entry` does (one that fails is retried where the backend
+        can): the keys whose delete did not reach the storage, and the first failure."""
+        failed: list[Hashable] = []
+        failure: Exception | None = None
+        for key in keys:
+            try:
+                self.delete_entry(key)
+            except Exception as exc:
+                failed.append(key)
+                failure = failure or exc
+        return failed, failure
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
         """:meth:`get_entry` and the current versions of tags ``names`` (memcached: one round trip)."""

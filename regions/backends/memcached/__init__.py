@@ -50,7 +50,7 @@ import math
 import pickle
 import secrets
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from pymemcache.client.base import Client
@@ -70,7 +70,10 @@ from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
 from .wire import as_int, get_tagged
+from .wire import delete_many as wire_delete_many
 from .wire import get as wire_get
+from .wire import get_many as wire_get_many
+from .wire import set_many as wire_set_many
 
 log = logging.getLogger("regions")
 #: Seconds within which the writer's clock and the age the server gives an entry are taken to
@@ -239,7 +242,8 @@ class MemcachedNamespaceManager(Backend):
         self._current: tuple[str, dict[Hashable, str]] = ("", {})
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
-        self._tag_keys = self.store.tags.raw_keys  # the tagged hit's counter keys, one hop away
+        self._tag_request = self.store.tags.request  # the tagged hit's counter keys, one hop away
+        self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
 
@@ -354,9 +358,14 @@ class MemcachedNamespaceManager(Backend):
         if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
             return entry
         ttl = entry[1]
-        if type(ttl) is not float and type(ttl) is not int:
-            return entry
-        written = float(time.time()) - (asked(ttl, self.store.stale) - left)
+        lived = self._asked.get(ttl)  # the seconds the server was asked to keep it, per TIMEOUT
+        if lived is None:
+            if type(ttl) is not float and type(ttl) is not int:
+                return entry
+            if len(self._asked) >= 64:  # a few TIMEOUTs per namespace; never grows without bound
+                self._asked.clear()
+            lived = self._asked[ttl] = asked(ttl, self.store.stale)
+        written = time.time() - (lived - left)
         if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
             return entry
         return (written, ttl, entry[2])
@@ -370,17 +379,19 @@ class MemcachedNamespaceManager(Backend):
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
         raw = wire.encode()
-        tag_keys = self._tag_keys(names)
+        tag_keys, tail = self._tag_request(names)
         pool = node.pool
         client = pool.acquire()
         try:
-            hit, found = get_tagged(client, raw, tag_keys)
+            hit, values = get_tagged(client, raw, tag_keys, tail)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
-        versions = [as_int(found.get(k)) for k in tag_keys]
+        versions = [  # as_int, with its common case (a short run of digits) written out
+            int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
+        ]
         if hit is None:
             return None, versions
         data, left = hit
@@ -409,13 +420,13 @@ class MemcachedNamespaceManager(Backend):
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
         raw = wire.encode()
-        tag_keys = self._tag_keys(names)
+        tag_keys, tail = self._tag_request(names)
         try:
-            hit, found = await node.aio.pool().get_tagged(raw, tag_keys)
+            hit, values = await node.aio.pool().get_tagged(raw, tag_keys, tail)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
-        versions = [as_int(found.get(k)) for k in tag_keys]
+        versions = [as_int(v) for v in values]
         if hit is None:
             return None, versions
         data, left = hit
@@ -467,6 +478,148 @@ class MemcachedNamespaceManager(Backend):
         node = self.store.node_for(wire)
         data, expire, _head = self._pack(wire, node, entry)
         self._store(node, "set", wire, data, expire=expire)
+
+    # batches: one round trip per server ------------------------------------------------------
+    def _by_node(self, keys: Sequence[Hashable]) -> dict[Node, list[tuple[Hashable, str]]]:
+        """``keys`` (without duplicates) grouped by the node holding them: ``{node: [(key, wire)]}``."""
+        nodes = self.store.nodes
+        grouped: dict[Node, list[tuple[Hashable, str]]] = {}
+        for key in dict.fromkeys(keys):
+            wire = self.wire_key(key)
+            grouped.setdefault(nodes.single or nodes.node_for(wire), []).append((key, wire))
+        return grouped
+
+    def get_entries(
+        self, keys: Sequence[Hashable]
+    ) -> tuple[dict[Hashable, Entry | RejectedEntry], Exception | None]:
+        """The entries of ``keys``, one pipelined ``mg`` per server (:func:`.wire.get_many`). A
+        server that is down or fails leaves its keys out (misses) and is the failure returned."""
+        found: dict[Hashable, Entry | RejectedEntry] = {}
+        failure: Exception | None = None
+        signer = self.store.signer
+        for node, items in self._by_node(keys).items():
+            if node.breaker.down:
+                failure = failure or BackendUnavailable(node.unavailable)
+                continue
+            raws = [wire.encode() for _, wire in items]
+            pool = node.pool
+            client = pool.acquire()
+            try:
+                hits = wire_get_many(client, raws)
+            except NETWORK_ERRORS as exc:
+                node.breaker.trip(exc)
+                failure = failure or exc
+                continue
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            finally:
+                pool.release(client)
+            for (key, wire), raw in zip(items, raws, strict=True):
+                hit = hits.get(raw)
+                if hit is None:
+                    continue
+                try:
+                    entry = unseal(signer, raw, hit[0])
+                    if type(entry) is tuple and entry and entry[0] == HEAD_MARK:
+                        entry = self.parts.get(node, wire, entry)
+                except Placeholder:
+                    continue
+                except RejectedEntry as exc:
+                    found[key] = exc
+                    continue
+                except Exception as exc:
+                    failure = failure or exc
+                    continue
+                entry = self._rebased(entry, hit[1])
+                if entry is not None:
+                    found[key] = entry
+        return found, failure
+
+    def set_entries(self, entries: Mapping[Hashable, Entry]) -> tuple[list[Hashable], Exception | None]:
+        """Store each entry with one pipelined ``set`` per server (:func:`.wire.set_many`). Every
+        value is pickled first: one that cannot be raises before anything is sent."""
+        store = self.store
+        grouped = self._by_node(list(entries))
+        failed: list[Hashable] = []
+        failure: Exception | None = None
+        for node, items in grouped.items():
+            if node.breaker.down:
+                failed.extend(key for key, _ in items)
+                failure = failure or BackendUnavailable(node.unavailable)
+                continue
+            batch: list[tuple[bytes, bytes, int]] = []
+            keys: list[Hashable] = []
+            for key, wire in items:
+                try:
+                    data, expire, _head = self._pack(wire, node, entries[key])
+                except UnstorableValue:
+                    raise
+                except Exception as exc:  # the parts of a large value could not be written
+                    failed.append(key)
+                    failure = failure or exc
+                    continue
+                batch.append((wire.encode(), data, expire))
+                keys.append(key)
+            pool = node.pool
+            client = pool.acquire()
+            try:
+                results = wire_set_many(client, batch)
+            except Exception as exc:
+                if isinstance(exc, NETWORK_ERRORS):
+                    node.breaker.trip(exc)
+                failed.extend(keys)
+                failure = failure or exc
+                continue
+            finally:
+                pool.release(client)
+            for key, (_wire, data, _expire), refusal in zip(keys, batch, results, strict=True):
+                if refusal is None:
+                    continue
+                failed.append(key)
+                if b"too large" in refusal:
+                    failure = failure or ValueError(
+                        f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
+                        "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
+                    )
+                elif refusal != b"NOT_STORED":
+                    failure = failure or MemcacheServerError(refusal.decode("ascii", "replace"))
+        return failed, failure
+
+    def delete_entries(self, keys: Sequence[Hashable]) -> tuple[list[Hashable], Exception | None]:
+        """Delete ``keys`` with one pipelined ``delete ... noreply`` and ``mn`` per server
+        (:func:`.wire.delete_many`); a server that is down or fails gets each of its deletes
+        retried before it serves reads again, as :meth:`delete_entry` does."""
+        try:
+            grouped = self._by_node(keys)
+        except Exception as exc:  # no key can be built (no counter readable): bump the namespace
+            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
+            return list(keys), exc
+        failed: list[Hashable] = []
+        failure: Exception | None = None
+        for node, items in grouped.items():
+            problem: Exception | None = None
+            if node.breaker.down:
+                problem = BackendUnavailable(node.unavailable)
+            else:
+                pool = node.pool
+                client = pool.acquire()
+                try:
+                    wire_delete_many(client, [wire.encode() for _, wire in items])
+                except Exception as error:
+                    if isinstance(error, NETWORK_ERRORS):
+                        node.breaker.trip(error)
+                    problem = error
+                finally:
+                    pool.release(client)
+            if problem is None:
+                continue
+            for key, wire in items:
+                node.defer(("delete", wire), functools.partial(node.direct, "delete", wire, noreply=False))
+                failed.append(key)
+            self._escalate(node)
+            failure = failure or problem
+        return failed, failure
 
     def lease(self, key: Hashable) -> tuple[str, bytes | None]:
         """``(wire key, cas unique)``: of a placeholder added where the key is absent, else of the

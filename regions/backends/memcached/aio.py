@@ -172,10 +172,11 @@ class LoopPool:
             self.release(conn)
 
     async def get_tagged(
-        self, key: bytes, counters: list[bytes]
-    ) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
-        """:func:`.wire.get_tagged` on the loop (raises as :meth:`get` does)."""
-        return await self._request(tagged_request(key, counters), parse_tagged, (key, counters))
+        self, key: bytes, counters: list[bytes], tail: bytes
+    ) -> tuple[tuple[bytes, int] | None, list[bytes | None]]:
+        """:func:`.wire.get_tagged` on the loop (raises as :meth:`get` does); ``tail``: the
+        counters' commands (:func:`.wire.counters_request`)."""
+        return await self._request(tagged_request(key, tail), parse_tagged, (key, len(counters)))
 
     async def _request(self, data: bytes, parse: Parser, arg: Any) -> Any:
         conn = self.take() or await self._acquire_slow()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import BackendUnavailable
 from .keys import guarded, safe_namespace
 from .nodes import NETWORK_ERRORS
-from .wire import as_int, incr_many
+from .wire import as_int, counters_request, incr_many
 
 if TYPE_CHECKING:
     from . import MemcachedStore
@@ -44,7 +44,7 @@ class MemcachedTags:
         #: Counter keys live under the region's identity, so regions never share one.
         self.prefix = safe_namespace(store.identity, 150) + ":__tag__"
         self._keys: dict[str, str] = {}
-        self._raw_keys: dict[tuple[str, ...], list[bytes]] = {}
+        self._raw_keys: dict[tuple[str, ...], tuple[list[bytes], bytes]] = {}
 
     def keys(self, names: list[str]) -> list[str]:
         """The counter key of each tag."""
@@ -61,15 +61,21 @@ class MemcachedTags:
 
     def raw_keys(self, names: list[str]) -> list[bytes]:
         """:meth:`keys`, encoded (the hit path's form)."""
+        return self.request(names)[0]
+
+    def request(self, names: list[str] | tuple[str, ...]) -> tuple[list[bytes], bytes]:
+        """:meth:`raw_keys` and the commands that read them (:func:`.wire.counters_request`): the
+        tagged hit's (:func:`.wire.get_tagged`), made once per set of names."""
         memo = self._raw_keys
         names_key = tuple(names)
-        raw = memo.get(names_key)
-        if raw is None:
-            raw = [key.encode() for key in self.keys(names)]
+        found = memo.get(names_key)
+        if found is None:
+            raw = [key.encode() for key in self.keys(list(names))]
+            found = (raw, counters_request(raw))
             if len(memo) >= _MEMO:
                 memo.clear()
-            memo[names_key] = raw
-        return raw
+            memo[names_key] = found
+        return found
 
     def read(self, names: list[str]) -> list[int | None]:
         keys = self.keys(names)

@@ -12,7 +12,8 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 
 * :func:`get`: one key, the plain hit. A reply that is not exactly
   ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
-* :func:`get_tagged`: ``mg <entry> v t k`` and ``get <counter> ...`` in one send, the tagged hit.
+* :func:`get_tagged`: ``mg <entry> v t k`` and ``mg <counter> v`` of each counter in one send, the
+  tagged hit.
 * :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
   I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
@@ -48,6 +49,10 @@ _OUT_OF_STEP_MANY = "a reply that does not answer this command (connection dropp
 #: ``mg``'s flags after the key: the value, its seconds left, the key echoed (a reply for another
 #: key is never taken for this one's).
 _META_FLAGS = b" v t k\r\n"
+#: The same for a batch (:func:`get_many`): ``q`` leaves misses unanswered.
+_QUIET_FLAGS = b" v t k q\r\n"
+#: Bytes of values :func:`set_many` sends before reading their replies.
+_SEND = 1 << 20
 _NOT_A_NUMBER = b"CLIENT_ERROR cannot increment"
 #: Counters at or above this hold no number this package wrote (see :func:`as_int`).
 _TOO_LARGE = 1 << 63
@@ -58,12 +63,24 @@ def get(client: Any, key: bytes) -> tuple[bytes, int] | None:
 
     Seconds left are the server's: how long until it expires the item, ``-1`` for one that never
     expires. One ``mg <key> v t k``; a reply that is not exactly ``VA <bytes> t<left> k<key>\\r\\n
-    <data>\\r\\n`` or ``EN k<key>\\r\\n`` raises."""
-    sock = connected(client)
+    <data>\\r\\n`` or ``EN k<key>\\r\\n`` raises. Written out (one split of the header, no
+    helper calls) for the common case, a whole reply in one ``recv``: it is every hit's path."""
+    sock = client.sock
+    if sock is None or (KERNEL_TIMEOUTS and sock.gettimeout() is not None):
+        sock = connected(client)
     try:
         sock.sendall(b"mg " + key + _META_FLAGS)
         buf = sock.recv(_RECV)
-        found, buf, pos = _meta_reply(sock, buf, key)
+        end = buf.find(b"\r\n")
+        if end > 0 and buf[:3] == b"VA ":
+            head = buf[:end].split(b" ")
+            # VA <bytes> t<left> k<key>: memcached answers the flags in the order they were asked
+            if len(head) == 4 and head[3] == b"k" + key and head[2][:1] == b"t":
+                start = end + 2
+                stop = start + int(head[1])
+                if len(buf) == stop + 2 and buf[stop:] == b"\r\n":
+                    return buf[start:stop], int(head[2][1:])
+        found, buf, pos = _meta_reply(sock, buf, key)  # a miss, a large value, or not a reply
         if pos != len(buf):
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
         return found
@@ -73,77 +90,133 @@ def get(client: Any, key: bytes) -> tuple[bytes, int] | None:
 
 
 def get_tagged(
-    client: Any, key: bytes, counters: list[bytes]
-) -> tuple[tuple[bytes, int] | None, dict[bytes, bytes]]:
-    """The tagged hit in one round trip: ``mg <key> v t k`` and ``get <counter> ...`` sent together.
-    Returns what :func:`get` returns for ``key``, and ``{counter: value}`` of the counters found."""
-    sock = connected(client)
+    client: Any, key: bytes, counters: list[bytes], tail: bytes | None = None
+) -> tuple[tuple[bytes, int] | None, list[bytes | None]]:
+    """The tagged hit in one round trip: ``mg <key> v t k`` and ``mg <counter> v`` of each counter
+    sent together (``tail``: the counters' commands, :func:`counters_request`, when the caller made
+    them already). Returns what :func:`get` returns for ``key``, and each counter's value (``None``
+    where missing), in the order of ``counters``: each ``mg`` has exactly one reply, ``VA`` or
+    ``EN``, and the replies must end exactly with the last counter's."""
+    sock = client.sock
+    if sock is None or (KERNEL_TIMEOUTS and sock.gettimeout() is not None):
+        sock = connected(client)
     try:
-        sock.sendall(tagged_request(key, counters))
-        entry, buf, pos = _meta_reply(sock, sock.recv(_RECV), key)
-        if not counters:
-            if pos != len(buf):
-                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            return entry, {}
-        while True:
+        if tail is None:
+            tail = counters_request(counters)
+        sock.sendall(b"mg " + key + _META_FLAGS + tail)
+        buf = sock.recv(_RECV)
+        whole = _whole_tagged(buf, key, len(counters))
+        if whole is not None:
+            return whole
+        request = (key, len(counters))
+        while True:  # a miss, a large value, a reply in pieces, or not a reply: the careful way
             try:
-                found, end = parse_values(buf, pos, counters)
-            except Incomplete:
-                buf, pos = buf[pos:] + _more(sock), 0
+                found, end = parse_tagged(buf, request)
+            except Incomplete as short:
+                buf = _read_rest(sock, buf, short.need) if short.need else buf + _more(sock)
                 continue
             if end != len(buf):
                 raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-            return entry, found
+            return found
     except BaseException:
         client.close()  # never leave unread bytes for the next command
         raise
 
 
-def tagged_request(key: bytes, counters: list[bytes]) -> bytes:
-    """The bytes of the tagged hit's request: ``mg <key> v t k``, then ``get <counter> ...``."""
-    request = b"mg " + key + _META_FLAGS
-    if counters:
-        request += b"get " + b" ".join(counters) + b"\r\n"
-    return request
+def counters_request(counters: list[bytes]) -> bytes:
+    """The commands :func:`get_tagged` sends for ``counters``: ``mg <counter> v`` each."""
+    return b"".join([b"mg " + counter + b" v\r\n" for counter in counters])
+
+
+def _whole_tagged(
+    buf: bytes, key: bytes, counters: int
+) -> tuple[tuple[bytes, int], list[bytes | None]] | None:
+    """The tagged hit's reply when ``buf`` holds all of it and its entry is a hit (the common
+    case), its counters' part read with one split; ``None``: read it the careful way. A split that
+    misreads (a value holding ``\\r\\n``) gives a piece shorter than its stated length, which is
+    refused here, so what this returns is what the careful reading returns."""
+    end = buf.find(b"\r\n")
+    if end < 0 or buf[:3] != b"VA ":
+        return None
+    head = buf[:end].split(b" ")
+    if len(head) != 4 or head[3] != b"k" + key or head[2][:1] != b"t":
+        return None
+    start = end + 2
+    stop = start + int(head[1])
+    if buf[stop : stop + 2] != b"\r\n":
+        return None
+    pieces = buf[stop + 2 :].split(b"\r\n")  # per counter: VA <bytes>, <value>; or EN. Then b""
+    last = len(pieces) - 1
+    if pieces[last]:
+        return None
+    values: list[bytes | None] = []
+    i = 0
+    for _ in range(counters):
+        if i >= last:
+            return None
+        line = pieces[i]
+        if line == b"EN":
+            values.append(None)
+            i += 1
+        elif (
+            i + 1 < last and line[:3] == b"VA " and line[3:].isdigit()
+            and int(line[3:]) == len(pieces[i + 1])
+        ):
+            values.append(pieces[i + 1])
+            i += 2
+        else:
+            return None
+    if i != last:
+        return None
+    return (buf[start:stop], int(head[2][1:])), values
+
+
+def tagged_request(key: bytes, tail: bytes) -> bytes:
+    """The bytes of the tagged hit's request: ``mg <key> v t k``, then ``tail``, the counters'
+    commands (:func:`counters_request`)."""
+    return b"mg " + key + _META_FLAGS + tail
 
 
 def parse_tagged(
-    buf: bytes, request: tuple[bytes, list[bytes]]
-) -> tuple[tuple[tuple[bytes, int] | None, dict[bytes, bytes]], int]:
-    """The reply to :func:`tagged_request` of ``request`` (``(key, counters)``) at the start of
-    ``buf``, read without I/O: ``((what parse_meta returns, {counter: value}), where it ends)``.
-    Raises :class:`Incomplete` as :func:`parse_meta` does."""
+    buf: bytes, request: tuple[bytes, int]
+) -> tuple[tuple[tuple[bytes, int] | None, list[bytes | None]], int]:
+    """The reply to :func:`tagged_request` of ``request`` (``(key, number of counters)``) at the
+    start of ``buf``, read without I/O: ``((what parse_meta returns, each counter's value or
+    None), where it ends)``. Raises :class:`Incomplete` as :func:`parse_meta` does."""
     key, counters = request
     entry, pos = parse_meta(buf, key)
-    if not counters:
-        return (entry, {}), pos
-    found, end = parse_values(buf, pos, counters)
-    return (entry, found), end
+    values, end = parse_counters(buf, pos, counters)
+    return (entry, values), end
 
 
-def parse_values(buf: bytes, pos: int, counters: list[bytes]) -> tuple[dict[bytes, bytes], int]:
-    """The reply to ``get <counter> ...`` at ``pos`` in ``buf``, read without I/O: ``({counter:
-    value} of those found, where the reply ends)``. Raises :class:`Incomplete` when ``buf`` holds
-    only part of it, and what :func:`refused` raises for a line that is no ``VALUE`` of a counter
-    asked for."""
-    found: dict[bytes, bytes] = {}
-    while True:
+def parse_counters(buf: bytes, pos: int, counters: int) -> tuple[list[bytes | None], int]:
+    """The replies to ``counters`` commands ``mg <counter> v`` at ``pos`` in ``buf``, read without
+    I/O: ``(each value, None where missing; where the replies end)``. Each has exactly one reply,
+    ``VA <bytes>`` and the value, or ``EN``. Raises :class:`Incomplete` when ``buf`` holds only part
+    of them, and what :func:`refused` raises for a line that is no counter's reply."""
+    values: list[bytes | None] = []
+    for _ in range(counters):
         end = buf.find(b"\r\n", pos)
         if end < 0:
             raise Incomplete(0)
-        if end - pos == 3 and buf[pos:end] == b"END":
-            return found, end + 2
-        head = buf[pos:end].split(b" ")
-        if head[0] != b"VALUE" or len(head) < 4 or head[1] not in counters:
-            refused(buf[pos:end])
+        line = buf[pos:end]
+        if line == b"EN":
+            values.append(None)
+            pos = end + 2
+            continue
+        if line[:3] != b"VA ":
+            refused(line)
+        if not line[3:].isdigit():  # (an entry's reply, ``VA <bytes> t.. k..``: not a counter's)
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
         start = end + 2
-        stop = start + int(head[3])
+        stop = start + int(line[3:])
         if len(buf) < stop + 2:
             raise Incomplete(stop + 2)
         if buf[stop : stop + 2] != b"\r\n":
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
-        found[head[1]] = buf[start:stop]
+        values.append(buf[start:stop])
         pos = stop + 2
+    return values, pos
 
 
 class Incomplete(Exception):
@@ -198,6 +271,114 @@ def _meta_reply(sock: Any, buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | 
             buf = _read_rest(sock, buf, short.need) if short.need else buf + _more(sock)
             continue
         return found, buf, pos
+
+
+def get_many(client: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+    """``{key: (value, seconds left)}`` of the ``keys`` found (valid, encoded, no duplicates), in
+    one round trip per :data:`BATCH` keys: ``mg <key> v t k q`` for each (``q``: a miss says
+    nothing) and ``mn``, whose ``MN`` ends the replies. Each reply must name a key of the batch,
+    in the order asked, and ``MN`` must end what was received; anything else raises."""
+    sock = connected(client)
+    found: dict[bytes, tuple[bytes, int]] = {}
+    try:
+        for first in range(0, len(keys), BATCH):
+            batch = keys[first : first + BATCH]
+            order = {key: i for i, key in enumerate(batch)}
+            sock.sendall(b"".join([b"mg " + key + _QUIET_FLAGS for key in batch]) + b"mn\r\n")
+            buf, pos, last = sock.recv(_RECV), 0, -1
+            while True:
+                end = buf.find(b"\r\n", pos)
+                while end < 0:
+                    buf = buf[pos:] + _more(sock)
+                    pos, end = 0, buf.find(b"\r\n")
+                if end - pos == 2 and buf[pos:end] == b"MN":
+                    if end + 2 != len(buf):
+                        raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+                    break
+                head = buf[pos:end].split(b" ")
+                if head[0] != b"VA":
+                    refused(buf[pos:end])
+                if len(head) != 4 or head[2][:1] != b"t" or head[3][:1] != b"k":
+                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+                key = head[3][1:]
+                at = order.get(key, -1)
+                if at <= last:  # another batch's, or out of order: not this one's reply
+                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+                last = at
+                start = end + 2
+                stop = start + int(head[1])
+                if len(buf) < stop + 2:
+                    buf = _read_rest(sock, buf, stop + 2)
+                if buf[stop : stop + 2] != b"\r\n":
+                    raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+                found[key] = (buf[start:stop], int(head[2][1:]))
+                pos = stop + 2
+    except BaseException:
+        client.close()
+        raise
+    return found
+
+
+def set_many(client: Any, items: list[tuple[bytes, bytes, int]]) -> list[bytes | None]:
+    """``set <key> 0 <expire> <bytes>`` of each ``(key, value, expire)``, pipelined (batches of at
+    most :data:`BATCH` items or about :data:`_SEND` bytes, each read before the next goes). Returns,
+    per item, ``None`` when stored, else the server's refusal (``SERVER_ERROR object too large``,
+    ``NOT_STORED``). Replies are asked for: with ``noreply`` memcached 1.6 drops such refusals."""
+    sock = connected(client)
+    results: list[bytes | None] = []
+    try:
+        first = 0
+        while first < len(items):
+            parts: list[bytes] = []
+            size, last = 0, first
+            while last < len(items) and last - first < BATCH and (size < _SEND or last == first):
+                key, value, expire = items[last]
+                parts.append(b"set %b 0 %d %d\r\n%b\r\n" % (key, expire, len(value), value))
+                size += len(value) + len(key) + 32
+                last += 1
+            sock.sendall(b"".join(parts))
+            buf, pos, done = b"", 0, first
+            while done < last:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    buf, pos = buf[pos:] + _more(sock), 0
+                    continue
+                line = buf[pos:end]
+                if line == b"STORED":
+                    results.append(None)
+                elif line == b"NOT_STORED" or line.startswith(b"SERVER_ERROR"):
+                    results.append(line)  # this item only: the server read its bytes
+                else:
+                    refused(line)
+                pos, done = end + 2, done + 1
+            if pos != len(buf):
+                raise MemcacheUnexpectedCloseError(_OUT_OF_STEP_MANY)
+            first = last
+    except BaseException:
+        client.close()
+        raise
+    return results
+
+
+def delete_many(client: Any, keys: list[bytes]) -> None:
+    """``delete <key> noreply`` of each key and ``mn``: the server has made every delete when its
+    ``MN`` arrives (one connection's commands run in order), in one round trip per :data:`BATCH`
+    keys. A delete has no refusal to report (a missing key is as good as deleted), so nothing but
+    ``MN`` may come back; anything else raises."""
+    sock = connected(client)
+    try:
+        for first in range(0, len(keys), BATCH):
+            batch = keys[first : first + BATCH]
+            sock.sendall(b"".join([b"delete " + key + b" noreply\r\n" for key in batch]) + b"mn\r\n")
+            buf = sock.recv(_RECV)
+            while len(buf) < 4 and buf == b"MN\r\n"[: len(buf)]:
+                buf += _more(sock)
+            if buf != b"MN\r\n":
+                end = buf.find(b"\r\n")
+                refused(buf[: end if end >= 0 else len(buf)])
+    except BaseException:
+        client.close()
+        raise
 
 
 def incr_many(client: Any, keys: list[bytes]) -> list[bytes]:
