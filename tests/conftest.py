@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -265,3 +267,21 @@ def make_manager():
 @pytest.fixture
 def counter():
     return CallCounter()
+
+
+def pause(pid: int, deadline: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped: the signal is delivered
+    asynchronously, so a request sent right after ``kill`` may still be answered."""
+    os.kill(pid, signal.SIGSTOP)
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            stats = [Path(f"/proc/{pid}/task/{t}/stat").read_text() for t in tasks]
+            states = [stat.rsplit(")", 1)[1].split()[0] for stat in stats]
+        except OSError:
+            return  # gone: nothing answers
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {deadline} s of SIGSTOP")

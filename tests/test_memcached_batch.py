@@ -20,7 +20,7 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
 from regions.backends.contract import make_entry
 from regions.backends.memcached import wire
-from tests.conftest import memcached_stats_of
+from tests.conftest import memcached_stats_of, pause
 
 N = 20
 
@@ -238,7 +238,7 @@ def test_a_hung_server_costs_one_timeout_per_batch(memcached_factory, make_manag
     keys = [f"k{i}" for i in range(N)]
     assert region.put_many(ns, {k: make_entry(k, 300) for k in keys}) == []
     by_server = spread(region, ns, keys)
-    servers[0].proc.send_signal(signal.SIGSTOP)
+    pause(servers[0].proc.pid)
     try:
         assert sorted(region.read_many(ns, keys)) == sorted(by_server[servers[1].address])
         assert sorted(region.read_many(ns, keys)) == sorted(by_server[servers[1].address])

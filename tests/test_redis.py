@@ -312,7 +312,9 @@ def test_a_stopped_server_is_a_miss_logged_once_and_its_deletes_replayed(
 
     assert f(1) == 1 and f(1) == 1 and computed == [1]
     wire = f.cache_key(1)
-    os.kill(server.proc.pid, signal.SIGSTOP)
+    from tests.conftest import pause
+
+    pause(server.proc.pid)
     try:
         with caplog.at_level(logging.WARNING, logger="regions"):
             assert [f(1) for _ in range(5)] == [1] * 5  # the function's own result, no exception
