@@ -1,0 +1,420 @@
+"""Async Redis hits on the event loop (issue 16, part 3), against real redis-servers and real loops.
+
+What each test guards:
+
+* ``test_async_hit_reads_what_the_sync_path_stored_without_an_io_thread``: an ``async def`` function
+  reads the entry a sync function of the same name stored (same key, signed), the region's I/O
+  threads get no work for it (every submit is counted), and the server saw one read per hit.
+* ``test_a_paused_server_costs_one_timeout_then_the_breaker_is_open``: SIGSTOP: one call waits one
+  ``socket_timeout`` and marks the server down for sync callers too (one breaker); every call
+  returns the computed value, none raises, one log line; after SIGCONT hits resume on the loop.
+* ``test_a_killed_and_restarted_server``: SIGKILL, then an empty server on the same port: calls
+  compute meanwhile, then the value is stored again and hit on new connections.
+* ``test_two_loops_in_two_threads_have_connections_of_their_own``: two loops running at once in two
+  threads, each reading through a pool of its own.
+* ``test_a_forked_child_reads_on_connections_of_its_own``: a child forked after the parent's loop
+  made connections reads correct values on new ones.
+* ``test_a_planted_entry_is_rejected_on_the_loop``: unsigned bytes under the key are never
+  unpickled: a miss counted as rejected, recomputed and rewritten.
+* ``test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss``: the tagged hit (entry and tag
+  counters in one round trip) on the loop, and a bump makes it a miss at once.
+* ``test_a_cancelled_read_never_leaves_its_reply_to_the_next``: a caller cancelled while its
+  request is unanswered closes that connection; the next read gets its own reply.
+* ``test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure``: every connection of the loop
+  busy for ``connect_timeout``: the call computes, the breaker stays closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from regions.backends.redis import RedisStore
+
+PAYLOAD = {"rows": [{"id": i, "name": f"item {i}", "price": i * 1.25} for i in range(16)], "text": "é"}
+FAST = {"socket_timeout": 0.3, "connect_timeout": 0.3, "retry_interval": 0.1}
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The region's own I/O thread pool, counting what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(4, thread_name_prefix="counted-io")
+        self.submits = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.submits += 1
+        return super().submit(*args, **kwargs)
+
+
+def counted(store: RedisStore) -> CountingExecutor:
+    executor = CountingExecutor()
+    store._executor = executor  # noqa: SLF001 - the store's executor, made lazily; counted from now on
+    return executor
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def wait_until(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def region(make_manager: Any, url: str, **options: Any) -> Any:
+    return make_manager({"r": {"BACKEND": "redis", "LOCATION": url, "TIMEOUT": 600, "OPTIONS": options}})
+
+
+def server_counts(client: redis.Redis) -> tuple[int, dict[str, int]]:
+    """(read events the server processed, calls per command) so far."""
+    reads = int(client.info("stats")["total_reads_processed"])
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    return reads, calls
+
+
+def test_async_hit_reads_what_the_sync_path_stored_without_an_io_thread(make_manager: Any,
+                                                                          redis_factory: Any) -> None:
+    server = redis_factory()
+    manager = region(make_manager, server.url)
+
+    @manager.region("r")
+    def value(x: int) -> dict[str, Any]:
+        return {"x": x, **PAYLOAD}
+
+    stored = {x: value(x) for x in range(5)}
+    stored_by_sync = value
+
+    @manager.region("r")  # type: ignore[no-redef]
+    async def value(x: int) -> dict[str, Any]:  # same qualname, same namespace: reads what sync stored
+        raise AssertionError(f"computed {x}: the async read missed what the sync path stored")
+
+    assert stored_by_sync.__qualname__ == value.__qualname__
+    reg = manager["r"]
+    reg.reset_stats()
+    executor = counted(reg.store)
+
+    async def main() -> list[Any]:
+        return [await value(x) for x in range(5) for _ in range(20)]
+
+    admin = redis.Redis.from_url(server.url)
+    reads, calls = server_counts(admin)
+    got = run(main())
+    reads_after, calls_after = server_counts(admin)
+    reads = reads_after - reads - 2  # (the two INFO of the count)
+    calls = {k: v - calls.get(k, 0) for k, v in calls_after.items() if v != calls.get(k, 0)}
+    calls.pop("info", None)
+    assert got == [stored[x] for x in range(5) for _ in range(20)]
+    assert executor.submits == 0, f"the I/O threads got {executor.submits} calls for hits"
+    st = reg.stats()
+    assert (st["hits"], st["misses"], st["errors"], st["rejected"]) == (100, 0, 0, 0), st
+    # one read event per hit (GET and PTTL in one send; sent apart they would make 200), besides a
+    # few of the new connection's (its handshake, some refused by older servers, and its close)
+    assert calls["get"] == calls["pttl"] == 100, calls
+    assert 100 <= reads <= 110, f"{reads} read events for 100 hits and {calls}"
+
+
+def test_a_paused_server_costs_one_timeout_then_the_breaker_is_open(
+    make_manager: Any, redis_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory()
+    manager = region(make_manager, server.url, **FAST)
+    computed: list[int] = []
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        computed.append(x)
+        return ("v", x)
+
+    reg = manager["r"]
+    store: RedisStore = reg.store
+    assert run(answer(1)) == ("v", 1)
+    assert run(answer(1)) == ("v", 1) and computed == [1]
+    reg.reset_stats()
+    caplog.set_level(logging.WARNING, logger="regions")
+    caplog.clear()
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        async def during() -> list[Any]:
+            return [await answer(1) for _ in range(10)]
+
+        assert run(during()) == [("v", 1)] * 10  # computed: no exception
+        st = reg.stats()
+        assert st["errors"] == 1, f"one timeout per outage, then the breaker skips the server: {st}"
+        assert store.breaker.down
+        with pytest.raises(Exception, match="is down"):  # the sync path skips it too: one breaker
+            reg.namespace("probe").get_entry("k")
+        down = [r for r in caplog.records if "is down" in r.getMessage()]
+        assert len(down) == 1 and "Timeout" in down[0].getMessage(), [r.getMessage() for r in down]
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    wait_until(lambda: not store.breaker.down)
+    computed.clear()
+    executor = counted(store)
+    assert run(answer(1)) == ("v", 1)
+    assert computed == [] and executor.submits == 0, "after the outage, the hit is served on the loop"
+
+
+def test_a_killed_and_restarted_server(make_manager: Any, redis_factory: Any) -> None:
+    server = redis_factory()
+    manager = region(make_manager, server.url, **FAST)
+    computed: list[int] = []
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        computed.append(x)
+        return ("v", x)
+
+    store: RedisStore = manager["r"].store
+
+    async def calls(n: int) -> list[Any]:
+        return [await answer(1) for _ in range(n)]
+
+    loop = asyncio.new_event_loop()  # one loop throughout: its idle connections outlive the server
+    try:
+        assert loop.run_until_complete(calls(3)) == [("v", 1)] * 3 and computed == [1]
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(5)
+        assert loop.run_until_complete(calls(5)) == [("v", 1)] * 5  # no exception while it is gone
+        assert store.breaker.down
+        redis_factory(port=server.port)
+        wait_until(lambda: not store.breaker.down)
+        computed.clear()
+        assert loop.run_until_complete(calls(3)) == [("v", 1)] * 3
+        assert computed == [1], "the restarted server was empty: computed once, stored, then hit"
+        executor = counted(store)
+        assert loop.run_until_complete(calls(3)) == [("v", 1)] * 3
+        assert computed == [1] and executor.submits == 0
+        assert manager["r"].stats()["errors"] == 1, "one failure for the outage"
+    finally:
+        loop.close()
+
+
+def test_two_loops_in_two_threads_have_connections_of_their_own(make_manager: Any, redis_server: str) -> None:
+    manager = region(make_manager, redis_server)
+
+    @manager.region("r")
+    async def square(x: int) -> dict[str, int]:
+        return {"x": x, "square": x * x}
+
+    async def store_all() -> None:
+        await asyncio.gather(*(square(x) for x in range(20)))
+
+    run(store_all())
+    store: RedisStore = manager["r"].store
+    executor = counted(store)
+    both = threading.Barrier(2, timeout=30)
+    seen: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    async def reader(i: int) -> None:
+        for round_ in range(30):
+            got = await asyncio.gather(*(square(x) for x in range(20)))
+            assert got == [{"x": x, "square": x * x} for x in range(20)]
+            if round_ == 0:
+                await asyncio.to_thread(both.wait)  # both loops are running from here on
+        loop = asyncio.get_running_loop()
+        pool = store.loop_connections._pools[loop]  # noqa: SLF001
+        assert pool.idle and pool.loop is loop
+        seen[i] = (pool, {id(conn) for conn, _ in pool.idle})
+        await asyncio.to_thread(both.wait)  # both pools exist at once
+
+    def thread(i: int) -> None:
+        try:
+            run(reader(i))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert seen[0][0] is not seen[1][0] and not seen[0][1] & seen[1][1]
+    assert executor.submits == 0, "a hit used an I/O thread"
+    assert manager["r"].stats()["errors"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_reads_on_connections_of_its_own(make_manager: Any, redis_server: str) -> None:
+    manager = region(make_manager, redis_server)
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int, int]:
+        return ("v", x, os.getpid())
+
+    async def all_ten() -> list[Any]:
+        return list(await asyncio.gather(*(answer(x) for x in range(10))))
+
+    loop = asyncio.new_event_loop()  # kept open: the parent's connections stay alive in the child
+    try:
+        stored = loop.run_until_complete(all_ten())
+        store: RedisStore = manager["r"].store
+        parent_conns = store.loop_connections
+        assert parent_conns.loops() == 1
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            code = 1
+            try:
+                os.close(read)
+
+                async def child() -> list[Any]:
+                    return [await answer(x) for x in range(10)]
+
+                got = asyncio.run(child())
+                report = {"same": got == stored, "new": store.loop_connections is not parent_conns,
+                          "hits": manager["r"].stats()["hits"]}
+                os.write(write, pickle.dumps(report))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
+        report = pickle.loads(data)
+        assert report["same"], "the child read other values than the parent stored"
+        assert report["new"], "the child used its parent's connections"
+        # the parent's own connections still answer in step
+        assert loop.run_until_complete(all_ten()) == stored
+    finally:
+        loop.close()
+
+
+def test_a_planted_entry_is_rejected_on_the_loop(make_manager: Any, redis_server: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    manager = region(make_manager, redis_server)
+    computed: list[int] = []
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        computed.append(x)
+        return ("v", x)
+
+    assert run(answer(1)) == ("v", 1)
+    wire = answer.cache_key(1)
+    client = redis.Redis.from_url(redis_server)
+    client.set(wire, pickle.dumps((time.time(), None, "planted")))  # unsigned: never unpickled
+    caplog.set_level(logging.WARNING, logger="regions")
+    caplog.clear()
+    executor = counted(manager["r"].store)
+    assert run(answer(1)) == ("v", 1) and computed == [1, 1]
+    # rejected by the hit on the loop, and again by the miss's re-read under the lock (I/O threads)
+    assert manager["r"].stats()["rejected"] in (1, 2)
+    assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 1  # logged once
+    submits = executor.submits  # the miss's lease and store ran on the I/O threads
+    assert run(answer(1)) == ("v", 1) and computed == [1, 1], "the rewritten entry is a hit again"
+    assert executor.submits == submits, "the hit used an I/O thread"
+
+
+def test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss(make_manager: Any, redis_server: str) -> None:
+    manager = region(make_manager, redis_server)
+    computed: list[int] = []
+
+    @manager.region("r", tags=lambda post_id: [f"post:{post_id}", "posts"])
+    def post(post_id: int) -> dict[str, int]:
+        computed.append(post_id)
+        return {"id": post_id, "n": len(computed)}
+
+    stored = {x: post(x) for x in range(3)}
+    stored_by_sync = post
+
+    @manager.region("r", tags=lambda post_id: [f"post:{post_id}", "posts"])  # type: ignore[no-redef]
+    async def post(post_id: int) -> dict[str, int]:
+        computed.append(post_id)
+        return {"id": post_id, "n": len(computed)}
+
+    assert stored_by_sync.__qualname__ == post.__qualname__
+    executor = counted(manager["r"].store)
+
+    async def reads() -> list[Any]:
+        return [await post(x) for x in range(3) for _ in range(5)]
+
+    assert run(reads()) == [stored[x] for x in range(3) for _ in range(5)]
+    assert computed == [0, 1, 2] and executor.submits == 0, "a tagged hit used an I/O thread"
+    assert manager.invalidate_tags("post:1") is True
+    fresh = run(post(1))
+    assert fresh == {"id": 1, "n": 4} and computed == [0, 1, 2, 1], "the bumped tag's entry was served"
+    assert run(post(0)) == stored[0]  # the other entries keep their versions
+    submits = executor.submits
+    assert run(post(1)) == fresh and computed == [0, 1, 2, 1]
+    assert executor.submits == submits
+
+
+def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager: Any, redis_factory: Any) -> None:
+    server = redis_factory()
+    manager = region(make_manager, server.url, socket_timeout=5)
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        return ("v", x)
+
+    store: RedisStore = manager["r"].store
+
+    async def main() -> list[Any]:
+        await asyncio.gather(answer(1), answer(2))  # stored
+        pool = store.loop_connections.pool()
+        before = len(pool.idle)
+        assert before >= 1 and pool.made == before
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            task = asyncio.create_task(answer(1))
+            await asyncio.sleep(0.2)  # its GET + PTTL is sent, unanswered
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert len(pool.idle) == pool.made == before - 1, "the cancelled read's connection was kept"
+        assert all(conn.is_connected for conn, _ in pool.idle)
+        return [await answer(2) for _ in range(3)]
+
+    assert run(main()) == [("v", 2)] * 3
+    assert not store.breaker.down, "a cancelled caller is no failure of the server"
+
+
+def test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure(make_manager: Any, redis_factory: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    server = redis_factory()
+    manager = region(make_manager, server.url, max_connections=1, socket_timeout=5, connect_timeout=0.2)
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        return ("v", x)
+
+    store: RedisStore = manager["r"].store
+
+    async def main() -> Any:
+        await answer(1)  # stored; the loop's one connection is idle
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            held = asyncio.create_task(answer(1))  # takes the one connection, unanswered
+            await asyncio.sleep(0.05)
+            second = await answer(1)  # waits connect_timeout for a connection, then computes
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        return second, await held
+
+    caplog.set_level(logging.WARNING, logger="regions")
+    assert run(main()) == (("v", 1), ("v", 1))
+    assert not store.breaker.down, "a busy pool is no failure of the server"
+    assert store.loop_connections._pools and all(  # noqa: SLF001 - the loop's pool was the busy one
+        pool.made == 1 for pool in store.loop_connections._pools.values())  # noqa: SLF001
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("stayed busy" in m for m in messages), messages
