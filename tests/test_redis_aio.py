@@ -8,6 +8,8 @@ What each test guards:
 * ``test_a_paused_server_costs_one_timeout_then_the_breaker_is_open``: SIGSTOP: one call waits one
   ``socket_timeout`` and marks the server down for sync callers too (one breaker); every call
   returns the computed value, none raises, one log line; after SIGCONT hits resume on the loop.
+* ``test_a_stopped_server_times_out_a_new_connection_s_handshake``: SIGSTOP before the loop's first
+  connection: the kernel accepts it, the handshake is timed out, the call computes its value.
 * ``test_a_killed_and_restarted_server``: SIGKILL, then an empty server on the same port: calls
   compute meanwhile, then the value is stored again and hit on new connections.
 * ``test_two_loops_in_two_threads_have_connections_of_their_own``: two loops running at once in two
@@ -78,6 +80,14 @@ def region(make_manager: Any, url: str, **options: Any) -> Any:
     return make_manager({"r": {"BACKEND": "redis", "LOCATION": url, "TIMEOUT": 600, "OPTIONS": options}})
 
 
+def settle(url: str) -> None:
+    """Wait until no lock is held on the server: a miss releases its lock on an I/O thread after
+    returning, and a release that met the fault would count as one more failure."""
+    admin = redis.Redis.from_url(url)
+    wait_until(lambda: not any(admin.scan_iter(match="~lock:*")))
+    admin.close()
+
+
 def server_counts(client: redis.Redis) -> tuple[int, dict[str, int]]:
     """(read events the server processed, calls per command) so far."""
     reads = int(client.info("stats")["total_reads_processed"])
@@ -141,8 +151,10 @@ def test_a_paused_server_costs_one_timeout_then_the_breaker_is_open(
 
     reg = manager["r"]
     store: RedisStore = reg.store
-    assert run(answer(1)) == ("v", 1)
-    assert run(answer(1)) == ("v", 1) and computed == [1]
+    loop = asyncio.new_event_loop()  # one loop throughout: the request times out on its connection
+    assert loop.run_until_complete(answer(1)) == ("v", 1)
+    assert loop.run_until_complete(answer(1)) == ("v", 1) and computed == [1]
+    settle(server.url)
     reg.reset_stats()
     caplog.set_level(logging.WARNING, logger="regions")
     caplog.clear()
@@ -151,21 +163,47 @@ def test_a_paused_server_costs_one_timeout_then_the_breaker_is_open(
         async def during() -> list[Any]:
             return [await answer(1) for _ in range(10)]
 
-        assert run(during()) == [("v", 1)] * 10  # computed: no exception
+        assert loop.run_until_complete(asyncio.wait_for(during(), 30)) == [("v", 1)] * 10  # no exception
         st = reg.stats()
         assert st["errors"] == 1, f"one timeout per outage, then the breaker skips the server: {st}"
         assert store.breaker.down
         with pytest.raises(Exception, match="is down"):  # the sync path skips it too: one breaker
             reg.namespace("probe").get_entry("k")
         down = [r for r in caplog.records if "is down" in r.getMessage()]
-        assert len(down) == 1 and "Timeout" in down[0].getMessage(), [r.getMessage() for r in down]
+        assert len(down) == 1 and "did not answer" in down[0].getMessage(), [r.getMessage() for r in down]
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     wait_until(lambda: not store.breaker.down)
     computed.clear()
     executor = counted(store)
-    assert run(answer(1)) == ("v", 1)
+    try:
+        assert loop.run_until_complete(answer(1)) == ("v", 1)
+    finally:
+        loop.close()
     assert computed == [] and executor.submits == 0, "after the outage, the hit is served on the loop"
+
+
+def test_a_stopped_server_times_out_a_new_connection_s_handshake(make_manager: Any,
+                                                                 redis_factory: Any) -> None:
+    """A stopped server's kernel still accepts connections: the new connection's handshake is
+    timed, so the call computes its value and the breaker opens (no wait without end)."""
+    server = redis_factory()
+    manager = region(make_manager, server.url, **FAST)
+
+    @manager.region("r")
+    async def answer(x: int) -> tuple[str, int]:
+        return ("v", x)
+
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        assert run(answer(1), timeout=20) == ("v", 1)  # (the miss's own calls meet the open breaker)
+        store: RedisStore = manager["r"].store
+        assert store.breaker.down
+        pools = list(store.loop_connections._pools.values())  # noqa: SLF001
+        assert len(pools) == 1 and pools[0].made == 0, "the read did not try a connection of the loop's"
+        assert manager["r"].stats()["errors"] == 1
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def test_a_killed_and_restarted_server(make_manager: Any, redis_factory: Any) -> None:
@@ -186,6 +224,8 @@ def test_a_killed_and_restarted_server(make_manager: Any, redis_factory: Any) ->
     loop = asyncio.new_event_loop()  # one loop throughout: its idle connections outlive the server
     try:
         assert loop.run_until_complete(calls(3)) == [("v", 1)] * 3 and computed == [1]
+        settle(server.url)
+        manager["r"].reset_stats()
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(5)
         assert loop.run_until_complete(calls(5)) == [("v", 1)] * 5  # no exception while it is gone

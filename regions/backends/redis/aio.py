@@ -14,9 +14,12 @@ replies with redis-py's parser: no I/O thread, no protocol written here.
   measured: they cost 1.5x and 1.3x a sync raw GET for the pool's locks and bookkeeping, and the
   task ``asyncio.wait_for`` makes for every write; the idle list and the direct write below are
   what remains of them on the hit's path.)
-* **One request at a time per connection**, its replies all read or the connection closed:
-  redis-py closes it on a timeout (``socket_timeout``), a reset or a cancelled read, and so does
-  :meth:`LoopPool.request` on any failure, so no reply is ever left for the next request.
+* **One request at a time per connection**, its replies all read or the connection closed: one
+  deadline per request (``socket_timeout``), watched by one timer per pool (:meth:`LoopPool._check`
+  aborts a late connection; redis-py would set a timer per reply), and :meth:`LoopPool.request`
+  closes the connection on any failure, a timeout, a reset or a cancelled caller, so no reply is
+  ever left for the next request. A connection's handshake is timed too
+  (``connect_timeout`` + ``socket_timeout``): a stopped server's kernel still accepts connections.
 * **The server's breaker** is the one the blocking path uses (the store's): a network failure
   here marks the server down for every caller in every region on it. A connection made before the
   server's last outage began is not reused, nor one the server closed while it was idle.
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import POOL_EMPTY, async_connection_kwargs
 
@@ -52,6 +56,13 @@ def _write(conn: Any, data: bytes) -> None:
     writer.write(data)
 
 
+def _abort(conn: Any) -> None:
+    """Close ``conn``'s transport at once: a read waiting on it raises."""
+    writer = conn._writer  # noqa: SLF001 - as in _write
+    if writer is not None:
+        writer.transport.abort()
+
+
 class LoopPool:
     """One event loop's connections to the store's server (see the module docstring)."""
 
@@ -60,28 +71,65 @@ class LoopPool:
         self.breaker = store.breaker
         self.max_size = store.max_connections
         self.wait = store.connect_timeout
+        self.timeout = store.socket_timeout
+        self.label = store.server_label
         self._make = make
         #: ``(connection, outage count when it was made)``, the most recently used last.
         self.idle: collections.deque[tuple[Any, int]] = collections.deque()
         self.made = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Connection -> loop time its request in flight must be answered by (:meth:`_check`).
+        self.deadlines: dict[Any, float] = {}
+        #: Connections whose request :meth:`_check` ended (aborted: the reader raises).
+        self.expired: set[Any] = set()
+        #: The timer of :meth:`_check`, while one is set.
+        self.watching: asyncio.TimerHandle | None = None
 
     async def request(self, data: bytes, replies: int) -> list[Any]:
         """The ``replies`` replies of the commands packed in ``data``, sent on one connection.
         Raises redis-py's errors (a timeout too); the caller trips the breaker."""
         held = await self._take()
         conn = held[0]
+        deadlines = self.deadlines
+        deadlines[conn] = self.loop.time() + self.timeout
+        if self.watching is None:
+            self.watching = self.loop.call_at(deadlines[conn], self._check)
         try:
             _write(conn, data)
             read = conn.read_response
             found = [await read() for _ in range(replies)]
-        except BaseException:
+        except BaseException as exc:
+            del deadlines[conn]
             await self._drop(conn)  # its replies may be half read: never reused
             self._wake()
+            if conn in self.expired:
+                self.expired.discard(conn)
+                if isinstance(exc, Exception):  # (the reader's error once its link was aborted)
+                    raise RedisTimeoutError(
+                        f"redis {self.label} did not answer within {self.timeout:g} s") from exc
             raise
+        del deadlines[conn]
         self.idle.append(held)
         self._wake()
         return found
+
+    def _check(self) -> None:
+        """Abort the connections whose request is past its deadline (their readers then fail, and
+        :meth:`request` reports a timeout), and set the timer for the next deadline. One timer per
+        pool, not one per request: a hit then costs no timer of the loop's (the connections' own
+        ``socket_timeout`` is None: redis-py would set one per reply)."""
+        self.watching = None
+        now = self.loop.time()
+        earliest = None
+        for conn, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                if conn not in self.expired:
+                    self.expired.add(conn)
+                    _abort(conn)
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self.watching = self.loop.call_at(earliest, self._check)
 
     async def _take(self) -> tuple[Any, int]:
         outages = self.breaker.outages
@@ -108,7 +156,9 @@ class LoopPool:
                 outage = self.breaker.outages
                 conn = self._make()
                 try:
-                    await conn.connect()
+                    # the handshake too (HELLO...): a stopped server's kernel still accepts
+                    async with asyncio.timeout(self.wait + self.timeout):
+                        await conn.connect()
                 except BaseException:
                     self.made -= 1
                     await conn.disconnect(nowait=True)
@@ -162,7 +212,8 @@ class LoopConnections:
         self.pid = os.getpid()
         url = store.location if isinstance(store.location, str) else store.location[0]
         # Only parsed here (URL, password, db, TLS): connections are made by each loop's pool.
-        self._settings = redis.asyncio.ConnectionPool.from_url(url, **async_connection_kwargs(store.options))
+        kwargs = {**async_connection_kwargs(store.options), "socket_timeout": None}  # (LoopPool.request)
+        self._settings = redis.asyncio.ConnectionPool.from_url(url, **kwargs)
         self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
         self._lock = threading.Lock()
         #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
