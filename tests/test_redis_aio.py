@@ -24,6 +24,8 @@ What each test guards:
   request is unanswered closes that connection; the next read gets its own reply.
 * ``test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure``: every connection of the loop
   busy for ``connect_timeout``: the call computes, the breaker stays closed.
+* ``test_a_hit_over_tls_on_the_loop``: a ``rediss://`` region's hit on the loop (redis-py's TLS
+  connection, the same CA option); a client that does not trust the CA gets a miss, no exception.
 """
 
 from __future__ import annotations
@@ -458,3 +460,45 @@ def test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure(make_manager: A
         pool.made == 1 for pool in store.loop_connections._pools.values())  # noqa: SLF001
     messages = [r.getMessage() for r in caplog.records]
     assert any("stayed busy" in m for m in messages), messages
+
+
+def test_a_hit_over_tls_on_the_loop(make_manager: Any, redis_factory: Any, tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.conftest import free_port
+    from tests.test_redis import _certificates
+
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode != 0:
+        pytest.skip("the openssl command makes the test's certificates: apt-get install -y openssl")
+    certs = _certificates(tmp_path)
+    tls_port = free_port()
+    redis_factory(extra_args=("--tls-port", str(tls_port), "--tls-cert-file", certs["server"],
+                              "--tls-key-file", certs["key"], "--tls-ca-cert-file", certs["ca"],
+                              "--tls-auth-clients", "no"))
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    manager = region(make_manager, url, ssl_ca_certs=certs["ca"])
+    computed: list[int] = []
+
+    @manager.region("r")
+    async def f(x: int) -> int:
+        computed.append(x)
+        return x
+
+    store: RedisStore = manager["r"].store
+
+    async def calls() -> list[int]:
+        return [await f(1) for _ in range(3)]
+
+    assert run(calls()) == [1, 1, 1] and computed == [1]
+    executor = counted(store)
+    assert run(calls()) == [1, 1, 1] and computed == [1] and executor.submits == 0
+    assert manager["r"].stats()["errors"] == 0
+    untrusting = region(make_manager, url, ssl_ca_certs=certs["server"])
+
+    @untrusting.region("r")
+    async def g(x: int) -> int:
+        return x + 1
+
+    untrusted: RedisStore = untrusting["r"].store
+    assert run(g(1)) == 2  # the handshake fails on the loop: a miss, never an exception
+    assert untrusting["r"].stats()["hits"] == 0 and untrusted.breaker.down

@@ -109,7 +109,11 @@ class LoopPool:
                         f"redis {self.label} did not answer within {self.timeout:g} s") from exc
             raise
         del deadlines[conn]
-        self.idle.append(held)
+        if conn in self.expired:  # answered as its deadline passed: aborted all the same
+            self.expired.discard(conn)
+            await self._drop(conn)
+        else:
+            self.idle.append(held)
         self._wake()
         return found
 
