@@ -24,6 +24,8 @@ What each test guards:
   request is unanswered closes that connection; the next read gets its own reply.
 * ``test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure``: every connection of the loop
   busy for ``connect_timeout``: the call computes, the breaker stays closed.
+* ``test_a_cluster_region_s_async_hits_take_the_io_threads``: a Redis Cluster region (one node)
+  keeps the thread hop for coroutines: values, tagged hits and a bump are right.
 * ``test_a_hit_over_tls_on_the_loop``: a ``rediss://`` region's hit on the loop (redis-py's TLS
   connection, the same CA option); a client that does not trust the CA gets a miss, no exception.
 """
@@ -502,3 +504,40 @@ def test_a_hit_over_tls_on_the_loop(make_manager: Any, redis_factory: Any, tmp_p
     untrusted: RedisStore = untrusting["r"].store
     assert run(g(1)) == 2  # the handshake fails on the loop: a miss, never an exception
     assert untrusting["r"].stats()["hits"] == 0 and untrusted.breaker.down
+
+
+def test_a_cluster_region_s_async_hits_take_the_io_threads(make_manager: Any, redis_factory: Any,
+                                                            tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.conftest import free_port
+
+    nodes = tmp_path / "nodes.conf"
+    server = redis_factory(extra_args=("--cluster-enabled", "yes", "--cluster-config-file", str(nodes),
+                                       "--cluster-port", str(free_port())))
+    subprocess.run(["redis-cli", "-p", str(server.port), "cluster", "addslotsrange", "0", "16383"],
+                   check=True, capture_output=True)
+    admin = redis.Redis.from_url(server.url)
+    wait_until(lambda: admin.cluster("INFO").get("cluster_state") == "ok")
+    manager = region(make_manager, server.url, cluster=True)
+    computed: list[int] = []
+
+    @manager.region("r", tags=lambda x: [f"item:{x}"])
+    async def f(x: int) -> dict[str, int]:
+        computed.append(x)
+        return {"x": x, "n": len(computed)}
+
+    store: RedisStore = manager["r"].store
+    assert not store.reads_on_loop
+
+    async def reads() -> list[Any]:
+        return [await f(x) for x in (1, 2) for _ in range(3)]
+
+    first = run(reads())
+    assert first == [{"x": 1, "n": 1}] * 3 + [{"x": 2, "n": 2}] * 3 and computed == [1, 2]
+    executor = counted(store)
+    assert run(reads()) == first and computed == [1, 2]
+    assert executor.submits == 6, "a cluster's hits run on the I/O threads"
+    assert manager.invalidate_tags("item:1") is True
+    assert run(f(1)) == {"x": 1, "n": 3} and run(f(2)) == {"x": 2, "n": 2}
+    assert manager["r"].stats()["errors"] == 0
