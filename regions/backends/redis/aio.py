@@ -45,6 +45,11 @@ if TYPE_CHECKING:
     from . import RedisStore
 
 
+#: The idle check of a connection (EOF, a reset, or bytes nobody asked for): ``can_read`` since
+#: redis-py 8, ``can_read_destructive`` before (deprecated since).
+_CAN_READ = "can_read" if hasattr(redis.asyncio.Connection, "can_read") else "can_read_destructive"
+
+
 def _write(conn: Any, data: bytes) -> None:
     """Queue ``data`` on ``conn``'s stream without a task (``send_packed_command`` wraps each write
     in ``asyncio.wait_for``, a task of its own). A hit's request is a few hundred bytes: the
@@ -143,7 +148,7 @@ class LoopPool:
             conn = held[0]
             if held[1] == outages and conn.is_connected:
                 try:
-                    if not await conn.can_read():  # (True: bytes nobody asked for)
+                    if not await getattr(conn, _CAN_READ)():  # (True: bytes nobody asked for)
                         return held
                 except Exception:  # the server closed it while idle: not a failure of this call
                     pass
