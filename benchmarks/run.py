@@ -571,6 +571,88 @@ def async_group(server: Memcached) -> Group:
     return group
 
 
+def async_redis_group(server: RedisServer) -> Group:
+    """(i): an ``async def`` function's Redis hit, on the loop (redis.asyncio connections, GET +
+    PTTL in one send), against the sync raw redis-py ``GET`` + ``pickle.loads`` of the same item."""
+    import asyncio
+
+    import redis
+    import redis.asyncio
+
+    loop = asyncio.new_event_loop()
+    manager = make_manager({"ard": {"BACKEND": "redis", "LOCATION": server.url, "TIMEOUT": 3600}},
+                           key_prefix="bench")
+
+    @manager.region("ard")
+    async def product_list(category):
+        return PAYLOAD
+
+    region = manager["ard"]
+    assert loop.run_until_complete(product_list(42)) == PAYLOAD  # stored: every call from now is a hit
+    wire = product_list.cache_key(42)
+    key = wire.rsplit(":", 1)[1]
+    old_ns = WithoutLoopReads(region.namespace(f"{product_list.__module__}.{product_list.__qualname__}"))
+
+    async def unreachable() -> object:
+        raise AssertionError("the thread-hop reference missed")
+
+    def thread_hop():
+        return region.aget_or_create_in(old_ns, key, unreachable, 3600)
+
+    assert loop.run_until_complete(thread_hop()) == PAYLOAD, "the reference reads another key"
+    loads = pickle.loads
+
+    def sync_raw() -> Callable[[], object]:
+        get = redis.Redis.from_url(server.url, socket_timeout=1.0).get
+        offset = pickle_offset(get(wire))
+
+        def raw_get():
+            return loads(memoryview(get(wire))[offset:])[2]
+
+        return raw_get
+
+    raw = sync_raw()
+    aclient = redis.asyncio.Redis.from_url(server.url, socket_timeout=1.0)
+    offset = pickle_offset(raw_blob_redis(server, wire))
+
+    async def asyncio_get():
+        return loads(memoryview(await aclient.get(wire))[offset:])[2]
+
+    assert loop.run_until_complete(asyncio_get()) == PAYLOAD
+    region.reset_stats()
+    group = Group(
+        "(i) async redis hit, on the event loop (target: regions / sync raw GET)",
+        Case("sync raw redis-py GET + pickle.loads, same item", raw, note="floor"),
+        [
+            Case("regions async redis hit (on the loop)", functools.partial(product_list, 42), target=1.30,
+                 loop=loop),
+            Case("regions async redis hit via I/O threads (before)", thread_hop, loop=loop),
+            Case("sync raw redis-py GET + loads, another client (A/A)", sync_raw()),
+            Case("redis.asyncio client GET + pickle.loads (async raw)", asyncio_get, loop=loop),
+        ],
+        notes=["a coroutine's hit is awaited in a loop inside one coroutine; the floor is the sync "
+               "raw GET of the very item the async function stored; the A/A row is the floor again "
+               "on another client (how far two identical cases drift apart in this run)",
+               "the region's hit sends GET + PTTL in one write on a redis.asyncio connection of the "
+               "loop's own and reads both replies with redis-py's parser"],
+    )
+    group.checks.append((region, "regions async redis hits"))
+    group.manager = manager  # type: ignore[attr-defined]  # kept open while the group runs
+    return group
+
+
+def raw_blob_redis(server: RedisServer, wire: str) -> bytes:
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        blob = client.get(wire)
+    finally:
+        client.close()
+    assert isinstance(blob, bytes), "the async function's item is not on the server"
+    return blob
+
+
 async def _make_aiomcache(aiomcache: Any, server: Memcached) -> Any:
     return aiomcache.Client(server.server[0], server.port, pool_size=2)
 
@@ -1083,8 +1165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--threads", default="1,2,8",
                         help="thread counts of the concurrency group (default 1,2,8; 1 is a reference)")
-    parser.add_argument("--groups", default="abcdefgh",
-                        help="groups to run, e.g. 'ad' (default abcdefgh: all)")
+    parser.add_argument("--groups", default="abcdefghi",
+                        help="groups to run, e.g. 'ad' (default abcdefghi: all)")
     args = parser.parse_args(argv)
     try:
         threads = sorted({int(n) for n in args.threads.split(",") if n.strip()})
@@ -1093,8 +1175,8 @@ def main(argv: list[str] | None = None) -> int:
     if not threads or min(threads) < 1:
         parser.error("--threads: counts must be >= 1")
     wanted = set(args.groups.lower())
-    if not wanted or wanted - set("abcdefgh"):
-        parser.error("--groups takes letters among a, b, c, d, e, f, g, h")
+    if not wanted or wanted - set("abcdefghi"):
+        parser.error("--groups takes letters among a, b, c, d, e, f, g, h, i")
 
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import regions
@@ -1162,12 +1244,17 @@ def main(argv: list[str] | None = None) -> int:
             finish_django(f)
             groups.append(f)
 
-        if "h" in wanted:
+        if "h" in wanted or "i" in wanted:
             redis_server = RedisServer()
             try:
-                h = redis_group(redis_server)
-                run_group(h, rounds * 10, batch_seconds / 25)  # network hits: as (a)
-                groups.append(h)
+                if "h" in wanted:
+                    h = redis_group(redis_server)
+                    run_group(h, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                    groups.append(h)
+                if "i" in wanted:
+                    i = async_redis_group(redis_server)
+                    run_group(i, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                    groups.append(i)
             finally:
                 redis_server.stop()
     finally:

@@ -238,13 +238,18 @@ class RegionCache(BaseCache):
     def close(self, **kwargs: Any) -> None:
         """Nothing to do: the region's connections are pooled and outlive requests."""
 
-    # async: on the region's I/O threads (in-process regions: on the event loop, no thread hop).
-    # Django's defaults run every cache call of every request on one thread (thread_sensitive).
+    # async: on the region's I/O threads (in-process regions: on the event loop, no thread hop;
+    # aget of a backend that reads on the loop, memcached and Redis: there too). Django's defaults
+    # run every cache call of every request on one thread (thread_sensitive).
     async def _io(self, call: Callable[..., T], *args: Any) -> T:
         return await self.region.call_io(call, *args)
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return await self._io(self.get, key, default, version)
+        _, region, ns, copies = self._binding()
+        if not hasattr(ns, "aget_entry"):  # no read on the event loop (AsyncEntries): a thread
+            return await self._io(self.get, key, default, version)
+        stored = await region.alookup(ns, self.make_and_validate_key(key, version=version), _MISSING)
+        return default if stored is _MISSING else self._decode(copies, stored)
 
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None

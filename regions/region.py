@@ -264,6 +264,14 @@ class Region:
         self.counts.misses += 1
         return default
 
+    async def alookup(self, ns: AsyncEntries, key: Hashable, default: Any = None) -> Any:
+        """:meth:`lookup` for coroutines, read on the event loop (:meth:`aread`)."""
+        entry, fresh = await self.aread(ns, key)
+        if fresh:
+            return entry[2]  # type: ignore[index]
+        self.counts.misses += 1
+        return default
+
     def peek(self, ns: Entries, key: Hashable, operation: str = "get") -> Entry | None:
         """The fresh entry of ``key`` or ``None``, uncounted (a read made to decide, such as
         Django's ``add`` or ``incr``); :data:`UNREADABLE` when the backend failed."""

@@ -384,18 +384,22 @@ def test_async_api(region: str, settings: Any, cache_regions: dict[str, Any]) ->
 
 
 def test_async_calls_run_on_the_regions_threads(settings: Any, cache_regions: dict[str, Any]) -> None:
-    """``aget`` and friends run on the region's I/O threads (several at once), not on the single
-    thread Django's defaults use for every request's cache calls; an in-process region answers on
-    the event loop itself. Seen through ``KEY_FUNCTION``, which runs wherever the call runs."""
+    """``aset`` and friends run on the region's I/O threads (several at once), not on the single
+    thread Django's defaults use for every request's cache calls; ``aget`` of a region that reads
+    on the event loop (memcached, Redis: ``AsyncEntries``) runs on the loop, with no thread at all,
+    and so does every call of an in-process region. Seen through ``KEY_FUNCTION``, which runs
+    wherever the call runs."""
     import asyncio
     import threading
 
     settings.CACHE_REGIONS = {**cache_regions, "local": {"BACKEND": "memory"}}
-    seen: dict[str, set[str]] = {"functions": set(), "local": set()}
+    seen: dict[str, set[str]] = {"functions": set(), "local": set(), "functions get": set()}
+    reading = {"get": False}
 
     def key_function(alias: str) -> Any:
         def make(key: str, prefix: str, version: int) -> str:
-            seen[alias].add(threading.current_thread().name)
+            seen[alias + (" get" if reading["get"] and alias == "functions" else "")].add(
+                threading.current_thread().name)
             return f"{prefix}:{version}:{key}"
         return make
 
@@ -406,7 +410,9 @@ def test_async_calls_run_on_the_regions_threads(settings: Any, cache_regions: di
     async def main() -> None:
         network, local = caches["default"], caches["local"]
         await asyncio.gather(*(network.aset(f"k{i}", i) for i in range(16)))
+        reading["get"] = True
         assert await asyncio.gather(*(network.aget(f"k{i}") for i in range(16))) == list(range(16))
+        reading["get"] = False
         await local.aset("k", 1)
         assert await local.aget("k") == 1
         seen["loop"] = {threading.current_thread().name}
@@ -415,3 +421,4 @@ def test_async_calls_run_on_the_regions_threads(settings: Any, cache_regions: di
         asyncio.run(main())
     assert seen["functions"] and all(n.startswith("regions-functions") for n in seen["functions"]), seen
     assert seen["local"] == seen["loop"], seen
+    assert seen["functions get"] == seen["loop"], seen

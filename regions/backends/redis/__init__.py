@@ -5,6 +5,10 @@ redis-py.
   (a tagged hit adds the ``MGET`` of its tags' counters to the same send). The entry is sealed as
   on memcached (:mod:`regions.backends.sealed`: ``R1`` + a 32-byte tag over the key and the pickle,
   checked before anything is unpickled).
+* A coroutine's hit (``aget_entry``, ``aget_entry_tagged``:
+  :class:`~regions.backends.contract.AsyncEntries`) sends the same bytes on a ``redis.asyncio``
+  connection of its own event loop (:mod:`.aio`), decoded by the same code, with the same breaker:
+  no I/O thread. Through Sentinel or a cluster it runs the blocking hit on the I/O threads.
 * Freshness comes from the server: an entry is written with ``PX`` = its TIMEOUT plus the stale
   window, and the hit's ``PTTL`` gives its age on the server's clock, so the writer's clock does
   not decide how long it lives (an entry whose writer's time disagrees is rebased).
@@ -22,13 +26,15 @@ redis-py.
 
 This module holds the store and the namespace manager; their collaborators: :mod:`.options`
 (LOCATION and OPTIONS, checked without redis-py), :mod:`.client` (the redis-py client, the
-per-server breaker), :mod:`.lock` (``shared_lock``/``update_lock``), :mod:`.lease` (the lease
-scripts), :mod:`.tags` (``store.tags``) and :mod:`.sync_log` (``store.sync_storage``, with the
-optional ``wait`` of :class:`~regions.backends.contract.LogStorage` for push invalidation).
+per-server breaker), :mod:`.aio` (coroutines' hits on the event loop), :mod:`.lock`
+(``shared_lock``/``update_lock``), :mod:`.lease` (the lease scripts), :mod:`.tags`
+(``store.tags``) and :mod:`.sync_log` (``store.sync_storage``, with the optional ``wait`` of
+:class:`~regions.backends.contract.LogStorage` for push invalidation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import pickle
 import secrets
@@ -84,6 +90,9 @@ class RedisStore(Store):
         self.retry_interval = float(get("retry_interval", 1.0))
         self.distributed_lock = bool(get("distributed_lock", True))
         self.cluster = bool(get("cluster", False))
+        #: Coroutines' hits are read on their event loop (:mod:`.aio`); through Sentinel or a
+        #: cluster they run on the I/O threads (redis-py's clients for those are not used there).
+        self.reads_on_loop = not self.cluster and not get("sentinel")
         self.max_connections = max(1, int(get("max_connections", 32)))
         self.network_errors = clients.NETWORK_ERRORS
         self.server_label = clients.label(location, self.options)
@@ -98,6 +107,7 @@ class RedisStore(Store):
 
     def _connect(self) -> None:
         self.client = self._clients.make_client(self.location, self.options)
+        self._loop_connections: Any = None
         self._packer: Any = None
         self.scripts = _Scripts(self.client, self._scripts)
         self.server = self._clients.attach(self)
@@ -127,6 +137,17 @@ class RedisStore(Store):
             pool = self.client.connection_pool
             packer = self._packer = pool.connection_class(**pool.connection_kwargs)
         return b"".join(packer.pack_commands(commands))
+
+    @property
+    def loop_connections(self) -> Any:
+        """Each event loop's connections for coroutines' hits (:class:`.aio.LoopConnections`),
+        made on first use (``redis.asyncio`` is imported then)."""
+        found = self._loop_connections
+        if found is None:
+            from .aio import LoopConnections
+
+            found = self._loop_connections = LoopConnections(self)
+        return found
 
     def namespace_root(self, namespace: str) -> str:
         """What every entry key of ``namespace`` starts with (length-prefixed: no namespace's
@@ -249,6 +270,8 @@ class RedisStore(Store):
         super().close()
         self.backlog.drop()
         self._clients.detach(self, self.server)
+        if self._loop_connections is not None:
+            self._loop_connections.close()
         try:
             self.client.close()
         except Exception:
@@ -344,36 +367,79 @@ class RedisNamespaceManager(Backend):
     def get_entry(self, key: Hashable) -> Entry | None:
         raw, packed = self._hit_command(key)
         data, left = self._send(_HIT, packed)
-        if data is None:
-            return None
+        return None if data is None else self._entry(raw, data, left)
+
+    def _entry(self, raw: bytes, data: bytes, left: int) -> Entry | None:
+        """The entry in a hit's ``GET`` reply (``data``, under the wire key ``raw``), given the
+        ``PTTL`` reply ``left``: unsealed (raises :class:`RejectedEntry`), ``None`` for a
+        placeholder, rebased (:meth:`_rebased`). The blocking and the loop's hit share it."""
         try:
             entry = unseal(self.store.signer, raw, data)
         except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         return self._rebased(entry, left)
 
-    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
-        """The entry and its tags' counters in one round trip."""
-        from .tags import as_int
-
+    def _tagged_commands(self, key: Hashable, names: list[str]) -> tuple[str, list[tuple[Any, ...]]]:
+        """``(wire key, commands)`` of a tagged hit: the entry's ``GET`` + ``PTTL`` and its tags'
+        counters (one ``MGET``; one ``GET`` each on a cluster, whose keys lie in many slots)."""
         wire = self.wire_key(key)
         tag_keys = self.store.tags.keys(names)
         if self.store.cluster:
-            replies = self._send([("GET", wire), ("PTTL", wire), *(("GET", k) for k in tag_keys)])
-            data, left, raw = replies[0], replies[1], replies[2:]
-        else:
-            data, left, raw = self._send([("GET", wire), ("PTTL", wire), ("MGET", *tag_keys)])
-        versions = [as_int(v) for v in raw]
+            return wire, [("GET", wire), ("PTTL", wire), *(("GET", k) for k in tag_keys)]
+        return wire, [("GET", wire), ("PTTL", wire), ("MGET", *tag_keys)]
+
+    def _tagged(self, wire: str, replies: list[Any]) -> tuple[Entry | None, list[int | None]]:
+        """The entry and tag versions in the replies of :meth:`_tagged_commands`."""
+        from .tags import as_int
+
+        data, left = replies[0], replies[1]
+        versions = [as_int(v) for v in (replies[2:] if self.store.cluster else replies[2])]
         if data is None:
             return None, versions
         try:
-            entry = unseal(self.store.signer, wire.encode(), data)
-        except Placeholder:
-            return None, versions
+            return self._entry(wire.encode(), data, left), versions
         except RejectedEntry as exc:
             exc.tag_versions = versions
             raise
-        return self._rebased(entry, left), versions
+
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+        """The entry and its tags' counters in one round trip."""
+        wire, commands = self._tagged_commands(key, names)
+        return self._tagged(wire, self._send(commands))
+
+    # coroutines' hits (AsyncEntries) ---------------------------------------------------------
+    async def _asend(self, data: bytes, replies: int) -> list[Any]:
+        """:meth:`_send` on the running loop's own connection (:mod:`.aio`): same breaker."""
+        store = self.store
+        if store.breaker.down:
+            raise BackendUnavailable(store.unavailable)
+        try:
+            return await store.loop_connections.pool().request(data, replies)
+        except store.network_errors as exc:
+            store.failed(exc)
+            raise
+
+    async def aget_entry(self, key: Hashable) -> Entry | None:
+        """:meth:`get_entry` for coroutines (:class:`~regions.backends.contract.AsyncEntries`): the
+        same ``GET`` + ``PTTL`` bytes on the running loop's connection, no I/O thread. Through
+        Sentinel or a cluster, :meth:`get_entry` on the store's I/O threads instead."""
+        store = self.store
+        if not store.reads_on_loop:
+            return await asyncio.get_running_loop().run_in_executor(store.executor, self.get_entry, key)
+        raw, packed = self._hit_command(key)
+        data, left = await self._asend(packed, 2)
+        return None if data is None else self._entry(raw, data, left)
+
+    async def aget_entry_tagged(
+        self, key: Hashable, names: list[str]
+    ) -> tuple[Entry | None, list[int | None]]:
+        """:meth:`get_entry_tagged` for coroutines, on the loop as :meth:`aget_entry` is."""
+        store = self.store
+        if not store.reads_on_loop:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(store.executor, self.get_entry_tagged, key, names)
+        wire, commands = self._tagged_commands(key, names)
+        return self._tagged(wire, await self._asend(store.pack(commands), len(commands)))
 
     def _rebased(self, entry: Any, left: int) -> Any:
         """``entry`` with its time rebased on this host's clock from the ms the server still keeps

@@ -40,12 +40,12 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: What redis-py's BlockingConnectionPool raises when no connection came free in time: a busy
 #: pool, not a failed server (the breaker is not tripped; :class:`~regions.errors.PoolExhausted`).
-_POOL_EMPTY = "No connection available."
+POOL_EMPTY = "No connection available."
 
 
 def exhausted(exc: BaseException) -> bool:
     """Whether ``exc`` says every connection of the pool stayed busy (not that the server failed)."""
-    return isinstance(exc, RedisConnectionError) and str(exc) == _POOL_EMPTY
+    return isinstance(exc, RedisConnectionError) and str(exc) == POOL_EMPTY
 
 
 _CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
@@ -64,6 +64,14 @@ def _connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     if options.get("db") is not None:
         kwargs["db"] = int(options["db"])
     return kwargs
+
+
+def async_connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_connection_kwargs` (and TLS) for ``redis.asyncio`` connections (:mod:`.aio`): the
+    same timeouts, credentials and db, and no retries either."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return {**_connection_kwargs(options), "retry": AsyncRetry(NoBackoff(), 0), **_tls_kwargs(options)}
 
 
 def _tls_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
