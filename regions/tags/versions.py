@@ -25,8 +25,14 @@ class LocalVersions:
     __slots__ = ("versions", "lock")
 
     def __init__(self) -> None:
+        #: name -> current version; emptied in place, never replaced (the decorator's inline tagged
+        #: hit reads it as :attr:`table`)
         self.versions: dict[str, int] = {}
         self.lock = threading.Lock()
+
+    @property
+    def table(self) -> dict[str, int]:
+        return self.versions
 
     def read(self, names: list[str]) -> list[int | None]:
         get = self.versions.get
