@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from . import tags as _tags
 from . import trace as _trace
+from .backends.memory import ENTRY, USED
 from .binding import BindError, KeyBuilder
 from .engine.flights import FLIGHTS
 from .errors import ConfigurationError
@@ -30,6 +31,7 @@ from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
 from .scope import CURRENT
 from .tags import TagSpec, uncached
+from .tags.versions import LocalVersions
 from .tags.view import STAMP, TaggedView
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ class Binding(Generic[P, R]):
         "slot",
         "synced",
         "direct",
-        "versions",
+        "tags",
         "__weakref__",
     )
 
@@ -104,7 +106,7 @@ class Binding(Generic[P, R]):
         self.table: dict[Hashable, list[Any]] | None = None
         self.slot: Hashable | None = None
         self.synced: tuple[dict[Hashable, list[Any]], Any] | None = None
-        self.versions: dict[str, int] | None = None
+        self.tags: LocalVersions | None = None
         self.direct = False
         self.fast_epoch = self.epoch = -1
 
@@ -129,8 +131,8 @@ class Binding(Generic[P, R]):
             self.slot = ns.slot if inline == "scope" else None
             self.synced = (ns.table, ns.sync) if inline == "synced" else None
             self.direct = fast and not inline
-            # tag versions kept in this process: the inline tagged hit compares them itself
-            self.versions = getattr(region.store.tags, "table", None) if fast else None
+            # tag versions kept in this process (memory, request, synced): the inline tagged hit's
+            self.tags = getattr(region.store.tags, "local_versions", None) if fast else None
             self.fast_epoch = epoch if fast else -1
             self.epoch = epoch
         return self
@@ -150,6 +152,17 @@ def _inline_off() -> None:
 
 
 _trace.on_switch(_inline_off)
+
+
+def current_stamp(stamped: Any, tags: LocalVersions) -> bool:
+    """Whether ``stamped``, a tagged entry's value slot (:func:`regions.tags.view.stamp`), carries
+    the current versions of its tags (anything else: ``False``, for TaggedView's path to judge)."""
+    if type(stamped) is not tuple or len(stamped) != 4 or stamped[0] != STAMP:
+        return False
+    try:
+        return tuple(map(tags.versions.get, stamped[1])) == stamped[2]
+    except Exception:  # not a stamp of ours after all
+        return False
 
 
 def check_timeout(where: str, timeout: Any) -> None:
@@ -317,61 +330,59 @@ def _sync_wrapper(
                 if type(arg) not in atomic:
                     return general(*args, **kwargs)
         table = binding.table
-        if table is not None:  # a memory region: its table read here, the use stamped
+        if table is not None:  # a memory region: its record read here, the use stamped
             rec = table.get(args)
             if rec is not None:
-                entry = rec[0]
-                ttl = entry[1]
                 t = now()
-                if ttl is None or entry[0] + ttl > t:
-                    rec[1] = t
+                if rec[0] > t:  # rec: [expires, value, last use, entry, checked] (backends.memory)
+                    rec[2] = t
                     binding.counts.hits += 1
-                    return entry[2]
+                    return rec[1]
             return general(*args, **kwargs)
-        entry = inline_entry(args)
-        if entry is not None:
-            ttl = entry[1]
-            if ttl is None or entry[0] + ttl > now():
-                binding.counts.hits += 1
-                return entry[2]
-        return general(*args, **kwargs)
-
-    def inline_entry(args: tuple[Any, ...]) -> Entry | None:
-        """The entry the inline hit finds itself on any in-process store but memory (``None``:
-        the general path looks, or decides)."""
         slot = binding.slot
         if slot is not None:  # a request region: the current scope's table of this function
             data = current()
             table = None if data is None else data.get(slot)
-            return None if table is None else table.get(args)
+            entry = None if table is None else table.get(args)
+            if entry is not None:
+                ttl = entry[1]
+                if ttl is None or entry[0] + ttl > now():
+                    binding.counts.hits += 1
+                    return entry[2]
+            return general(*args, **kwargs)
         synced = binding.synced
-        if synced is not None:  # a synced or tiered region's local tier
+        if synced is not None:  # a synced or tiered region's local tier (when the log is not due)
             table, sync = synced
-            if monotonic() >= sync.due or sync.degraded:
-                return None
-            rec = table.get(args)
-            if rec is None:
-                return None
-            rec[1] = now()
-            return rec[0]
+            if monotonic() < sync.due and not sync.degraded:
+                rec = table.get(args)
+                if rec is not None:
+                    t = now()
+                    if rec[0] > t:
+                        rec[2] = t
+                        binding.counts.hits += 1
+                        return rec[1]
+            return general(*args, **kwargs)
         if binding.direct:
             try:
-                return binding.get_entry(args)
+                found = binding.get_entry(args)
             except Exception:
-                return None
-        return None
+                return general(*args, **kwargs)
+            if found is not None:
+                ttl = found[1]
+                if ttl is None or found[0] + ttl > now():
+                    binding.counts.hits += 1
+                    return found[2]
+        return general(*args, **kwargs)
 
     @functools.wraps(func)
     def tagged(*args: Any, **kwargs: Any) -> Any:
         # The inline hit of a function with tags, on an in-process store whose tag versions live in
         # this process: the untagged inline hit, then the entry's stamp checked here against the
         # current versions of the tags it was stored with (those of its arguments, which are the
-        # same arguments: the tags= callable is a function of them). Else TaggedView's path.
+        # same arguments: the tags= callable is a function of them), once per change of the
+        # versions for a memory record (its mark). Else TaggedView's path.
         fast = binding.fast_epoch
         if kwargs or len(args) != size or fast < 0 or (late and fast != source.epoch):
-            return general(*args, **kwargs)
-        versions = binding.versions
-        if versions is None:
             return general(*args, **kwargs)
         if size == 1:
             if type(args[0]) not in atomic:
@@ -380,34 +391,66 @@ def _sync_wrapper(
             for arg in args:
                 if type(arg) not in atomic:
                     return general(*args, **kwargs)
+        tags = binding.tags
+        if tags is None:
+            return general(*args, **kwargs)
         table = binding.table
-        rec = None
-        if table is not None:
+        if table is not None:  # a memory region
             rec = table.get(args)
-            entry = None if rec is None else rec[0]
-        else:
-            entry = inline_entry(args)
+            if rec is None:
+                return general(*args, **kwargs)
+            t = now()
+            if rec[0] <= t:
+                return general(*args, **kwargs)
+            stamped = rec[1]
+            serial = tags.serial  # read before the versions (see LocalVersions.serial)
+            if rec[4] is not serial:
+                if not current_stamp(stamped, tags):
+                    return general(*args, **kwargs)
+                rec[4] = serial
+            if _tags.check_uncached is not None and _tags.check_uncached(stamped[1]):
+                return general(*args, **kwargs)
+            rec[2] = t
+            binding.counts.hits += 1
+            return stamped[3]
+        entry = inline_entry(args)
         if entry is None:
             return general(*args, **kwargs)
         ttl = entry[1]
-        t = now()
-        if ttl is not None and entry[0] + ttl <= t:
+        if ttl is not None and entry[0] + ttl <= now():
             return general(*args, **kwargs)
         stamped = entry[2]
-        if type(stamped) is not tuple or len(stamped) != 4 or stamped[0] != STAMP:
-            return general(*args, **kwargs)  # TaggedView's path says what is wrong with it
-        names = stamped[1]
-        try:
-            if tuple(map(versions.get, names)) != stamped[2]:
-                return general(*args, **kwargs)
-        except Exception:  # not a stamp of ours after all
+        if not current_stamp(stamped, tags):
             return general(*args, **kwargs)
-        if _tags.check_uncached is not None and _tags.check_uncached(names):
+        if _tags.check_uncached is not None and _tags.check_uncached(stamped[1]):
             return general(*args, **kwargs)
-        if rec is not None:
-            rec[1] = t
         binding.counts.hits += 1
         return stamped[3]
+
+    def inline_entry(args: tuple[Any, ...]) -> Entry | None:
+        """The entry the inline tagged hit finds itself on a request, synced or tiered region
+        (``None``: the general path looks, or decides)."""
+        slot = binding.slot
+        if slot is not None:
+            data = current()
+            table = None if data is None else data.get(slot)
+            return None if table is None else table.get(args)
+        synced = binding.synced
+        if synced is not None:
+            table, sync = synced
+            if monotonic() >= sync.due or sync.degraded:
+                return None
+            rec = table.get(args)
+            if rec is None:
+                return None
+            rec[USED] = now()
+            return rec[ENTRY]
+        if binding.direct:
+            try:
+                return binding.get_entry(args)
+            except Exception:
+                return None
+        return None
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now, store its result for these arguments (with its tags' current

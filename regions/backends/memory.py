@@ -1,12 +1,14 @@
 """``memory``: a bounded in-process LRU shared by the threads of one process.
 
-Each namespace (decorated function) has a table of its own, ``key -> [entry, last use]``, so a hit
-is one lookup of the key as it is (no ``(namespace, key)`` tuple to build and hash) and one store
-of the time of the hit, which the freshness check has just read (``time.time()``: uses within one
-tick of the clock, or across a step back of it, are ordered arbitrarily). Past ``max_entries``, a
-write removes the least recently used entries of every namespace of the store, by that time (the
-oldest ``1/16`` of the bound at once, so a full store rescans every ``max_entries / 16`` writes; a
-bound under 16 removes one at a time). Hits take no lock; writes and removals take the store's.
+Each namespace (decorated function) has a table of its own, ``key -> [expires, value, last use,
+entry]`` (:data:`Record`), so a hit is one lookup of the key as it is (no ``(namespace, key)``
+tuple to build and hash), one comparison of ``expires`` (the entry's ``stored_at + ttl``, computed
+once when stored) with the clock, and one store of the time that check read (``time.time()``:
+uses within one tick of the clock, or across a step back of it, are ordered arbitrarily). Past
+``max_entries``, a write removes the least recently used entries of every namespace of the store,
+by that time (the oldest ``1/16`` of the bound at once, so a full store rescans every
+``max_entries / 16`` writes; a bound under 16 removes one at a time). Hits take no lock; writes
+and removals take the store's.
 """
 
 from __future__ import annotations
@@ -22,8 +24,28 @@ from .contract import Backend, Entry, Store, is_fresh
 #: The time of a use of an entry (a hit, a write): the order in which entries are evicted.
 TICK = time.time
 
-#: ``key -> [entry, time of last use]``: one namespace's table.
-Table = dict[Hashable, list[Any]]
+#: ``[expires, value, time of last use, entry, checked]``: what a table keeps for a key. ``expires`` is
+#: ``entry[0] + entry[1]`` (the same float sum a freshness check computes), infinite without a ttl;
+#: ``checked``: the decorator's inline tagged hit's mark (the tag versions' serial it was checked at).
+Record = list[Any]
+#: Indexes in a :data:`Record`.
+EXPIRES, VALUE, USED, ENTRY, CHECKED = 0, 1, 2, 3, 4
+#: ``key -> record``: one namespace's table.
+Table = dict[Hashable, Record]
+
+_FOREVER = float("inf")
+
+
+def record(entry: Entry) -> Record:
+    """The record of ``entry``, used now (a malformed entry expires at once: readers that check
+    entries, :meth:`regions.region.Region.read`, reject it)."""
+    try:
+        ttl = entry[1]
+        expires = _FOREVER if ttl is None else float(entry[0] + ttl)
+        value = entry[2]
+    except Exception:
+        expires, value = -_FOREVER, None
+    return [expires, value, TICK(), entry, None]
 
 
 def _first(item: tuple[float, Hashable, Table]) -> float:
@@ -64,7 +86,7 @@ class MemoryStore(Store):
         with self.lock:
             if key not in table:
                 self.size += 1
-            table[key] = [entry, TICK()]
+            table[key] = record(entry)
             if self.size > self.max_entries:
                 self._evict()
 
@@ -76,7 +98,7 @@ class MemoryStore(Store):
             return
         oldest = heapq.nsmallest(
             excess,
-            ((rec[1], key, table) for table in self.tables.values() for key, rec in table.items()),
+            ((rec[USED], key, table) for table in self.tables.values() for key, rec in table.items()),
             key=_first,
         )
         for _, key, table in oldest:
@@ -118,15 +140,15 @@ class MemoryNamespaceManager(Backend):
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        #: this namespace's entries: ``key -> [entry, last use]`` (the decorator's inline hit reads it)
+        #: this namespace's records (the decorator's inline hit reads it)
         self.table = self.store.table(namespace)
 
     def get_entry(self, key: Hashable) -> Entry | None:
         rec = self.table.get(key)
         if rec is None:
             return None
-        rec[1] = TICK()  # no lock on the hit path: a store of a number is atomic under the GIL
-        return rec[0]
+        rec[USED] = TICK()  # no lock on the hit path: a store of a number is atomic under the GIL
+        return rec[ENTRY]
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         self.store.put(self.table, key, entry)
@@ -141,4 +163,4 @@ class MemoryNamespaceManager(Backend):
 
     def keys(self) -> list[Any]:
         now = time.time()
-        return [k for k, rec in list(self.table.items()) if is_fresh(rec[0], now)]
+        return [k for k, rec in list(self.table.items()) if is_fresh(rec[ENTRY], now)]

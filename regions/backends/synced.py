@@ -17,7 +17,7 @@ from typing import Any
 from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import LocalVersions
 from .contract import Entry, Store
-from .memory import TICK, MemoryNamespaceManager, MemoryStore
+from .memory import ENTRY, TICK, USED, MemoryNamespaceManager, MemoryStore
 
 _monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
 
@@ -27,8 +27,8 @@ class PublishedVersions:
 
     def __init__(self, local: LocalVersions, sync: LocalSync) -> None:
         self.local, self.sync = local, sync
-        #: name -> current version, read as it is by the decorator's inline tagged hit
-        self.table = local.versions
+        #: the versions, read as they are by the decorator's inline tagged hit
+        self.local_versions = local
 
     def read(self, names: list[str]) -> list[int | None]:
         return self.local.read(names)
@@ -101,8 +101,8 @@ class SyncedMemoryNamespaceManager(MemoryNamespaceManager):
         rec = self.table.get(key)
         if rec is None:
             return None
-        rec[1] = TICK()
-        entry: Entry = rec[0]
+        rec[USED] = TICK()
+        entry: Entry = rec[ENTRY]
         if sync.degraded and not sync.trusted(entry):
             return None
         return entry

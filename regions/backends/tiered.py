@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import MAX_TAGS
 from .contract import Backend, Entry, Lease, SharedLock, Store
-from .memory import TICK, MemoryNamespaceManager, MemoryStore
+from .memory import ENTRY, TICK, USED, MemoryNamespaceManager, MemoryStore
 
 _monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
 
@@ -197,9 +197,9 @@ class TieredNamespaceManager(Backend):
             sync.check()
         rec = self._local_table.get(key)  # the local lookup written out: every hit's path
         if rec is not None:
-            local: Entry = rec[0]
+            local: Entry = rec[ENTRY]
             if not sync.degraded or sync.trusted(local):
-                rec[1] = TICK()
+                rec[USED] = TICK()
                 return local
         applied = sync.applied
         entry = self.far.get_entry(shared_key(key))
