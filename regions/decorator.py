@@ -6,10 +6,15 @@ tags' versions) and hands both to the region's compute-once engine (:mod:`region
 backend round trip for a hit; locks, stale serving and waiting on a miss. Sync and async calls
 differ only in the engine runner they use.
 
-The inline hit path: the sync wrapper of a function without tags, on an in-process store, with
-positional arguments of exact-equality types, reads the entry itself (the key is then ``args``
-itself) and falls back to the general path for anything else. It is step 1 of the protocol
-written out, because a call costs a measurable share of such a hit.
+The inline hit path: the sync wrapper, on an in-process store, with positional arguments of
+exact-equality types, reads the entry itself (the key is then ``args`` itself) and falls back to
+the general path for anything else. It is step 1 of the protocol written out, because a call
+costs a measurable share of such a hit: a memory region's record (its expiry precomputed, its
+use stamped with the time the freshness check read), a request scope's table, a synced or tiered
+region's local tier while its log is not due, else ``get_entry``. A function with tags checks the
+stamp of the entry against the versions kept in this process (memory, request and synced
+regions), once per change of those versions for a memory record. A manager's bindings check no
+epoch per call: a switch of tracing turns their inline hits off (:func:`_inline_off`).
 """
 
 from __future__ import annotations
