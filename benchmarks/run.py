@@ -713,8 +713,8 @@ def request_group() -> Group:
         "(b) in-process hit",
         Case("dict-memo decorator (tuple key)", functools.partial(memo_user, 7), note="floor"),
         [
-            Case("regions request region (in scope)", functools.partial(current_user, 7), target=5.0),
-            Case("regions memory region", functools.partial(memory_user, 7)),
+            Case("regions request region (in scope)", functools.partial(current_user, 7), target=2.5),
+            Case("regions memory region", functools.partial(memory_user, 7), target=2.5),
             Case("functools.lru_cache", functools.partial(lru_user, 7)),
         ],
     )
@@ -757,15 +757,30 @@ def file_group(workdir: Path, big: int) -> Group:
     for i in range(big):
         page_many(i)
     fill_seconds = time.perf_counter() - start
+    # The fill leaves ~11 MB of dirty pages, mostly of the large region's files: written back now,
+    # not by the kernel's flusher during the timing, where it would slow that region's reads only.
+    if hasattr(os, "sync"):
+        os.sync()
 
     # Hits cycle over many keys, so directory lookups are not always for the same file.
     few_keys = itertools.cycle(range(10))
     many_keys = itertools.cycle(range(0, big, max(1, big // 1000)))
-    few_paths = itertools.cycle([page_few.cache_key(i) for i in range(10)])
+    few_paths = [page_few.cache_key(i) for i in range(10)]
+    read_paths = itertools.cycle(few_paths)
+    load_paths = itertools.cycle(few_paths)
+    with open(few_paths[0], "rb") as f:
+        offset = value_offset(f.read())
+    loads = pickle.loads
 
     def read_raw():
-        with open(next(few_paths), "rb") as f:
+        with open(next(read_paths), "rb") as f:
             return f.read()
+
+    def read_and_load():
+        # the hand-written minimum of a hit: read the region's own entry file whole, unpickle the
+        # value in it (the same pickle the region unpickles; its header and tags are not read)
+        with open(next(load_paths), "rb") as f:
+            return loads(memoryview(f.read())[offset:])
 
     def hit_few():
         return page_few(next(few_keys))
@@ -775,10 +790,11 @@ def file_group(workdir: Path, big: int) -> Group:
 
     group = Group(
         "(c) file hit",
-        Case("raw open().read() of an entry-sized file", read_raw, note="floor"),
+        Case("raw open().read() + pickle.loads, entry file", read_and_load, note="floor"),
         [
-            Case("regions file region, 10 entries", hit_few),
+            Case("regions file region, 10 entries", hit_few, target=1.5),
             Case(f"regions file region, {big:,} entries", hit_many),
+            Case("raw open().read() of an entry file", read_raw),
         ],
     )
     group.fill_seconds = fill_seconds  # type: ignore[attr-defined]
@@ -801,6 +817,18 @@ def file_group(workdir: Path, big: int) -> Group:
         group.cases.append(Case(f"beaker file backend, {label} entries",
                                 lambda get=get, keys=keys: get(next(keys))))
     return group
+
+
+def value_offset(blob: bytes) -> int:
+    """Where the pickle of the value starts in a file region's entry file (after its format mark):
+    found by trying, so the floor does not depend on the format."""
+    for offset in range(min(len(blob), 256)):
+        try:
+            if pickle.loads(memoryview(blob)[offset:]) == PAYLOAD:
+                return offset
+        except Exception:
+            continue
+    raise RuntimeError("no pickled value found in the region's entry file: the floor cannot read it")
 
 
 def built_group(title: str, built: Any) -> Group:
@@ -1217,7 +1245,7 @@ def main(argv: list[str] | None = None) -> int:
             run_group(c, rounds, batch_seconds)
             few, many = c.cases[0].name, c.cases[1].name
             scaling = paired_ratio(c, many, few)
-            c.extra.append((f"scaling: {big:,} entries / 10 entries", many, few, scaling, 1.30))
+            c.extra.append((f"scaling: {big:,} entries / 10 entries", many, few, scaling, 1.10))
             groups.append(c)
             fill = f"file region fill: {big + 10:,} entries written in {c.fill_seconds:.1f}s; "  # type: ignore[attr-defined]
 

@@ -6,10 +6,15 @@ tags' versions) and hands both to the region's compute-once engine (:mod:`region
 backend round trip for a hit; locks, stale serving and waiting on a miss. Sync and async calls
 differ only in the engine runner they use.
 
-The inline hit path: the sync wrapper of a function without tags, on an in-process store, with
-positional arguments of exact-equality types, reads the entry itself (the key is then ``args``
-itself) and falls back to the general path for anything else. It is step 1 of the protocol
-written out, because a call costs a measurable share of such a hit.
+The inline hit path: the sync wrapper, on an in-process store, with positional arguments of
+exact-equality types, reads the entry itself (the key is then ``args`` itself) and falls back to
+the general path for anything else. It is step 1 of the protocol written out, because a call
+costs a measurable share of such a hit: a memory region's record (its expiry precomputed, its
+use stamped with the time the freshness check read), a request scope's table, a synced or tiered
+region's local tier while its log is not due, else ``get_entry``. A function with tags checks the
+stamp of the entry against the versions kept in this process (memory, request and synced
+regions), once per change of those versions for a memory record. A manager's bindings check no
+epoch per call: a switch of tracing turns their inline hits off (:func:`_inline_off`).
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from . import tags as _tags
 from . import trace as _trace
+from .backends.memory import ENTRY, USED
 from .binding import BindError, KeyBuilder
 from .engine.flights import FLIGHTS
 from .errors import ConfigurationError
 from .keys import ATOMIC_TYPES
 from .region import DEFAULT, Region
+from .scope import CURRENT
 from .tags import TagSpec, uncached
-from .tags.view import LoopTaggedView, TaggedView
+from .tags.versions import LocalVersions
+from .tags.view import STAMP, LoopTaggedView, TaggedView
 
 if TYPE_CHECKING:
-    from .backends.contract import Backend, Entries
+    from .backends.contract import Backend, Entries, Entry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,30 +91,83 @@ class Binding(Generic[P, R]):
         "fast_epoch",
         "get_entry",
         "counts",
+        "table",
+        "slot",
+        "synced",
+        "direct",
+        "tags",
+        "__weakref__",
     )
 
     def __init__(self, source: Source, name: str, qualname: str, timeout: Any, builder: KeyBuilder) -> None:
         self.source, self.name, self.qualname = source, name, qualname
         self.timeout, self.builder = timeout, builder
         self.epoch = self.fast_epoch = -1
+        self.inline_off()
+        _LIVE.add(self)
+
+    def inline_off(self) -> None:
+        """No inline hit until the next rebinding (made at the next call that is not inline)."""
+        self.table: dict[Hashable, list[Any]] | None = None
+        self.slot: Hashable | None = None
+        self.synced: tuple[dict[Hashable, list[Any]], Any] | None = None
+        self.tags: LocalVersions | None = None
+        self.direct = False
+        self.fast_epoch = self.epoch = -1
 
     def current(self) -> Binding[P, R]:
         if self.epoch != self.source.epoch:
             epoch = self.source.epoch
             region = self.source.get_region(self.name)
             self.region = region
-            self.ns: Backend = region.namespace(self.qualname)
+            ns: Backend = region.namespace(self.qualname)
+            self.ns = ns
             self.make_key = self.builder.native if region.store.native_keys else self.builder.text
             self.ttl = region.ttl(self.timeout)
-            self.get_entry = self.ns.get_entry
+            self.get_entry = ns.get_entry
             self.counts = region.counts
-            # the decorator's inline fast path is for in-process stores only, and off while tracing
-            self.fast_epoch = epoch if region.store.native_keys and not _trace.ON else -1
+            # The inline hit: in-process stores only, and off while tracing. What it reads itself
+            # (Backend.inline): a memory namespace's table; a request namespace's slot in the current
+            # scope; a synced or tiered namespace's local table and its sync (the log's look when due
+            # and a degraded sync are left to get_entry); else it calls get_entry.
+            fast = region.store.native_keys and not _trace.ON
+            inline = getattr(ns, "inline", "") if fast else ""
+            self.table = ns.table if inline == "table" else None
+            self.slot = ns.slot if inline == "scope" else None
+            self.synced = (ns.table, ns.sync) if inline == "synced" else None
+            self.direct = fast and not inline
+            # tag versions kept in this process (memory, request, synced): the inline tagged hit's
+            self.tags = getattr(region.store.tags, "local_versions", None) if fast else None
+            self.fast_epoch = epoch if fast else -1
             self.epoch = epoch
         return self
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         return self.make_key(args, kwargs)
+
+
+#: Every binding, so that a switch of tracing turns their inline hits off at once (a manager's
+#: decorators check no epoch on the inline hit: its regions never change otherwise).
+_LIVE: weakref.WeakSet[Binding[Any, Any]] = weakref.WeakSet()
+
+
+def _inline_off() -> None:
+    for binding in list(_LIVE):
+        binding.inline_off()
+
+
+_trace.on_switch(_inline_off)
+
+
+def current_stamp(stamped: Any, tags: LocalVersions) -> bool:
+    """Whether ``stamped``, a tagged entry's value slot (:func:`regions.tags.view.stamp`), carries
+    the current versions of its tags (anything else: ``False``, for TaggedView's path to judge)."""
+    if type(stamped) is not tuple or len(stamped) != 4 or stamped[0] != STAMP:
+        return False
+    try:
+        return tuple(map(tags.versions.get, stamped[1])) == stamped[2]
+    except Exception:  # not a stamp of ours after all
+        return False
 
 
 def check_timeout(where: str, timeout: Any) -> None:
@@ -230,6 +293,9 @@ def _sync_wrapper(
     builder = binding.builder
     size = builder.binder.size if builder.custom is None else -1
     atomic = ATOMIC_TYPES
+    current = CURRENT.get
+    monotonic = time.monotonic
+    late = source.binds_late
     methods = _Methods(func, binding)
 
     def general(*args: Any, **kwargs: Any) -> Any:
@@ -257,22 +323,140 @@ def _sync_wrapper(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # The inline hit path (see the module docstring): in-process stores, all positional, every
         # argument of an exact-equality type. The key is then args itself, the same key
-        # KeyBuilder.native builds for these arguments.
-        if kwargs or len(args) != size or binding.fast_epoch != source.epoch:
+        # KeyBuilder.native builds for these arguments. A manager's bindings are turned off by a
+        # switch of tracing (_inline_off); the default source's change with configure(): epoch.
+        fast = binding.fast_epoch
+        if kwargs or len(args) != size or fast < 0 or (late and fast != source.epoch):
             return general(*args, **kwargs)
-        for arg in args:
-            if type(arg) not in atomic:
+        if size == 1:  # the common case, written out
+            if type(args[0]) not in atomic:
                 return general(*args, **kwargs)
-        try:
-            entry = binding.get_entry(args)
-        except Exception:
+        else:
+            for arg in args:
+                if type(arg) not in atomic:
+                    return general(*args, **kwargs)
+        table = binding.table
+        if table is not None:  # a memory region: its record read here, the use stamped
+            rec = table.get(args)
+            if rec is not None:
+                t = now()
+                if rec[0] > t:  # rec: [expires, value, last use, entry, checked] (backends.memory)
+                    rec[2] = t
+                    binding.counts.hits += 1
+                    return rec[1]
             return general(*args, **kwargs)
-        if entry is not None:
-            ttl = entry[1]
-            if ttl is None or entry[0] + ttl > now():
-                binding.counts.hits += 1
-                return entry[2]
+        slot = binding.slot
+        if slot is not None:  # a request region: the current scope's table of this function
+            data = current()
+            table = None if data is None else data.get(slot)
+            entry = None if table is None else table.get(args)
+            if entry is not None:
+                ttl = entry[1]
+                if ttl is None or entry[0] + ttl > now():
+                    binding.counts.hits += 1
+                    return entry[2]
+            return general(*args, **kwargs)
+        synced = binding.synced
+        if synced is not None:  # a synced or tiered region's local tier (when the log is not due)
+            table, sync = synced
+            if monotonic() < sync.due and not sync.degraded:
+                rec = table.get(args)
+                if rec is not None:
+                    t = now()
+                    if rec[0] > t:
+                        rec[2] = t
+                        binding.counts.hits += 1
+                        return rec[1]
+            return general(*args, **kwargs)
+        if binding.direct:
+            try:
+                found = binding.get_entry(args)
+            except Exception:
+                return general(*args, **kwargs)
+            if found is not None:
+                ttl = found[1]
+                if ttl is None or found[0] + ttl > now():
+                    binding.counts.hits += 1
+                    return found[2]
         return general(*args, **kwargs)
+
+    @functools.wraps(func)
+    def tagged(*args: Any, **kwargs: Any) -> Any:
+        # The inline hit of a function with tags, on an in-process store whose tag versions live in
+        # this process: the untagged inline hit, then the entry's stamp checked here against the
+        # current versions of the tags it was stored with (those of its arguments, which are the
+        # same arguments: the tags= callable is a function of them), once per change of the
+        # versions for a memory record (its mark). Else TaggedView's path.
+        fast = binding.fast_epoch
+        if kwargs or len(args) != size or fast < 0 or (late and fast != source.epoch):
+            return general(*args, **kwargs)
+        if size == 1:
+            if type(args[0]) not in atomic:
+                return general(*args, **kwargs)
+        else:
+            for arg in args:
+                if type(arg) not in atomic:
+                    return general(*args, **kwargs)
+        tags = binding.tags
+        if tags is None:
+            return general(*args, **kwargs)
+        table = binding.table
+        if table is not None:  # a memory region
+            rec = table.get(args)
+            if rec is None:
+                return general(*args, **kwargs)
+            t = now()
+            if rec[0] <= t:
+                return general(*args, **kwargs)
+            stamped = rec[1]
+            serial = tags.serial  # read before the versions (see LocalVersions.serial)
+            if rec[4] is not serial:
+                if not current_stamp(stamped, tags):
+                    return general(*args, **kwargs)
+                rec[4] = serial
+            if _tags.check_uncached is not None and _tags.check_uncached(stamped[1]):
+                return general(*args, **kwargs)
+            rec[2] = t
+            binding.counts.hits += 1
+            return stamped[3]
+        entry = inline_entry(args)
+        if entry is None:
+            return general(*args, **kwargs)
+        ttl = entry[1]
+        if ttl is not None and entry[0] + ttl <= now():
+            return general(*args, **kwargs)
+        stamped = entry[2]
+        if not current_stamp(stamped, tags):
+            return general(*args, **kwargs)
+        if _tags.check_uncached is not None and _tags.check_uncached(stamped[1]):
+            return general(*args, **kwargs)
+        binding.counts.hits += 1
+        return stamped[3]
+
+    def inline_entry(args: tuple[Any, ...]) -> Entry | None:
+        """The entry the inline tagged hit finds itself on a request, synced or tiered region
+        (``None``: the general path looks, or decides)."""
+        slot = binding.slot
+        if slot is not None:
+            data = current()
+            table = None if data is None else data.get(slot)
+            return None if table is None else table.get(args)
+        synced = binding.synced
+        if synced is not None:
+            table, sync = synced
+            if monotonic() >= sync.due or sync.degraded:
+                return None
+            rec = table.get(args)
+            if rec is None:
+                return None
+            rec[USED] = now()
+            return rec[ENTRY]
+        if binding.direct:
+            try:
+                return binding.get_entry(args)
+            except Exception:
+                return None
+        return None
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now, store its result for these arguments (with its tags' current
@@ -289,7 +473,7 @@ def _sync_wrapper(
                 region.remove(b.ns, key)
         return value
 
-    out = wrapper if spec is None else functools.wraps(func)(general)
+    out = wrapper if spec is None else tagged
     out.invalidate = methods.invalidate  # type: ignore[attr-defined]
     out.refresh = refresh  # type: ignore[attr-defined]
     out.cache_key = methods.cache_key  # type: ignore[attr-defined]

@@ -458,3 +458,70 @@ def test_registered_encoder(mem_manager):
         regions.keys.unregister(Point)
     with pytest.raises(regions.UncacheableArgument):
         norm.cache_key(Point(1, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The decorator's inline hit (regions.decorator): for all-positional calls of exact int / str /
+# bytes / None values its key is the argument tuple itself. Calls, not cache_key(): every value
+# a function returns names the arguments it was computed for, so an entry served for other
+# arguments (an inline key that collides, or differs from the general path's) is a failure.
+
+inline_atoms = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-3, max_value=3), st.integers(),
+    st.floats(allow_nan=False, min_value=-3, max_value=3), st.text(max_size=3), st.binary(max_size=3),
+    st.sampled_from(LOOKALIKES), st.integers(min_value=-3, max_value=3).map(UserId),
+    st.text(max_size=3).map(MyStr),
+)
+
+
+@pytest.fixture(params=["memory", "request"])
+def inline_functions(request, region_config, make_manager):
+    """Functions of 1, 2 and 3 parameters (the inline hit's two branches) in a memory or request
+    region, each returning the canonical form of its arguments, with its count of computations."""
+    manager = make_manager({"r": region_config(request.param)})
+    computed: collections.Counter = collections.Counter()
+
+    @manager.region("r")
+    def one(a):
+        computed[1] += 1
+        return canonical((a,))
+
+    @manager.region("r")
+    def two(a, b):
+        computed[2] += 1
+        return canonical((a, b))
+
+    @manager.region("r")
+    def three(a, b, c=None):
+        computed[3] += 1
+        return canonical((a, b, c))
+
+    with regions.request_scope():
+        yield {1: one, 2: two, 3: three}, computed, manager["r"]
+
+
+@SETTINGS
+@given(batch=st.lists(st.lists(inline_atoms, min_size=1, max_size=3).map(tuple), min_size=2, max_size=8))
+def test_inline_hits_serve_the_entry_of_their_own_arguments(inline_functions, batch):
+    funcs, computed, region = inline_functions
+    for args in batch:  # stored (or already there), then read back by the inline hit
+        func = funcs[len(args)]
+        assert func(*args) == canonical(args)
+        before = computed[len(args)]
+        assert func(*args) == canonical(args), f"{args!r} was served another call's entry"
+        assert computed[len(args)] == before, f"{args!r} was not a hit the second time"
+    for args in reversed(batch):  # every entry still answers for its own arguments only
+        assert funcs[len(args)](*args) == canonical(args)
+    if len(batch[0]) == 3:  # a default filled in by the general path is the same key inline
+        assert funcs[3](*batch[0][:2]) == canonical((*batch[0][:2], None))
+        assert funcs[3](*batch[0][:2], None) == canonical((*batch[0][:2], None))
+
+
+def test_inline_hits_of_equal_values_of_other_types_are_misses(inline_functions):
+    funcs, computed, _region = inline_functions
+    for value in EQUAL_ONES:
+        assert funcs[1](value) == canonical((value,))
+    assert computed[1] == len(EQUAL_ONES), "equal values of other types shared an entry"
+    for value in EQUAL_ONES:
+        assert funcs[1](value) == canonical((value,))
+    assert computed[1] == len(EQUAL_ONES)

@@ -43,10 +43,12 @@ class RequestNamespaceManager(Backend):
     """
 
     store_class = RequestStore
+    #: The decorator's inline hit may read ``CURRENT.get()[slot]`` itself
+    inline = "scope"
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self._slot = (id(self.store), namespace)
+        self.slot = self._slot = (id(self.store), namespace)
 
     def get_entry(self, key: Hashable) -> Entry | None:
         data = CURRENT.get()

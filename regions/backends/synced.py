@@ -20,7 +20,7 @@ from typing import Any
 from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import LocalVersions
 from .contract import Entry, Store
-from .memory import MemoryNamespaceManager, MemoryStore
+from .memory import ENTRY, TICK, USED, MemoryNamespaceManager, MemoryStore
 
 _monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
 
@@ -30,6 +30,8 @@ class PublishedVersions:
 
     def __init__(self, local: LocalVersions, sync: LocalSync) -> None:
         self.local, self.sync = local, sync
+        #: the versions, read as they are by the decorator's inline tagged hit
+        self.local_versions = local
 
     def read(self, names: list[str]) -> list[int | None]:
         return self.local.read(names)
@@ -91,24 +93,24 @@ class SyncedMemoryStore(MemoryStore):
 
 class SyncedMemoryNamespaceManager(MemoryNamespaceManager):
     store: SyncedMemoryStore
+    #: The decorator's inline hit may read :attr:`table` itself while :attr:`sync` is not due for a
+    #: look at the log and not degraded
+    inline = "synced"
 
     def __init__(self, namespace: str, store: Any = None, **beaker_options: Any) -> None:
         super().__init__(namespace, store, **beaker_options)
-        self._sync = self.store.sync
+        self.sync = self._sync = self.store.sync
 
     def get_entry(self, key: Hashable) -> Entry | None:
         # every hit's path: the memory lookup written out here (a call to it cost a third more)
         sync = self._sync
         if _monotonic() >= sync.due:
             sync.check()
-        full = (self.namespace, key)
-        entry = self._data.get(full)
-        if entry is None:
+        rec = self.table.get(key)
+        if rec is None:
             return None
-        try:
-            self._data.move_to_end(full)
-        except KeyError:  # evicted meanwhile
-            pass
+        rec[USED] = TICK()
+        entry: Entry = rec[ENTRY]
         if sync.degraded and not sync.trusted(entry):
             return None
         return entry

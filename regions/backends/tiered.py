@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..sync import LocalSync, Note, Record, apply_changes, note_changes
 from ..tags.versions import MAX_TAGS
 from .contract import Backend, Entry, Lease, SharedLock, Store
-from .memory import MemoryNamespaceManager, MemoryStore
+from .memory import ENTRY, TICK, USED, MemoryNamespaceManager, MemoryStore
 
 _monotonic = time.monotonic  # a module global: the hit path's clock, compared with ``sync.due``
 
@@ -168,7 +168,7 @@ class TieredStore(Store):
         return self.local.count()
 
     def extra_stats(self) -> dict[str, Any]:
-        return {**self.sync.stats(), "local_entries": len(self.local.data)}
+        return {**self.sync.stats(), "local_entries": self.local.count()}
 
     def after_fork(self) -> None:
         super().after_fork()
@@ -189,20 +189,23 @@ class TieredNamespaceManager(Backend):
         super().__init__(namespace, store, **beaker_options)
         self.local: MemoryNamespaceManager = self.store.local.namespace(namespace)
         self.far = self.store.far.namespace(namespace)
-        self._local_data = self.store.local.data
+        self.table = self._local_table = self.local.table
+        self.sync = self.store.sync
+
+    #: The decorator's inline hit may read the local tier's :attr:`table` itself while :attr:`sync`
+    #: is not due for a look at the log and not degraded (else, and on a local miss, get_entry)
+    inline = "synced"
 
     def get_entry(self, key: Hashable) -> Entry | None:
         sync = self.store.sync
         if _monotonic() >= sync.due:
             sync.check()
-        full = (self.namespace, key)  # the local lookup written out: every hit's path
-        entry = self._local_data.get(full)
-        if entry is not None and (not sync.degraded or sync.trusted(entry)):
-            try:
-                self._local_data.move_to_end(full)
-            except KeyError:  # evicted meanwhile
-                pass
-            return entry
+        rec = self._local_table.get(key)  # the local lookup written out: every hit's path
+        if rec is not None:
+            local: Entry = rec[ENTRY]
+            if not sync.degraded or sync.trusted(local):
+                rec[USED] = TICK()
+                return local
         applied = sync.applied
         entry = self.far.get_entry(shared_key(key))
         if entry is not None and sync.applied == applied:  # else an invalidation came meanwhile

@@ -213,22 +213,20 @@ def apply_changes(
 ) -> None:
     """Apply what :meth:`SyncLog.changes` found to the process-local entries of ``local``;
     ``tags(names)`` makes this process's versions of those tags new."""
-    data = local.data
     with local.lock:
         if changes is None:
-            data.clear()
+            local.remove_all()
             return
         for rec in changes:
             if rec.op == "clear":
-                data.clear()
+                local.remove_all()
                 sync.counts["received_clears"] += 1
                 continue
             sync.counts["received_invalidations"] += 1
             if rec.op == "key":
-                data.pop((str(rec.namespace), rec.key), None)
+                local.remove_key(str(rec.namespace), rec.key)
             elif rec.op == "namespace":
-                for full in [k for k in data if k[0] == rec.namespace]:
-                    del data[full]
+                local.remove_namespace(str(rec.namespace))
             elif rec.op == "tags":
                 tags(rec.tags)
     sync.applied += 1

@@ -26,9 +26,10 @@ from ..errors import ConfigurationError
 
 Adapter = Callable[[Any], str]
 _ADAPTERS: list[tuple[type, Adapter]] = []
-#: Set by integrations (the Django app): ``names -> True`` when this thread must not use cached
-#: entries carrying them now (it changed their data in a transaction not yet committed).
-_uncached: Callable[[tuple[str, ...]], bool] | None = None
+#: Set by integrations (the Django app) through :func:`set_uncached_check`: ``names -> True`` when
+#: this thread must not use cached entries carrying them now (it changed their data in a
+#: transaction not yet committed). Read as it is by the decorator's inline tagged hit.
+check_uncached: Callable[[tuple[str, ...]], bool] | None = None
 
 
 class TagError(ConfigurationError, TypeError):
@@ -49,13 +50,14 @@ def unregister(kind: type) -> None:
 
 
 def set_uncached_check(check: Callable[[tuple[str, ...]], bool] | None) -> None:
-    """Install (or remove, with ``None``) the check that makes a call skip the cache (see ``_uncached``)."""
-    global _uncached
-    _uncached = check
+    """Install (or remove, with ``None``) the check that makes a call skip the cache
+    (:data:`check_uncached`)."""
+    global check_uncached
+    check_uncached = check
 
 
 def uncached(names: tuple[str, ...]) -> bool:
-    check = _uncached
+    check = check_uncached
     return check is not None and check(names)
 
 

@@ -22,11 +22,21 @@ MAX_TAGS = 100_000
 class LocalVersions:
     """Tag name -> version, in this process (memory and request regions)."""
 
-    __slots__ = ("versions", "lock")
+    __slots__ = ("versions", "lock", "serial")
 
     def __init__(self) -> None:
+        #: name -> current version; emptied in place, never replaced (the decorator's inline tagged
+        #: hit reads it as :attr:`table`)
         self.versions: dict[str, int] = {}
         self.lock = threading.Lock()
+        #: A new object after every change of :attr:`versions` (made after the change): an entry
+        #: checked against the versions while ``serial`` was one object is still current while it
+        #: is the same (the decorator's inline tagged hit checks each entry once per change).
+        self.serial = object()
+
+    @property
+    def local_versions(self) -> LocalVersions:
+        return self
 
     def read(self, names: list[str]) -> list[int | None]:
         get = self.versions.get
@@ -37,7 +47,9 @@ class LocalVersions:
             if len(self.versions) >= MAX_TAGS:
                 self.versions.clear()
             setdefault = self.versions.setdefault
-            return [setdefault(name, next(_NEXT)) for name in names]
+            created = [setdefault(name, next(_NEXT)) for name in names]
+            self.serial = object()
+            return created
 
     def bump(self, names: list[str]) -> None:
         with self.lock:
@@ -45,3 +57,4 @@ class LocalVersions:
             for name in names:
                 if name in versions:
                     versions[name] = next(_NEXT)
+            self.serial = object()
