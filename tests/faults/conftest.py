@@ -96,20 +96,20 @@ def faulty_memcached() -> Iterator[Callable[..., FaultyMemcached]]:
 class FaultyRedis(RedisServer):
     """A real redis-server the test pauses, kills and restarts on the same port.
 
-    ``persist=folder``: an append-only file fsynced on every write in ``folder``, so a restart
-    after SIGKILL loads the dataset it had (entries, and the deletes that reached it); without it
-    a restart is empty."""
+    Its files (a replica's copy of its master's dataset, the append-only file) go to ``folder``.
+    ``persist=True``: an append-only file fsynced on every write, so a restart after SIGKILL loads
+    the dataset it had (entries, and the deletes that reached it); otherwise a restart is empty."""
 
-    def __init__(self, *, persist: Path | None = None) -> None:
+    def __init__(self, folder: Path, *, persist: bool = False) -> None:
+        self.folder = folder
         self.persist = persist
         self.paused = False
         super().__init__(extra_args=self._args())
 
     def _args(self) -> tuple[str, ...]:
-        if self.persist is None:
-            return ()
-        self.persist.mkdir(parents=True, exist_ok=True)
-        return ("--dir", str(self.persist), "--appendonly", "yes", "--appendfsync", "always")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = ("--dir", str(self.folder))
+        return (*args, "--appendonly", "yes", "--appendfsync", "always") if self.persist else args
 
     def pause(self) -> None:
         """SIGSTOP: connections are accepted by the kernel, nothing answers (a hung server)."""
@@ -146,12 +146,13 @@ class FaultyRedis(RedisServer):
 
 
 @pytest.fixture
-def faulty_redis() -> Iterator[Callable[..., FaultyRedis]]:
-    """Factory of :class:`FaultyRedis`: ``faulty_redis()``, ``faulty_redis(persist=tmp_path / "aof")``."""
+def faulty_redis(tmp_path: Path) -> Iterator[Callable[..., FaultyRedis]]:
+    """Factory of :class:`FaultyRedis`: ``faulty_redis()``, ``faulty_redis(persist=True)``; each
+    one's files in a folder of the test's own."""
     servers: list[FaultyRedis] = []
 
     def make(**kwargs: object) -> FaultyRedis:
-        server = FaultyRedis(**kwargs)  # type: ignore[arg-type]
+        server = FaultyRedis(tmp_path / f"redis-{len(servers)}", **kwargs)  # type: ignore[arg-type]
         servers.append(server)
         return server
 

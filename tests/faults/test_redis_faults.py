@@ -82,7 +82,7 @@ def test_redis_outage_under_four_threads(
     persist: bool,
 ) -> None:
     """A hung or killed redis-server costs one timeout per caller at most, then hits resume."""
-    server = faulty_redis(persist=tmp_path / "aof" if persist else None)
+    server = faulty_redis(persist=persist)
     manager = make_manager(redis_config(server.address))
     comps = Computations()
     func = manager.region("mc")(comps.compute)
@@ -173,7 +173,7 @@ def test_an_invalidation_made_while_killed_holds_after_a_restart_with_the_datase
     """The hardest restart: the server comes back with the old entry on disk. The delete made while
     it was down was reported (``False``, a log line) and is replayed before its reads are served:
     the old value never comes back, here or in another process."""
-    server = faulty_redis(persist=tmp_path / "aof")
+    server = faulty_redis(persist=True)
     key_prefix = "inv" + uuid.uuid4().hex[:10]
     data = inv.Data()
 
