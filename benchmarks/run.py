@@ -586,12 +586,17 @@ def tiers_group(server: Memcached, workdir: Path) -> Group:
     return built_group("(e) process-local tiers (targets: ratio to the memory region hit, below)", built)
 
 
-def django_group(server: Memcached) -> Group:
-    """(f) Django's ``cache.get`` hit: built in benchmarks/django_cache.py, timed like (a)-(c)."""
+def django_group(server: Memcached, redis_server: RedisServer | None = None) -> Group:
+    """(f) Django's ``cache.get`` hit: built in benchmarks/django_cache.py, timed like (a)-(c); with
+    ``redis_server``, Django's and django-redis's ``RedisCache`` against ``RegionCache`` over Redis."""
     import django_cache
 
-    built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
-    return built_group("(f) Django cache.get hit (target: RegionCache / PyMemcacheCache, below)", built)
+    built = django_cache.build(server.address, server.server, SECRET, PAYLOAD,
+                               redis_url=redis_server.url if redis_server else None)
+    group = built_group("(f) Django cache.get hit (targets: RegionCache against the others, below)",
+                        built)
+    group.skipped.extend(built.skipped)
+    return group
 
 
 def finish_django(group: Group) -> None:
@@ -989,20 +994,21 @@ def main(argv: list[str] | None = None) -> int:
             finish_tiers(e)
             groups.append(e)
 
-        if "f" in wanted:
-            f = django_group(servers[0])
-            # short interleaved batches, as (a): network hits on both sides
-            run_group(f, rounds * 4, batch_seconds / 10)
-            finish_django(f)
-            groups.append(f)
+        redis_server = RedisServer() if wanted & {"f", "g"} else None
+        try:
+            if "f" in wanted:
+                f = django_group(servers[0], redis_server)
+                # short interleaved batches, as (a): network hits on both sides
+                run_group(f, rounds * 4, batch_seconds / 10)
+                finish_django(f)
+                groups.append(f)
 
-        if "g" in wanted:
-            redis_server = RedisServer()
-            try:
+            if "g" in wanted and redis_server is not None:
                 g = redis_group(redis_server)
                 run_group(g, rounds * 10, batch_seconds / 25)  # network hits: as (a)
                 groups.append(g)
-            finally:
+        finally:
+            if redis_server is not None:
                 redis_server.stop()
     finally:
         for server in servers:
