@@ -7,7 +7,9 @@ Each fault is held to the measures of :mod:`tests.faults.test_outage` and
 the call each caller had under way waits on the network (one timeout per outage); the slowest call
 is under two timeouts; hits resume within 5 s of the server answering; a failed invalidation is
 reported (return value and log) and replayed before the server's reads are served again, so the
-old value never comes back, here or in another process.
+old value never comes back, here or in another process. Every public operation (sync and async)
+answers by the failure policy within about one timeout (:mod:`tests.faults.test_public_ops`), and an
+outage logs a few lines, not one per call, while ``stats()`` counts every call.
 
 The region is named "mc", as the shared workers and helpers of the memcached suite expect.
 ``-s`` prints each fault's figures (the closing note's table).
@@ -19,6 +21,7 @@ import logging
 import math
 import multiprocessing
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +32,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.faults import test_invalidation as inv
+from tests.faults import test_public_ops as ops
 from tests.faults.conftest import FaultyRedis
 from tests.faults.proxy import Proxy
 from tests.faults.test_outage import (
@@ -42,7 +46,7 @@ from tests.faults.test_outage import (
     run_threads,
     served_before,
 )
-from tests.faults.workers import Call, Computations, process_caller, summarize
+from tests.faults.workers import Call, Computations, call_until, keys_of, process_caller, summarize
 
 redis = pytest.importorskip("redis")
 
@@ -376,3 +380,105 @@ def test_redis_sentinel_failover_under_four_threads(
         assert raw_replica.dbsize() > 0, "nothing was stored on the promoted replica"
     finally:
         sentinel.stop()
+
+
+# -- every public operation, as tests/faults/test_public_ops.py ----------------------------------
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung", "down-from-the-start"])
+def test_redis_every_operation_follows_the_failure_policy(
+    fault: str, faulty_redis: Callable[..., FaultyRedis], make_manager: Callable[..., Any]
+) -> None:
+    """Every public operation, sync and async, with redis-server SIGKILLed, SIGSTOPped, or dead
+    before the region's first call: the policy's answer, no exception, about one timeout each;
+    once it answers again, the region caches again and invalidations say ``True``."""
+    server = faulty_redis()
+    if fault == "down-from-the-start":
+        server.kill()
+    manager = make_manager(redis_config(server.address))
+    region = manager["mc"]
+    fn = ops.Functions(manager)
+    if fault != "down-from-the-start":
+        ops.warm(fn, region)
+        server.kill() if fault == "killed" else server.pause()
+    ops.run_all(fn, region, f"redis {fault}")
+    server.resume() if fault == "hung" else server.start()
+    print(f"cached again {ops.wait_until_served(region):.2f} s after redis-server answered")
+    ops.invalidations_succeed(fn, region)
+
+
+@pytest.mark.parametrize("fault", ["refused", "hung"])
+def test_redis_raise_errors_lets_failures_through(
+    fault: str, faulty_redis: Callable[..., FaultyRedis], make_manager: Callable[..., Any]
+) -> None:
+    """``OPTIONS raise_errors=True``: a call and an invalidation that fail raise, within a timeout."""
+    server = faulty_redis()
+    server.pause() if fault == "hung" else server.kill()
+    manager = make_manager(redis_config(server.address, raise_errors=True))
+    fn = ops.Functions(manager)
+    for name, op in [("f(x)", lambda: fn.f(1)), ("f.invalidate(x)", lambda: fn.f.invalidate(1))]:
+        start = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - any backend error, as long as it reaches us
+            op()
+        seconds = time.monotonic() - start
+        assert seconds < ops.ONE_TIMEOUT, f"{name} took {seconds:.2f} s before raising"
+
+
+def test_a_redis_outage_logs_a_few_lines_and_counts_every_call(
+    faulty_redis: Callable[..., FaultyRedis],
+    make_manager: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """redis-server killed, 2 s of calls from 2 threads: at most 3 warning lines, not one per call;
+    ``stats()`` counts every failed or skipped call. Back up: one line says so."""
+    server = faulty_redis()
+    manager = make_manager(redis_config(server.address))
+    region = manager["mc"]
+    comps = Computations()
+    func = manager.region("mc")(comps.compute)
+    for key in range(10):
+        func(key)
+    comps.start_call()
+    func(1)
+    assert not comps.computed(), "the cache does not serve before the fault"
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    before = region.stats()
+
+    server.kill()
+    stop = threading.Event()
+    per_caller: list[list[Call]] = [[], []]
+    threads = [
+        threading.Thread(target=call_until, args=(func, comps, keys_of(i), stop, per_caller[i]), daemon=True)
+        for i in range(2)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    calls = sum(len(c) for c in per_caller)
+    during = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    after = region.stats()
+    counted = (after["errors"] - before["errors"]) + (after["unavailable"] - before["unavailable"])
+    print(f"\nredis killed 2 s, 2 threads: {calls} calls, {len(during)} warning lines, {counted} counted")
+    assert all(not c.error and not c.wrong for cs in per_caller for c in cs)
+    assert calls > 100, f"only {calls} calls in 2 s"
+    assert 1 <= len(during) <= 3, f"{len(during)} warning lines for {calls} failed calls"
+    assert counted >= calls, f"stats() counted {counted} failed or skipped calls of {calls}"
+
+    caplog.clear()
+    server.start()
+    back = time.monotonic() + RECOVERY
+    while time.monotonic() < back:
+        comps.start_call()
+        func(12345)
+        comps.start_call()
+        func(12345)
+        if not comps.computed():
+            break
+        time.sleep(0.05)
+    assert not comps.computed(), "no hit within 5 s of the restart"
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
