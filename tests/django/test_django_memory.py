@@ -24,7 +24,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 
 # django_db: the handlers send request_started, whose close_old_connections() touches the database
-pytestmark = [pytest.mark.urls("tests.django.urls"), pytest.mark.django_db]
+# timeout: 10,000 traced requests take ~100 s on a busy 2-core machine, over the suite's 120 s default
+pytestmark = [pytest.mark.urls("tests.django.urls"), pytest.mark.django_db, pytest.mark.timeout(600)]
 
 WARMUP = 100
 TOTAL = 10_000
