@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -231,3 +232,32 @@ def make_manager():
 @pytest.fixture
 def counter():
     return CallCounter()
+
+
+class FakeClock:
+    """``time.time`` for one test: the real clock, plus the seconds the test moved it on by.
+
+    It still runs (threads and timeouts behave as usual); :meth:`advance` makes entries stored so far
+    that much older at once, instead of a sleep. Only for storage judged by this process's clock
+    (memory, file, request): memcached ages its items by the server's own clock.
+    """
+
+    def __init__(self, real: Callable[[], float]) -> None:
+        self.real = real
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self.real() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A :class:`FakeClock` in place of ``time.time`` for the test. Ask for it before building the
+    manager and decorating functions (the decorator's hit path keeps the ``time.time`` it found)."""
+    clock = FakeClock(time.time)
+    monkeypatch.setattr(time, "time", clock)
+    return clock
+
