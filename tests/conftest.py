@@ -34,6 +34,7 @@ BACKENDS = ("memcached", "file", "request", "memory")
 PORTS = range(20_000, 32_000)
 #: Open, locked files reserving this process's ports (see :func:`free_port`); closed at its exit.
 _RESERVED: list[int] = []
+_RANDOM = random.SystemRandom()
 
 
 def free_port() -> int:
@@ -46,7 +47,7 @@ def free_port() -> int:
     """
     folder = os.path.join(tempfile.gettempdir(), "regions-test-ports")
     os.makedirs(folder, exist_ok=True)
-    start = random.randrange(len(PORTS))
+    start = _RANDOM.randrange(len(PORTS))  # the OS's: tests seed the module's generator
     for i in range(len(PORTS)):
         port = PORTS[(start + i) % len(PORTS)]
         fd = os.open(os.path.join(folder, str(port)), os.O_CREAT | os.O_RDWR, 0o666)
