@@ -206,7 +206,7 @@ def _incr_many(address: str, prefix: str, times: int, ready: Any) -> None:
     regions.configure({"counters": {"BACKEND": "memcached", "LOCATION": address}}, key_prefix=prefix)
     from django.core.cache import cache
 
-    ready.wait()
+    ready.wait(60)  # every process has set Django up: the increments overlap
     for _ in range(times):
         cache.incr("hits")
 
@@ -219,13 +219,11 @@ def test_incr_is_atomic_across_processes(memcached_server: str, region_prefix: s
     cache = RegionCache("counters", {})
     cache.set("hits", 0)
     ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
+    ready = ctx.Barrier(3)  # passed once all three have imported and set up Django
     procs = [ctx.Process(target=_incr_many, args=(memcached_server, region_prefix, 150, ready))
              for _ in range(3)]
     for p in procs:
         p.start()
-    time.sleep(1.5)  # let them all import Django first: the increments then overlap
-    ready.set()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0

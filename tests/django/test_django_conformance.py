@@ -10,6 +10,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 #: BaseCacheTests over each kind of region.
 CLASSES = {
@@ -28,6 +30,7 @@ CULLING = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
 LINE = re.compile(r"^(test\w+) \(cache\.tests_regions\.(\w+)\.\w+\)(.*)$")
 
 
+@pytest.mark.timeout(960)  # Django's runner, a subprocess bounded by its own 900 s below
 def test_django_cache_suite_passes_on_every_region_kind() -> None:
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "django-conformance")],
