@@ -14,11 +14,19 @@ holding the benchmark payload (about 1 KB pickled), on the same memcached server
   1.0x Django's). ``set_many`` writes the benchmark payload under each key; ``delete_many`` deletes
   keys that hold nothing by then on both sides (the batch's cost, not the items').
 
+With a Redis URL (``redis_url``), on one redis-server, in the same rounds (issue 16):
+
+* a raw redis-py GET + ``pickle.loads`` of the item Django's ``RedisCache`` stored (a reference row);
+* Django's own ``RedisCache`` (``django.core.cache.backends.redis``, since Django 4.0);
+* django-redis's ``RedisCache`` (``DefaultClient``), when installed (else a note says it is skipped);
+* ``RegionCache`` over a Redis region: no slower than either, as ratios in the same rounds.
+
 Django is configured here (``settings.configure``) unless it already is.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +37,10 @@ DJANGO_MC = "Django PyMemcacheCache.get"
 REGION_MC = "RegionCache.get, memcached region"
 REGION_MEM = "RegionCache.get, memory region"
 LOCMEM = "Django LocMemCache.get"
+REDIS_FLOOR = "raw redis-py GET + loads, RedisCache's item"
+DJANGO_REDIS = "Django RedisCache.get"
+DJANGO_REDIS_PKG = "django-redis RedisCache.get"
+REGION_REDIS = "RegionCache.get, redis region"
 KEY = "catalog:42"
 MANY = 20
 DJANGO_GET_MANY = f"Django PyMemcacheCache.get_many, {MANY} keys"
@@ -45,9 +57,11 @@ class DjangoGroup:
     versus: list[tuple[str, str, str, float | None]]
     checks: list[tuple[Any, str]]
     close: Callable[[], None] = field(repr=False, default=lambda: None)
+    skipped: list[str] = field(default_factory=list)
 
 
-def build(address: str, server: tuple[str, int], secret: str, payload: Any) -> DjangoGroup:
+def build(address: str, server: tuple[str, int], secret: str, payload: Any,
+          redis_url: str | None = None) -> DjangoGroup:
     import django
     from django.conf import settings
 
@@ -62,10 +76,13 @@ def build(address: str, server: tuple[str, int], secret: str, payload: Any) -> D
     from django_regions.cache import RegionCache
 
     # RegionCache's LOCATION names a region of the process default manager
-    manager = regions.configure({
+    config: dict[str, Any] = {
         "shared": {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 3600},
         "mem": {"BACKEND": "memory", "TIMEOUT": 3600},
-    }, key_prefix="djbench", secret=secret)
+    }
+    if redis_url:
+        config["rd"] = {"BACKEND": "redis", "LOCATION": redis_url, "TIMEOUT": 3600}
+    manager = regions.configure(config, key_prefix="djbench", secret=secret)
     assert manager is not None
 
     django_mc = PyMemcacheCache(address, {"OPTIONS": {"no_delay": True}})
@@ -121,10 +138,54 @@ def build(address: str, server: tuple[str, int], secret: str, payload: Any) -> D
          DJANGO_DELETE_MANY, 1.0),
     ]
     checks = [(manager["shared"], REGION_MC), (manager["mem"], REGION_MEM)]
+    closers: list[Callable[[], None]] = [raw.close, django_mc.close]
+    skipped: list[str] = []
+    if redis_url:
+        skipped = _redis_cases(redis_url, payload, manager, cases, versus, checks, closers)
 
     def close() -> None:
-        raw.close()
-        django_mc.close()
+        for each in closers:
+            each()
         regions.configure(None)  # closes the manager
 
-    return DjangoGroup(cases, versus, checks, close)
+    return DjangoGroup(cases, versus, checks, close, skipped)
+
+
+def _redis_cases(url: str, payload: Any, manager: Any, cases: list[tuple[str, Callable[[], object], str]],
+                 versus: list[tuple[str, str, str, float | None]], checks: list[tuple[Any, str]],
+                 closers: list[Callable[[], None]]) -> list[str]:
+    """Add the Redis cases (one server, one key each) to the lists; returns the skip notes."""
+    import redis
+    from django.core.cache.backends.redis import RedisCache
+
+    from django_regions.cache import RegionCache
+
+    django_rd = RedisCache(url, {})
+    region_rd = RegionCache("rd", {})
+    contenders: list[tuple[str, Any]] = [(DJANGO_REDIS, django_rd), (REGION_REDIS, region_rd)]
+    skipped: list[str] = []
+    try:
+        from django_redis.cache import RedisCache as DjangoRedisPackage
+    except ImportError:
+        skipped.append("django-redis not installed (pip install django-redis): no django-redis reference")
+    else:
+        contenders.insert(1, (DJANGO_REDIS_PKG, DjangoRedisPackage(url, {"KEY_PREFIX": "djredis"})))
+    for _, cache in contenders:
+        cache.set(KEY, payload, 3600)
+        assert cache.get(KEY) == payload
+    manager["rd"].reset_stats()
+
+    raw = redis.Redis.from_url(url, socket_timeout=1.0)
+    wire = django_rd.make_and_validate_key(KEY)
+    assert pickle.loads(raw.get(wire)) == payload, "the reference does not read RedisCache's item"
+    loads, get = pickle.loads, raw.get
+    cases.append((REDIS_FLOOR, lambda: loads(get(wire)), "reference"))
+    for name, cache in contenders:
+        note = "see below" if cache is region_rd else "reference"
+        cases.append((name, functools.partial(cache.get, KEY), note))
+    versus.append(("ratio RegionCache redis / Django RedisCache", REGION_REDIS, DJANGO_REDIS, 1.0))
+    if not skipped:
+        versus.append(("ratio RegionCache redis / django-redis", REGION_REDIS, DJANGO_REDIS_PKG, 1.0))
+    checks.append((manager["rd"], REGION_REDIS))
+    closers.extend([raw.close, django_rd.close])
+    return skipped

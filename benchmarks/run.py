@@ -854,13 +854,17 @@ def tiers_group(server: Memcached, workdir: Path) -> Group:
     return built_group("(e) process-local tiers (targets: ratio to the memory region hit, below)", built)
 
 
-def django_group(server: Memcached) -> Group:
-    """(f) Django's ``cache.get`` hit: built in benchmarks/django_cache.py, timed like (a)-(c)."""
+def django_group(server: Memcached, redis_server: RedisServer | None = None) -> Group:
+    """(f) Django's ``cache.get`` hit: built in benchmarks/django_cache.py, timed like (a)-(c); with
+    ``redis_server``, Django's and django-redis's ``RedisCache`` against ``RegionCache`` over Redis."""
     import django_cache
 
-    built = django_cache.build(server.address, server.server, SECRET, PAYLOAD)
-    title = "(f) Django cache: get hit, 20-key batches (targets: RegionCache / PyMemcacheCache, below)"
-    return built_group(title, built)
+    built = django_cache.build(server.address, server.server, SECRET, PAYLOAD,
+                               redis_url=redis_server.url if redis_server else None)
+    title = "(f) Django cache: get hit, 20-key batches (targets: RegionCache against the others, below)"
+    group = built_group(title, built)
+    group.skipped.extend(built.skipped)
+    return group
 
 
 def finish_django(group: Group) -> None:
@@ -1265,25 +1269,24 @@ def main(argv: list[str] | None = None) -> int:
             run_group(g, rounds * 10, batch_seconds / 25)
             groups.append(g)
 
-        if "f" in wanted:
-            f = django_group(servers[0])
-            # short interleaved batches, as (a): network hits on both sides
-            run_group(f, rounds * 4, batch_seconds / 10)
-            finish_django(f)
-            groups.append(f)
-
-        if "h" in wanted or "i" in wanted:
-            redis_server = RedisServer()
-            try:
-                if "h" in wanted:
-                    h = redis_group(redis_server)
-                    run_group(h, rounds * 10, batch_seconds / 25)  # network hits: as (a)
-                    groups.append(h)
-                if "i" in wanted:
-                    i = async_redis_group(redis_server)
-                    run_group(i, rounds * 10, batch_seconds / 25)  # network hits: as (a)
-                    groups.append(i)
-            finally:
+        redis_server = RedisServer() if wanted & {"f", "h", "i"} else None
+        try:
+            if "f" in wanted:
+                f = django_group(servers[0], redis_server)
+                # short interleaved batches, as (a): network hits on both sides
+                run_group(f, rounds * 4, batch_seconds / 10)
+                finish_django(f)
+                groups.append(f)
+            if redis_server is not None and "h" in wanted:
+                h = redis_group(redis_server)
+                run_group(h, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                groups.append(h)
+            if redis_server is not None and "i" in wanted:
+                i = async_redis_group(redis_server)
+                run_group(i, rounds * 10, batch_seconds / 25)  # network hits: as (a)
+                groups.append(i)
+        finally:
+            if redis_server is not None:
                 redis_server.stop()
     finally:
         for server in servers:

@@ -4,6 +4,8 @@ Environment:
     REGIONS_MEMCACHED   memcached address for the "functions" region, e.g. "127.0.0.1:11311".
                         Absent or not answering: the region falls back to an in-process memory
                         region, a warning is logged and every page shows a notice.
+    REGIONS_REDIS       redis:// URL of a Redis for the "rates" region (scripts/serve sets it when it
+                        can start redis-server). Absent or empty: the example has no Redis region.
     REGIONS_VAR_DIR     where the SQLite database and the file region live (default: ./var).
     DJANGO_DEBUG        "0" to turn DEBUG off (default on: this is a demo).
     DJANGO_SECRET_KEY   secret key (a fixed development key is used otherwise).
@@ -100,6 +102,14 @@ CACHE_REGIONS = {
         "OPTIONS": {"over": "functions" if _functions["BACKEND"] == "memcached" else "files"},
     },
 }
+if os.environ.get("REGIONS_REDIS"):
+    # exchange rates (config.shop.services.exchange_rate, /api/rate/<currency>/): short-lived, in Redis
+    CACHE_REGIONS["rates"] = {
+        "BACKEND": "redis",
+        "LOCATION": os.environ["REGIONS_REDIS"],
+        "TIMEOUT": 60,
+        "OPTIONS": {"socket_timeout": 0.5, "connect_timeout": 0.5},
+    }
 REGIONS_KEY_PREFIX = "example"
 REGIONS_NOTICES = [_notice] if _notice else []
 # The /regions/ dashboard is for staff only. This demo has no login, so it is open while DEBUG is

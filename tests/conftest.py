@@ -6,13 +6,17 @@ real directories under ``tmp_path``.  Nothing is mocked.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,18 +31,55 @@ MEMCACHED_HELP = (
 BACKENDS = ("memcached", "file", "request", "memory")  # (redis: tests/test_redis.py, the contract)
 
 
+#: Where test servers listen: below the kernel's ephemeral range (``ip_local_port_range``, from
+#: 32768 on Linux), so no client socket and no ``bind(0)`` elsewhere is ever handed one of them.
+PORTS = range(20_000, 32_000)
+#: Open, locked files reserving this process's ports (see :func:`free_port`); closed at its exit.
+_RESERVED: list[int] = []
+_RANDOM = random.SystemRandom()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now, and that no other process running these
+    tests (an xdist worker, another run) is given while this one lives.
+
+    Each port is reserved by an exclusive ``flock`` on ``<tmp>/regions-test-ports/<port>``, held
+    until the process exits, and taken from :data:`PORTS`: a server killed and restarted on its
+    port finds it free, and a dead address (nothing listens) stays dead, however many workers run.
+    """
+    folder = os.path.join(tempfile.gettempdir(), "regions-test-ports")
+    os.makedirs(folder, exist_ok=True)
+    start = _RANDOM.randrange(len(PORTS))  # the OS's: tests seed the module's generator
+    for i in range(len(PORTS)):
+        port = PORTS[(start + i) % len(PORTS)]
+        fd = os.open(os.path.join(folder, str(port)), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port))  # something outside these tests may hold it
+        except OSError:
+            os.close(fd)
+            continue
+        _RESERVED.append(fd)
+        return port
+    raise RuntimeError(f"no free port left in {PORTS} for the test servers")
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, pid: int | None = None) -> bool:
+    """Whether memcached answers on ``port`` (and, given ``pid``, whether it is that process)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"version\r\n")
-            return sock.recv(64).startswith(b"VERSION")
+            if pid is None:
+                sock.sendall(b"version\r\n")
+                return sock.recv(64).startswith(b"VERSION")
+            sock.sendall(b"stats\r\n")
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return False
+                reply += chunk
+            return f"STAT pid {pid}\r\n".encode() in reply
     except OSError:
         return False
 
@@ -58,7 +99,7 @@ class MemcachedServer:
         args += list(extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
-        while not _answers(self.port):
+        while not _answers(self.port, self.proc.pid):  # this server, not another on the port
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
                 pytest.fail(f"memcached exited with {self.proc.returncode}: {err}", pytrace=False)
@@ -285,3 +326,32 @@ def pause(pid: int, deadline: float = 10.0) -> None:
             return
         time.sleep(0.001)
     raise AssertionError(f"process {pid} did not stop within {deadline} s of SIGSTOP")
+
+
+class FakeClock:
+    """``time.time`` for one test: the real clock, plus the seconds the test moved it on by.
+
+    It still runs (threads and timeouts behave as usual); :meth:`advance` makes entries stored so far
+    that much older at once, instead of a sleep. Only for storage judged by this process's clock
+    (memory, file, request): memcached ages its items by the server's own clock.
+    """
+
+    def __init__(self, real: Callable[[], float]) -> None:
+        self.real = real
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return self.real() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A :class:`FakeClock` in place of ``time.time`` for the test. Ask for it before building the
+    manager and decorating functions (the decorator's hit path keeps the ``time.time`` it found)."""
+    clock = FakeClock(time.time)
+    monkeypatch.setattr(time, "time", clock)
+    return clock
+

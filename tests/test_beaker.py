@@ -6,6 +6,7 @@ are part of the contract in :mod:`regions.testing`; these are the ones that are 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,46 @@ def test_relative_data_dir_from_an_empty_working_directory(
     assert Cache("relative", type="regions.file", data_dir=str(work / data_dir)).get("k3") == "K3"
     assert stat.S_IMODE((work / data_dir).stat().st_mode) == 0o700
     assert stat.S_IMODE((work / Path(data_dir).parts[0]).stat().st_mode) == 0o700  # "a" of "a/b" too
+
+
+@pytest.mark.parametrize("name", ["redis", "memcached"])
+def test_beaker_cache_text_and_encoded_keys_name_one_entry(name: str, request: pytest.FixtureRequest) -> None:
+    """Beaker's ``Cache`` encodes a text key (``'ascii', 'backslashreplace'``) before it reaches the
+    manager; the manager's own callers (a creation lock, ``namespace.has_key``) pass the text. As in
+    Beaker's ext:redis and ext:memcached managers, both name one entry and one creation lock."""
+    from beaker.cache import Cache
+
+    url = request.getfixturevalue(f"{name}_server")
+    cache = Cache("encoded-keys", type=f"regions.{name}", url=url)
+    cache.clear()
+    cache.set_value("hiŏ", 24)
+    assert cache.namespace.has_key("hi\\u014f") and b"hi\\u014f" in cache.namespace
+    assert cache.namespace["hi\\u014f"][2] == 24  # Beaker's Value stores (storedtime, expire, value)
+    lock = cache.namespace.get_creation_lock("k")
+    assert lock.acquire(wait=False)
+    try:
+        other: list[bool] = []  # another thread: the in-process lock is reentrant for its holder
+        encoded = cache.namespace.get_creation_lock(b"k")
+        thread = threading.Thread(target=lambda: other.append(encoded.acquire(wait=False)))
+        thread.start()
+        thread.join()
+        assert other == [False]
+    finally:
+        lock.release()
+    del cache.namespace[b"hi\\u014f"]
+    assert "hiŏ" not in cache
+
+
+def test_beaker_manager_timeout_is_the_default_lifetime(redis_server: str) -> None:
+    """Beaker's sessions give their manager a ``timeout`` (theirs plus 120 s); an entry stored without
+    an ``expiretime`` lives that long in Redis, as with Beaker's ext:redis, instead of for ever."""
+    import redis
+
+    ns = clsmap["regions.redis"]("timeout-default", url=redis_server, timeout=121)
+    forever = clsmap["regions.redis"]("timeout-none", url=redis_server)
+    ns["k"] = 1
+    forever["k"] = 1
+    client = redis.Redis.from_url(redis_server)
+    assert client.pttl(ns.wire_key("k")) > 0  # (121 s plus the grace the store keeps for stale reads)
+    assert client.pttl(forever.wire_key("k")) == -1
+    assert ns.timeout == 121 and ns["k"] == 1

@@ -8,6 +8,7 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -213,8 +214,19 @@ def test_request_scope_lifecycle(request_manager, counter):
         assert load(1).n == (1, 5)  # a new scope starts empty
 
 
+def expiry(backend: str, request: pytest.FixtureRequest) -> Callable[[], None]:
+    """What makes an entry of TIMEOUT 1 expire: 2.1 s of the server's clock for memcached (it has
+    1 s resolution), the test's clock moved on by as much for the others (asked for here, before
+    the manager is built)."""
+    if backend == "memcached":
+        return lambda: time.sleep(2.1)
+    clock = request.getfixturevalue("fake_clock")
+    return lambda: clock.advance(2.1)
+
+
 @pytest.mark.parametrize("backend", SHARED_BACKENDS)
-def test_stale_value_served_while_one_caller_regenerates(backend, region_config, make_manager):
+def test_stale_value_served_while_one_caller_regenerates(backend, region_config, make_manager, request):
+    expire = expiry(backend, request)
     manager = make_manager({"r": region_config(backend, TIMEOUT=1, OPTIONS={"stale": 30})})
     generation = [0]
     started = threading.Event()
@@ -229,7 +241,7 @@ def test_stale_value_served_while_one_caller_regenerates(backend, region_config,
         return f"v{generation[0]}"
 
     assert page() == "v1"
-    time.sleep(2.1)  # expired (memcached has 1 s resolution), still within stale
+    expire()  # expired, still within stale
 
     regenerated: list = []
     regenerator = threading.Thread(target=lambda: regenerated.append(page()))
@@ -251,7 +263,8 @@ def test_stale_value_served_while_one_caller_regenerates(backend, region_config,
 
 
 @pytest.mark.parametrize("backend", SHARED_BACKENDS)
-def test_without_stale_callers_wait_for_the_new_value(backend, region_config, make_manager):
+def test_without_stale_callers_wait_for_the_new_value(backend, region_config, make_manager, request):
+    expire = expiry(backend, request)
     manager = make_manager({"r": region_config(backend, TIMEOUT=1, OPTIONS={"stale": 0})})
     generation = [0]
     started = threading.Event()
@@ -265,7 +278,7 @@ def test_without_stale_callers_wait_for_the_new_value(backend, region_config, ma
         return f"v{generation[0]}"
 
     assert page() == "v1"
-    time.sleep(2.1)
+    expire()
     regenerator = threading.Thread(target=page)
     regenerator.start()
     assert started.wait(timeout=5)

@@ -20,8 +20,10 @@ import regions
 from regions.backends.file import FileStore
 
 SPAWN = multiprocessing.get_context("spawn")
-#: Set in a child process: the slow computation signals it when it starts.
+#: Set in a child process: the slow computation signals it when it starts, and holds key "A"
+#: until the test releases it (the test has asked for another key meanwhile).
 _STARTED: Any = None
+_RELEASE: Any = None
 
 
 def _old_stripe(path: str) -> int:
@@ -132,11 +134,12 @@ def _forked_child(ns: Any, queue: Any) -> None:
 
 # through a region ------------------------------------------------------------------------------
 def slow_or_quick(x: str) -> str:
-    """Key "A" takes 2 s; every other key returns at once."""
+    """Key "A" computes until the test releases it (at most 30 s); every other key returns at once."""
     if x == "A":
         if _STARTED is not None:
             _STARTED.set()
-        time.sleep(2)
+        if _RELEASE is not None:
+            _RELEASE.wait(30)
     return f"value {x}"
 
 
@@ -151,13 +154,13 @@ def _config(location: Path) -> dict[str, Any]:
 
 def test_a_long_computation_does_not_block_another_key_in_another_thread(cache_root, make_manager):
     manager = make_manager(_config(cache_root))
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     @manager.region("r")
     def compute(x):
         if x == "A":
             started.set()
-            time.sleep(2)
+            release.wait(30)  # key "A" computes until the other key was answered (or not)
         return f"value {x}"
 
     other = _unrelated_key(compute)
@@ -169,14 +172,15 @@ def test_a_long_computation_does_not_block_another_key_in_another_thread(cache_r
         assert compute(other) == f"value {other}"
         waited = time.monotonic() - start
     finally:
+        release.set()
         slow.join(30)
     assert waited < 1.0, f"key {other!r} waited {waited:.2f}s for key 'A'"
     assert compute("A") == "value A"
 
 
-def _compute_in_child(location: str, prefix: str, started: Any) -> None:
-    global _STARTED
-    _STARTED = started
+def _compute_in_child(location: str, prefix: str, started: Any, release: Any) -> None:
+    global _STARTED, _RELEASE
+    _STARTED, _RELEASE = started, release
     manager = regions.CacheManager(_config(Path(location)), key_prefix=prefix)
     try:
         assert manager.region("r")(slow_or_quick)("A") == "value A"
@@ -188,8 +192,8 @@ def test_a_long_computation_does_not_block_another_key_in_another_process(cache_
     manager = make_manager(_config(cache_root), key_prefix="procs")
     compute = manager.region("r")(slow_or_quick)
     other = _unrelated_key(compute)
-    started = SPAWN.Event()
-    child = SPAWN.Process(target=_compute_in_child, args=(str(cache_root), "procs", started))
+    started, release = SPAWN.Event(), SPAWN.Event()
+    child = SPAWN.Process(target=_compute_in_child, args=(str(cache_root), "procs", started, release))
     child.start()
     try:
         assert started.wait(30), "the child never started computing"
@@ -197,6 +201,7 @@ def test_a_long_computation_does_not_block_another_key_in_another_process(cache_
         assert compute(other) == f"value {other}"
         waited = time.monotonic() - start
     finally:
+        release.set()
         child.join(30)
     assert child.exitcode == 0
     assert waited < 1.0, f"key {other!r} waited {waited:.2f}s for another process's key 'A'"

@@ -137,7 +137,7 @@ def test_clear_never_flushes_the_server(quiet_config, make_manager, memcached_st
 
     host, port = memcached_server.rsplit(":", 1)
     raw = Client((host, int(port)))
-    raw.set("foreign-key", b"keep me")
+    assert raw.set("foreign-key", b"keep me", noreply=False)  # stored before the regions calls
 
     for x in range(5):
         fa(x), fb(x)

@@ -198,6 +198,41 @@ def test_a_lock_release_deletes_only_its_own_token(make_manager: Any, redis_serv
     _raw(redis_server).delete(name)
 
 
+def test_a_release_that_fails_is_replayed_when_the_server_is_back(
+    make_manager: Any, redis_factory: Any
+) -> None:
+    """A lock released while the server cannot be reached is released when it answers again (as
+    deferred invalidations are), not left for ``lock_timeout``: the key's next caller would wait."""
+    from regions.backends.redis.lock import TokenLock
+    from tests.conftest import pause
+
+    server = redis_factory()
+    manager = _one_region(make_manager, server.url, OPTIONS={"lock_timeout": 60, "socket_timeout": 0.3,
+                                                              "connect_timeout": 0.3, "retry_interval": 0.1})
+    store = manager["r"].store
+    name = "~lock:test-" + uuid.uuid4().hex
+    lock = TokenLock(store, name)
+    assert lock.acquire(0) is True
+    pause(server.proc.pid)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (what redis-py raises on a timeout)
+            lock.release()
+        assert store.breaker.down is True
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert _raw(server.url).pttl(name) > 50_000  # still held on the server: the release did not arrive
+    deadline = time.monotonic() + 20
+    while (store.breaker.down or _raw(server.url).exists(name)) and time.monotonic() < deadline:
+        try:
+            manager["r"].namespace("probe").get_entry("k")  # a read lets the breaker try again
+        except Exception:  # noqa: BLE001 (down until the probe answers)
+            pass
+        time.sleep(0.05)
+    assert store.breaker.down is False
+    assert _raw(server.url).exists(name) == 0, "the failed release was not replayed"
+    assert TokenLock(store, name).acquire(0) is True  # the next caller takes it at once
+
+
 # settings -----------------------------------------------------------------------------------
 
 

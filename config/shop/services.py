@@ -7,6 +7,8 @@
 * ``catalog_summary()``   -- "hot" region: tiered, computed by one process, read by all.
 * ``product_price(pk)`` / ``aproduct_price(pk)`` -- "functions" region: a product's price, sync and async
   (served by ``/api/price/<pk>/`` and ``/api/aprice/<pk>/``).
+* ``exchange_rate(code)``   -- "rates" region (Redis): a currency's rate, kept a minute; the region
+  exists only when the settings were given a Redis (``REGIONS_REDIS``), see :func:`has_rates_region`.
 """
 
 from __future__ import annotations
@@ -157,3 +159,22 @@ async def aproduct_price(pk: int) -> dict[str, object]:
     """Async twin of :func:`product_price` (its own entries in the same region)."""
     await asyncio.sleep(0.002)
     return _quote(pk)
+
+
+
+#: The Redis region of the example: configured only when the settings were given a Redis.
+RATES_REGION = "rates"
+#: Units of a currency per US dollar: the demo's stand-in for a rates service.
+PER_USD = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "JPY": 151.2, "CHF": 0.88}
+
+
+def has_rates_region() -> bool:
+    """Whether the example was given a Redis (``REGIONS_REDIS``), hence a "rates" region."""
+    return RATES_REGION in regions.get_manager()
+
+
+@region(RATES_REGION)
+def exchange_rate(currency: str) -> dict[str, object]:
+    """Units of ``currency`` per US dollar (cached per currency a minute in the Redis "rates" region)."""
+    time.sleep(0.002)  # stands in for the rates service
+    return {"currency": currency, "per_usd": PER_USD[currency], "computed_at": time.time()}

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/summary/", views.summary, name="summary"),
     path("api/price/<int:pk>/", views.price, name="price"),
     path("api/aprice/<int:pk>/", views.aprice, name="aprice"),
+    path("api/rate/<str:currency>/", views.rate, name="rate"),
     path("products/", product_views.product_list, name="products"),
     path("products/<str:sku>/", product_views.product_detail, name="product"),
 ]

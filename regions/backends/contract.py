@@ -338,6 +338,7 @@ class Backend(NamespaceManager):
         if store is None:  # created by Beaker itself: share one store per backend and location
             store = self.beaker_store(beaker_options.get("url") or beaker_options.get("data_dir"))
         self.store = store
+        self.timeout: float | None = beaker_options.get("timeout")  # Beaker's sessions pass theirs
 
     @classmethod
     def beaker_store(cls, location: Any) -> Store:
@@ -463,10 +464,17 @@ class Backend(NamespaceManager):
     # Beaker's NamespaceManager interface ---------------------------------------------------
     # ``ns[key] = value`` / ``ns.set_value(key, value, expiretime)`` store ``value`` as it is, and
     # ``ns[key]`` returns it (Beaker's ``Value`` stores its own ``(storedtime, expire, value)``
-    # tuples this way; its ``SessionMiddleware`` stores plain dicts).
+    # tuples this way; its ``SessionMiddleware`` stores plain dicts). Beaker's ``Cache`` passes a
+    # text key encoded (``'ascii', 'backslashreplace'``) and its callers pass text: both name one
+    # entry, as in Beaker's own ext:redis / ext:memcached managers (``_beaker_key``). Without an
+    # ``expiretime``, an entry lives the manager's ``timeout`` (Beaker's sessions give theirs).
+    @staticmethod
+    def _beaker_key(key: Hashable) -> Hashable:
+        return key.decode("ascii", "backslashreplace") if isinstance(key, bytes) else key
+
     def _beaker_entry(self, key: Hashable) -> Entry | None:
         try:
-            entry = self.get_entry(key)
+            entry = self.get_entry(self._beaker_key(key))
         except RejectedEntry:
             return None  # not ours: a miss, as for a region
         return entry if entry is not None and is_fresh(entry, time.time()) else None
@@ -484,13 +492,14 @@ class Backend(NamespaceManager):
         self.set_value(key, value)
 
     def set_value(self, key: Hashable, value: Any, expiretime: float | None = None) -> None:
-        self.set_entry(key, make_entry(value, expiretime or None))
+        self.set_entry(self._beaker_key(key), make_entry(value, expiretime or self.timeout or None))
 
     def __delitem__(self, key: Hashable) -> None:
-        self.delete_entry(key)
+        self.delete_entry(self._beaker_key(key))
 
     def get_creation_lock(self, key: Hashable) -> BeakerLock:
         """Beaker's creation lock: the in-process lock for ``key``, then :meth:`shared_lock`."""
+        key = self._beaker_key(key)
         ident = (id(self.store), self.namespace, self.storage_token(), key)
         local = NameLock(identifier=ident, reentrant=True)
         return BeakerLock(local, self.shared_lock(key), self.store.lock_timeout)

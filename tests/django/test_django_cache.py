@@ -206,7 +206,7 @@ def _incr_many(address: str, prefix: str, times: int, ready: Any) -> None:
     regions.configure({"counters": {"BACKEND": "memcached", "LOCATION": address}}, key_prefix=prefix)
     from django.core.cache import cache
 
-    ready.wait()
+    ready.wait(60)  # every process has set Django up: the increments overlap
     for _ in range(times):
         cache.incr("hits")
 
@@ -219,13 +219,11 @@ def test_incr_is_atomic_across_processes(memcached_server: str, region_prefix: s
     cache = RegionCache("counters", {})
     cache.set("hits", 0)
     ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
+    ready = ctx.Barrier(3)  # passed once all three have imported and set up Django
     procs = [ctx.Process(target=_incr_many, args=(memcached_server, region_prefix, 150, ready))
              for _ in range(3)]
     for p in procs:
         p.start()
-    time.sleep(1.5)  # let them all import Django first: the increments then overlap
-    ready.set()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
@@ -422,3 +420,33 @@ def test_async_calls_run_on_the_regions_threads(settings: Any, cache_regions: di
     assert seen["functions"] and all(n.startswith("regions-functions") for n in seen["functions"]), seen
     assert seen["local"] == seen["loop"], seen
     assert seen["functions get"] == seen["loop"], seen
+
+
+COUNTED_KEYS: list[str] = []
+
+
+def counting_key_func(key: str, key_prefix: str, version: int) -> str:
+    """Django's default key function, counting its calls (KEY_FUNCTION of the memo test)."""
+    COUNTED_KEYS.append(key)
+    return f"{key_prefix}:{version}:{key}"
+
+
+def test_a_made_key_is_remembered_and_a_warning_key_warns_every_time(cache_regions: dict[str, Any]) -> None:
+    """A text key is made once per version (KEY_FUNCTION not called again on a hit); a key that
+    draws Django's CacheKeyWarning is never remembered, so it warns on every use, as on Django's."""
+    from django.core.cache.backends.base import CacheKeyWarning
+
+    setting = aliases(default="functions")
+    setting["default"]["KEY_FUNCTION"] = counting_key_func
+    with override_settings(CACHES=setting):
+        cache = caches["default"]
+        COUNTED_KEYS.clear()
+        cache.set("k", 1)
+        assert [cache.get("k") for _ in range(3)] == [1, 1, 1]
+        assert cache.get("k", version=2) is None
+        assert COUNTED_KEYS == ["k", "k"], "the key function ran again for a key already made"
+        for _ in range(2):
+            with pytest.warns(CacheKeyWarning):
+                cache.set("has space", 2)
+            with pytest.warns(CacheKeyWarning):
+                assert cache.get("has space") == 2

@@ -10,23 +10,27 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 #: BaseCacheTests over each kind of region.
 CLASSES = {
     "RegionCacheMemcachedTests", "RegionCacheFileTests", "RegionCacheMemoryTests",
     "RegionCacheSyncedTests", "RegionCacheTieredTests",
+    "RegionCacheRedisTests", "RegionCacheRedisSyncedTests", "RegionCacheRedisTieredTests",
 }
 #: Django's tests of cache_page, CacheMiddleware, the cache utilities and i18n keys, over regions.
 BUILT_ON = {
     "RegionCacheUtils", "RegionPrefixedCacheUtils", "RegionCacheHEADTest", "RegionCacheI18nTest",
     "RegionPrefixedCacheI18nTest", "RegionCacheMiddlewareTest", "RegionTemplateResponseTest",
 }
-#: What Django itself excludes for memcached: its in-process culling (aliases "cull", "zero_cull").
+#: What Django itself excludes for memcached and redis: its in-process culling (aliases "cull", "zero_cull").
 CULLING = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
 #: ``test_x (cache.tests_regions.Class.test_x) ... ok``; with a docstring, the outcome ends the next line.
 LINE = re.compile(r"^(test\w+) \(cache\.tests_regions\.(\w+)\.\w+\)(.*)$")
 
 
+@pytest.mark.timeout(960)  # Django's runner, a subprocess bounded by its own 900 s below
 def test_django_cache_suite_passes_on_every_region_kind() -> None:
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "django-conformance")],

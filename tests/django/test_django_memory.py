@@ -12,7 +12,6 @@ import asyncio
 import gc
 import io
 import json
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,9 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 
 # django_db: the handlers send request_started, whose close_old_connections() touches the database
-pytestmark = [pytest.mark.urls("tests.django.urls"), pytest.mark.django_db]
+# timeout: 10,000 traced requests take 100-200 s on a busy 2-core machine, over the suite's 120 s
+# default; a speed is not what these tests assert
+pytestmark = [pytest.mark.urls("tests.django.urls"), pytest.mark.django_db, pytest.mark.timeout(600)]
 
 WARMUP = 100
 TOTAL = 10_000
@@ -50,11 +51,8 @@ def measure(one: Callable[[int], None]) -> tuple[int, int]:
             one(i)
         gc.collect()
         after_warmup, _ = tracemalloc.get_traced_memory()
-        deadline = time.monotonic() + 240
-        for i in range(WARMUP, TOTAL):
+        for i in range(WARMUP, TOTAL):  # a hang is pytest-timeout's to name (pytestmark above)
             one(i)
-            if i % 500 == 0:
-                assert time.monotonic() < deadline, f"too slow: {i} requests in 240 s"
         gc.collect()
         at_end, _ = tracemalloc.get_traced_memory()
     finally:

@@ -3,13 +3,14 @@
 Not collected by pytest: ``scripts/django-conformance`` copies this file into the ``cache`` test
 package of Django's source distribution (as ``cache/tests_regions.py``) and runs it with Django's
 ``tests/runtests.py``. Each class runs Django's ``BaseCacheTests`` mixin, unchanged, over one kind of
-region. The environment gives the memcached server (``REGIONS_MEMCACHED``) and a folder for file
-regions (``REGIONS_FOLDER``).
+region. The environment gives the memcached server (``REGIONS_MEMCACHED``), the redis-server
+(``REGIONS_REDIS``, a ``redis://`` URL) and a folder for file regions (``REGIONS_FOLDER``).
 
-Excluded, as Django excludes them for its memcached backends (``memcached_excluded_caches``): the
+Excluded, as Django excludes them for its memcached and redis backends (``memcached_excluded_caches``,
+``redis_excluded_caches``: the same two aliases): the
 ``cull`` and ``zero_cull`` aliases, whose ``OPTIONS`` ``MAX_ENTRIES`` / ``CULL_FREQUENCY`` are
 Django's in-process culling. A region bounds its entries with its own options (memcached's memory,
-a file region's ``max_entries``), so ``test_cull``, ``test_zero_cull`` and
+Redis's ``maxmemory`` policy, a file region's ``max_entries``), so ``test_cull``, ``test_zero_cull`` and
 ``test_cull_delete_when_store_empty`` skip with Django's own reason, "Culling isn't implemented."
 """
 
@@ -23,6 +24,7 @@ from .tests import BaseCacheTests, caches_setting_for_tests, memcached_excluded_
 
 FOLDER = os.environ["REGIONS_FOLDER"]
 MEMCACHED = os.environ["REGIONS_MEMCACHED"]
+REDIS = os.environ["REGIONS_REDIS"]
 
 regions.configure(
     {
@@ -31,6 +33,9 @@ regions.configure(
         "local": {"BACKEND": "memory", "TIMEOUT": 300},
         "synced": {"BACKEND": "memory", "OPTIONS": {"sync_with": "functions"}},
         "hot": {"BACKEND": "tiered", "OPTIONS": {"over": "functions"}},
+        "redis": {"BACKEND": "redis", "LOCATION": REDIS, "TIMEOUT": 300},
+        "redis-synced": {"BACKEND": "memory", "OPTIONS": {"sync_with": "redis"}},
+        "redis-hot": {"BACKEND": "tiered", "OPTIONS": {"over": "redis"}},
     },
     secret="django-conformance",
 )
@@ -46,6 +51,21 @@ def settings_for(region: str) -> dict:
 @override_settings(CACHES=settings_for("functions"))
 class RegionCacheMemcachedTests(BaseCacheTests, TestCase):
     """A memcached region."""
+
+
+@override_settings(CACHES=settings_for("redis"))
+class RegionCacheRedisTests(BaseCacheTests, TestCase):
+    """A redis region."""
+
+
+@override_settings(CACHES=settings_for("redis-synced"))
+class RegionCacheRedisSyncedTests(BaseCacheTests, TestCase):
+    """A memory region synced through the redis one (its stream log)."""
+
+
+@override_settings(CACHES=settings_for("redis-hot"))
+class RegionCacheRedisTieredTests(BaseCacheTests, TestCase):
+    """A tiered region over the redis one."""
 
 
 @override_settings(CACHES=settings_for("files"))

@@ -1,5 +1,6 @@
-"""Faults made for real: memcached processes paused (SIGSTOP), killed (SIGKILL), restarted on the
-same port, or started late. ``faulty_memcached()`` starts one; every one is stopped after the test.
+"""Faults made for real: memcached and redis-server processes paused (SIGSTOP), killed (SIGKILL),
+restarted on the same port, or started late. ``faulty_memcached()`` / ``faulty_redis()`` start one;
+every one is stopped after the test.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MemcachedServer, _answers, free_port
+from tests.conftest import MemcachedServer, RedisServer, _answers, _redis_answers, free_port
 
 
 class FaultyMemcached(MemcachedServer):
@@ -84,6 +85,74 @@ def faulty_memcached() -> Iterator[Callable[..., FaultyMemcached]]:
 
     def make(**kwargs: object) -> FaultyMemcached:
         server = FaultyMemcached(**kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+class FaultyRedis(RedisServer):
+    """A real redis-server the test pauses, kills and restarts on the same port.
+
+    Its files (a replica's copy of its master's dataset, the append-only file) go to ``folder``.
+    ``persist=True``: an append-only file fsynced on every write, so a restart after SIGKILL loads
+    the dataset it had (entries, and the deletes that reached it); otherwise a restart is empty."""
+
+    def __init__(self, folder: Path, *, persist: bool = False) -> None:
+        self.folder = folder
+        self.persist = persist
+        self.paused = False
+        super().__init__(extra_args=self._args())
+
+    def _args(self) -> tuple[str, ...]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = ("--dir", str(self.folder))
+        return (*args, "--appendonly", "yes", "--appendfsync", "always") if self.persist else args
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing answers (a hung server)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+        deadline = time.monotonic() + 5
+        while not all_threads_stopped(self.proc.pid):
+            assert time.monotonic() < deadline, f"redis-server {self.address} did not stop within 5 s"
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL: connections are reset, new ones refused."""
+        if self.paused:
+            self.resume()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def start(self) -> None:
+        """(Re)start on the same port: empty, or with the persisted dataset."""
+        RedisServer.__init__(self, extra_args=self._args(), port=self.port)
+
+    def stop(self) -> None:
+        if self.paused:
+            self.resume()
+        super().stop()
+
+    def answers(self) -> bool:
+        return _redis_answers(self.port)
+
+
+@pytest.fixture
+def faulty_redis(tmp_path: Path) -> Iterator[Callable[..., FaultyRedis]]:
+    """Factory of :class:`FaultyRedis`: ``faulty_redis()``, ``faulty_redis(persist=True)``; each
+    one's files in a folder of the test's own."""
+    servers: list[FaultyRedis] = []
+
+    def make(**kwargs: object) -> FaultyRedis:
+        server = FaultyRedis(tmp_path / f"redis-{len(servers)}", **kwargs)  # type: ignore[arg-type]
         servers.append(server)
         return server
 

@@ -84,7 +84,10 @@ class Data:
 
 class Setup:
     """A memcached region reached through a proxy; ``f`` and its async twin ``af`` cached in it,
-    with ``f(1)`` and ``af(1)`` stored."""
+    with ``f(1)`` and ``af(1)`` stored. ``config(address, **options)`` makes the settings of the
+    region, named "mc" (tests of other backends give theirs)."""
+
+    config: Callable[..., dict[str, Any]] = staticmethod(mc_config)
 
     def __init__(
         self,
@@ -99,7 +102,7 @@ class Setup:
         self.options = options
         self.key_prefix = "inv" + uuid.uuid4().hex[:10]
         self.data = Data()
-        self.manager = make_manager(mc_config(link.address, **options), key_prefix=self.key_prefix)
+        self.manager = make_manager(self.config(link.address, **options), key_prefix=self.key_prefix)
         self.region = self.manager["mc"]
         self.f, self.af = self._decorate(self.manager, self.data)
         for _ in range(2):
@@ -127,7 +130,7 @@ class Setup:
     def other_process_view(self, target: str = "f") -> tuple[int, str]:
         """``f(1)`` / ``af(1)`` as a fresh manager with the same key_prefix sees it, straight to the
         server."""
-        manager = self.make_manager(mc_config(self.server_address), key_prefix=self.key_prefix)
+        manager = self.make_manager(self.config(self.server_address), key_prefix=self.key_prefix)
         return self.read(self._decorate(manager, self.data), target)
 
     def watch_heal(self, target: str = "f") -> tuple[float, int]:

@@ -1,6 +1,8 @@
 """The cross-process lock of a Redis key: ``SET lock token NX PX`` and a release that deletes
 the lock only while it still holds this holder's token (a compare-and-delete in Lua), so a holder
-that outlived ``lock_timeout`` never frees the lock another process took since."""
+that outlived ``lock_timeout`` never frees the lock another process took since. A release that
+cannot reach the server is replayed, like an invalidation, before the server serves reads again:
+the key's next caller after an outage does not wait ``lock_timeout`` for a lock nobody holds."""
 
 from __future__ import annotations
 
@@ -41,7 +43,10 @@ class TokenLock:
 
     def release(self) -> bool:
         """``True`` when this holder's lock was deleted; ``False`` when it had expired (and may be
-        another holder's now: left alone)."""
-        store = self.store
-        return bool(store.guarded_call(lambda c: store.scripts.release(keys=[self.name], args=[self.token],
-                                                                       client=c)))
+        another holder's now: left alone). When the server is down or the call fails, the release
+        is deferred (replayed when the server is back: it deletes only while the token is still
+        this holder's) and the call raises."""
+        store, name, token = self.store, self.name, self.token
+        return bool(store.invalidation(
+            ("release", name), lambda: store.scripts.release(keys=[name], args=[token], client=store.client)
+        ))
