@@ -46,7 +46,7 @@ _CLOSED = "the server closed the connection"
 Parser = Callable[[bytes, Any], tuple[Any, int]]
 
 
-class Reply(asyncio.Future):  # type: ignore[type-arg]
+class Reply(asyncio.Future[Any]):
     """The future of one request, awaited by one task (:meth:`LoopPool.get`): its reply resumes
     that task at once, from :meth:`Connection.data_received`, in the loop iteration that read the
     reply. (A plain future's result reaches its task through ``call_soon``: one more turn of the
