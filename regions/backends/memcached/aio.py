@@ -102,7 +102,7 @@ class Reply(asyncio.Future[Any]):
 class Connection:
     """One connection to a memcached server on one loop: one ``mg`` in flight at most. A
     non-blocking socket read by the loop's reader callback (:meth:`readable`) and written to
-    directly (no asyncio transport: its write and read wrappers cost about 1 µs a hit)."""
+    directly (no asyncio transport: its write and read wrappers cost about 0.6 µs a hit)."""
 
     def __init__(self, pool: LoopPool, sock: socket.socket, outage: int) -> None:
         self.pool = pool

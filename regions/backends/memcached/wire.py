@@ -15,7 +15,7 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 * :func:`get_tagged`: ``mg <entry> v t k`` and ``mg <counter> v`` of each counter in one send, the
   tagged hit.
 * :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
-  I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
+  I/O: the blocking socket here and the loop's reader of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -229,7 +229,7 @@ class Incomplete(Exception):
 
 def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     """The reply to ``mg <key> v t k`` at the start of ``buf``, read without I/O (the blocking
-    socket of :func:`get` and the asyncio protocol of :mod:`.aio` both use it): ``(value and
+    socket of :func:`get` and the loop's reader of :mod:`.aio` both use it): ``(value and
     seconds left, or None; where the next reply starts in buf)``. Raises :class:`Incomplete`
     when ``buf`` holds only part of the reply, and what :func:`refused` raises for a reply that is
     not exactly ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n``."""
