@@ -237,6 +237,15 @@ def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     if end < 0:
         raise Incomplete(0)
     head = buf[:end].split(b" ")
+    if len(head) == 4 and head[0] == b"VA" and head[2][:1] == b"t" and head[3] == b"k" + key:
+        # the flags in the order asked (memcached's): the hit's case, checked as the loop below does
+        start = end + 2
+        stop = start + int(head[1])
+        if len(buf) < stop + 2:
+            raise Incomplete(stop + 2)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+        return (buf[start:stop], int(head[2][1:])), stop + 2
     if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
         if head[1:] != [b"k" + key] and len(head) > 1:
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
