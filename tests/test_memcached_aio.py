@@ -495,9 +495,12 @@ def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager, fault
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+            pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
+            # closed and gone from the pool at once, while its server is still stopped
+            assert not any(conn.waiting for conn in pool.conns), "the cancelled read is still in flight"
+            assert pool.made == len(pool.conns) == len(pool.idle), (pool.made, len(pool.conns))
         finally:
             server.resume()
-        pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
         assert all(not conn.closed for conn in pool.idle), "the cancelled read's connection was kept"
         return [await answer(2) for _ in range(3)]
 

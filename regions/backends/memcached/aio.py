@@ -30,7 +30,7 @@ import contextvars
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
@@ -61,6 +61,8 @@ class Reply(asyncio.Future[Any]):
     #: no ``__init__`` of its own on the hit's path.
     _wake: Callable[[Any], object] | None = None
     _context: Any = None
+    #: The connection whose reply this is (:meth:`cancel` closes it).
+    conn: Connection | None = None
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
         """Keep the awaiting task's wake-up (one: a :class:`Reply` never leaves :class:`LoopPool`)."""
@@ -87,8 +89,12 @@ class Reply(asyncio.Future[Any]):
         self._wake_soon()
 
     def cancel(self, msg: Any = None) -> bool:
+        """Cancel the request: its connection is closed at once (its reply, if it comes, must
+        never reach another request), and the waiting task is woken soon."""
         if not super().cancel(msg):
             return False
+        if self.conn is not None:
+            self.conn.abandon()
         self._wake_soon()
         return True
 
@@ -178,6 +184,10 @@ class Connection:
         if self._chunks:
             self._chunks = []
             self._size = self._need = 0
+        pool = self.pool
+        pool.idle.append(self)  # answered: idle again before its task runs on (and may reuse it)
+        if pool._waiters:  # noqa: SLF001 - the pool's own callers waiting for a connection
+            pool._wake()  # noqa: SLF001
         waiter.resolve(found)  # (runs the waiting task: nothing after this line)
 
     # requests ---------------------------------------------------------------------------------------
@@ -185,6 +195,7 @@ class Connection:
         """Send ``data``; the future's result is what ``parse(reply, arg)`` reads from the reply."""
         loop = self.loop
         waiter = self._waiter = Reply(loop=loop)
+        waiter.conn = self
         self._parse = parse
         self._arg = arg
         self.sent_at = loop.time()
@@ -222,8 +233,17 @@ class Connection:
         waiter = self._waiter
         self._done()
         self.close()
-        if waiter is not None and not waiter.done():
-            waiter.fail(exc)
+        if waiter is not None:  # in flight: it leaves the pool (an idle one leaves it in take())
+            self.pool.release(self)
+            if not waiter.done():
+                waiter.fail(exc)
+
+    def abandon(self) -> None:
+        """The request's caller was cancelled: close, and leave the pool."""
+        if self._waiter is not None:
+            self._done()
+            self.close()
+            self.pool.release(self)
 
     def close(self) -> None:
         """Close the socket (on the loop's thread), at once: unread bytes are dropped with it."""
@@ -258,20 +278,16 @@ class LoopPool:
         self.watching: asyncio.TimerHandle | None = None
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def get(self, key: bytes) -> tuple[bytes, int] | None:
+    def get(self, key: bytes) -> Awaitable[tuple[bytes, int] | None]:
         """``(value, seconds left)`` of ``key`` (encoded), or ``None``: :func:`.wire.get` on the loop.
-        Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker."""
-        conn = self.take() or await self._acquire_slow()  # (_request written out: the hit's path)
-        try:
-            found = await conn.request(b"mg " + key + _META_FLAGS, parse_meta, key)
-        except BaseException:
-            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
-            self.release(conn)
-            raise
-        self.idle.append(conn)  # (release, written out: answered, so neither closed nor in flight)
-        if self._waiters:
-            self._wake()
-        return found
+        Raises ``OSError`` (a timeout too) or pymemcache's errors; the caller trips the breaker.
+        With a connection idle, the request's :class:`Reply` itself (no coroutine on the hit's
+        path); the connection goes back to the pool, or leaves it closed, by itself."""
+        data = b"mg " + key + _META_FLAGS
+        conn = self.take()
+        if conn is None:
+            return self._request(data, parse_meta, key)
+        return conn.request(data, parse_meta, key)
 
     async def get_tagged(
         self, key: bytes, counters: list[bytes], tail: bytes
@@ -282,13 +298,7 @@ class LoopPool:
 
     async def _request(self, data: bytes, parse: Parser, arg: Any) -> Any:
         conn = self.take() or await self._acquire_slow()
-        try:
-            return await conn.request(data, parse, arg)
-        except BaseException:
-            conn.close()  # cancelled or failed: its reply, if any, must never reach another request
-            raise
-        finally:
-            self.release(conn)
+        return await conn.request(data, parse, arg)  # (the connection releases itself)
 
     def take(self) -> Connection | None:
         """An idle connection made since the server's last outage began, or ``None``."""
@@ -395,6 +405,8 @@ class LoopPool:
             self.watch()
 
     def release(self, conn: Connection) -> None:
+        """Take back ``conn``: idle again, or gone when closed (a connection answered goes back by
+        itself, :meth:`Connection.data_received`; a failed or abandoned one calls this)."""
         if conn.closed:
             self.made -= 1
             self.conns.discard(conn)
