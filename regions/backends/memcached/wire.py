@@ -15,7 +15,7 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 * :func:`get_tagged`: ``mg <entry> v t k`` and ``mg <counter> v`` of each counter in one send, the
   tagged hit.
 * :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
-  I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
+  I/O: the blocking socket here and the loop's reader of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -229,7 +229,7 @@ class Incomplete(Exception):
 
 def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     """The reply to ``mg <key> v t k`` at the start of ``buf``, read without I/O (the blocking
-    socket of :func:`get` and the asyncio protocol of :mod:`.aio` both use it): ``(value and
+    socket of :func:`get` and the loop's reader of :mod:`.aio` both use it): ``(value and
     seconds left, or None; where the next reply starts in buf)``. Raises :class:`Incomplete`
     when ``buf`` holds only part of the reply, and what :func:`refused` raises for a reply that is
     not exactly ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n``."""
@@ -237,6 +237,15 @@ def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     if end < 0:
         raise Incomplete(0)
     head = buf[:end].split(b" ")
+    if len(head) == 4 and head[0] == b"VA" and head[2][:1] == b"t" and head[3] == b"k" + key:
+        # the flags in the order asked (memcached's): the hit's case, checked as the loop below does
+        start = end + 2
+        stop = start + int(head[1])
+        if len(buf) < stop + 2:
+            raise Incomplete(stop + 2)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+        return (buf[start:stop], int(head[2][1:])), stop + 2
     if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
         if head[1:] != [b"k" + key] and len(head) > 1:
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
