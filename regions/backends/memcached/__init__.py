@@ -243,6 +243,9 @@ class MemcachedNamespaceManager(Backend):
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
         self._tag_request = self.store.tags.request  # the tagged hit's counter keys, one hop away
+        #: the last counters read by get_entry_tagged and their parsed versions, replaced whole (a
+        #: tagged hit reads the same counters again and again)
+        self._versions_seen: tuple[list[bytes | None], tuple[int | None, ...]] = ([], ())
         self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
@@ -370,7 +373,7 @@ class MemcachedNamespaceManager(Backend):
             return entry
         return (written, ttl, entry[2])
 
-    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, Sequence[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one round trip
         (:func:`.wire.get_tagged`)."""
         wire = self.wire_key(key)
@@ -389,9 +392,14 @@ class MemcachedNamespaceManager(Backend):
             raise
         finally:
             pool.release(client)
-        versions = [  # as_int, with its common case (a short run of digits) written out
-            int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
-        ]
+        seen = self._versions_seen  # (counters' bytes, their versions): the last read, whole
+        if values == seen[0]:
+            versions = seen[1]
+        else:
+            versions = tuple([  # as_int, with its common case (a short run of digits) written out
+                int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
+            ])
+            self._versions_seen = (values, versions)
         if hit is None:
             return None, versions
         data, left = hit
