@@ -69,7 +69,7 @@ from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
-from .wire import as_int, get_tagged
+from .wire import CounterReplies, as_int, get_tagged
 from .wire import delete_many as wire_delete_many
 from .wire import get as wire_get
 from .wire import get_many as wire_get_many
@@ -246,6 +246,7 @@ class MemcachedNamespaceManager(Backend):
         #: the last counters read by get_entry_tagged and their parsed versions, replaced whole (a
         #: tagged hit reads the same counters again and again)
         self._versions_seen: tuple[list[bytes | None], tuple[int | None, ...]] = ([], ())
+        self._counters_seen = CounterReplies()  # the counters' last reply bytes, for get_tagged
         self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
@@ -386,14 +387,14 @@ class MemcachedNamespaceManager(Backend):
         pool = node.pool
         client = pool.acquire()
         try:
-            hit, values = get_tagged(client, raw, tag_keys, tail)
+            hit, values = get_tagged(client, raw, tag_keys, tail, self._counters_seen)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
         seen = self._versions_seen  # (counters' bytes, their versions): the last read, whole
-        if values == seen[0]:
+        if values is seen[0] or values == seen[0]:
             versions = seen[1]
         else:
             versions = tuple([  # as_int, with its common case (a short run of digits) written out
