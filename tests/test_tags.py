@@ -66,7 +66,9 @@ def test_a_tag_invalidates_every_function_carrying_it(make_manager, region_confi
     assert stats["errors"] == 0 and stats["rejected"] == 0
 
 
-def test_tags_is_called_once_per_argument_tuple_of_atomic_values(make_manager, region_config, backend) -> None:
+def test_tags_is_called_once_per_argument_tuple_of_atomic_values(
+    make_manager, region_config, backend
+) -> None:
     """``tags=`` is a function of the arguments: the names of a plain positional call of
     exact-equality values are kept, so hits do not call it again; keyword calls, other values and
     long strings call it each time; a kept name still follows its tag's invalidation."""
