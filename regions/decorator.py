@@ -307,7 +307,8 @@ def _sync_wrapper(
         ns: Entries = b.ns
         if spec is not None:  # _entries() written out: every tagged hit's path
             names = spec.names(args, kwargs)
-            if uncached(names):
+            check = _tags.check_uncached  # uncached(names), written out
+            if check is not None and check(names):
                 return func(*args, **kwargs)
             ns = TaggedView(b.ns, names)
         region = b.region
