@@ -7,6 +7,8 @@ process whose LOCATION names it. Each region still replays its own invalidations
 server hung, before the server serves its reads again, and a forked child starts with the server
 up and nothing to replay (its parent replays its own).
 
+The first two hold on Redis too (``backend`` "redis": regions on one redis-server share its breaker).
+
 ``-s`` prints the figure: wall time of 10 calls alternating two regions of one hung server.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import FaultyMemcached
+from tests.faults.conftest import FaultyMemcached, FaultyRedis
 
 #: The regions' memcached ``timeout`` and ``connect_timeout``: the default, 1 s.
 TIMEOUT = 1.0
@@ -29,22 +31,40 @@ RETRY_INTERVAL = 0.3
 RECOVERY = 5.0
 
 
-def region_settings(address: str, **options: Any) -> dict[str, Any]:
+def region_settings(address: str, backend: str = "memcached", **options: Any) -> dict[str, Any]:
+    if backend == "redis":
+        opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
+        return {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": opts}
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
     return {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}
 
 
 def node_of(manager: Any, region: str) -> Any:
-    [node] = manager[region].store.nodes.all
+    """The region's one server: a memcached node, or the Redis store (its ``breaker`` and
+    ``backlog`` are the server's breaker and the region's invalidations to replay)."""
+    store = manager[region].store
+    if not hasattr(store, "nodes"):
+        return store
+    [node] = store.nodes.all
     return node
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def server_of(
+    request: pytest.FixtureRequest,
+    faulty_memcached: Callable[..., FaultyMemcached],
+    faulty_redis: Callable[..., FaultyRedis],
+) -> tuple[str, Any]:
+    """``(backend, server)``: a real memcached or redis-server the test hangs (SIGSTOP)."""
+    return request.param, (faulty_memcached if request.param == "memcached" else faulty_redis)()
 
 
 @pytest.mark.parametrize("managers", [1, 2], ids=["one-manager", "two-managers"])
 def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any], managers: int
+    server_of: Any, make_manager: Callable[..., Any], managers: int
 ) -> None:
-    server = faulty_memcached()
-    settings = region_settings(server.address)
+    backend, server = server_of
+    settings = region_settings(server.address, backend)
     if managers == 1:
         first = second = make_manager({"a": settings, "b": settings})
     else:  # two managers of one process (two apps, say): the server is still one
@@ -72,7 +92,7 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
     start = time.monotonic()
     got = [in_a(1) if i % 2 == 0 else in_b(1) for i in range(10)]
     elapsed = time.monotonic() - start
-    print(f"\n10 calls alternating two regions of one hung server ({managers} manager(s)): {elapsed:.2f} s "
+    print(f"\n{backend}: 10 calls alternating two regions of one hung server ({managers} manager(s)): {elapsed:.2f} s "
           f"(timeout {TIMEOUT:g} s)")
     assert got == [("a", 1, 1), ("b", 1, 1)] * 5
     assert elapsed < 1.5 * TIMEOUT, f"{elapsed:.2f} s: more than one timeout for one server"
@@ -103,12 +123,12 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork")
 def test_a_forked_child_starts_with_the_server_up_and_nothing_to_replay(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
+    server_of: Any, make_manager: Callable[..., Any]
 ) -> None:
     """The parent marked the server down and holds an invalidation to replay; its probe will not
     run during the test (every 30 s). The server answers again, and a child is forked."""
-    server = faulty_memcached()
-    slow_probe = region_settings(server.address, retry_interval=30)
+    backend, server = server_of
+    slow_probe = region_settings(server.address, backend, retry_interval=30)
     manager = make_manager({"a": slow_probe, "b": slow_probe})
     calls: list[int] = []
 

@@ -8,7 +8,9 @@ paused server would still run the commands waiting in its socket once resumed).
 * A restarted server has lost its counters: entries miss (never an old value), are stored again,
   and tags work again.
 * Two servers, one unreachable during the invalidation: entries on the live one miss at once, those on
-  the paused one once it is back.
+  the paused one once it is back (memcached only: a Redis region uses one server, or a Cluster).
+
+The first two hold on Redis too (``backend`` "redis": one real redis-server, the same proxy).
 """
 
 from __future__ import annotations
@@ -19,16 +21,37 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tests.faults.conftest import FaultyMemcached
+import pytest
+
+from tests.faults.conftest import FaultyMemcached, FaultyRedis
 from tests.faults.proxy import Proxy
 
 TIMEOUT = 0.2
 RETRY = 0.1
 
 
-def config(*addresses: str) -> dict[str, Any]:
+def config(*addresses: str, backend: str = "memcached") -> dict[str, Any]:
+    if backend == "redis":
+        [address] = addresses
+        options = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY}
+        return {"r": {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": options}}
     options = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY}
     return {"r": {"BACKEND": "memcached", "LOCATION": list(addresses), "TIMEOUT": 300, "OPTIONS": options}}
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def server_of(
+    request: pytest.FixtureRequest,
+    faulty_memcached: Callable[..., FaultyMemcached],
+    faulty_redis: Callable[..., FaultyRedis],
+) -> tuple[str, Callable[[], FaultyMemcached | FaultyRedis]]:
+    """``(backend, start)``: a real memcached or redis-server the test kills and restarts."""
+    return request.param, faulty_memcached if request.param == "memcached" else faulty_redis
+
+
+def breakers(manager: Any) -> list[Any]:
+    store = manager["r"].store
+    return [node.breaker for node in store.nodes.all] if hasattr(store, "nodes") else [store.breaker]
 
 
 def tagged(manager: Any, data: dict[str, int], calls: Counter) -> Callable[[int], int]:
@@ -42,19 +65,18 @@ def tagged(manager: Any, data: dict[str, int], calls: Counter) -> Callable[[int]
 
 def wait_up(manager: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while any(node.breaker.down for node in manager["r"].store.nodes.all):
+    while any(breaker.down for breaker in breakers(manager)):
         assert time.monotonic() < deadline, "the server never came back"
         time.sleep(0.02)
 
 
-def test_a_tag_invalidated_while_the_server_is_unreachable_is_replayed(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager
-) -> None:
-    srv = faulty_memcached()
+def test_a_tag_invalidated_while_the_server_is_unreachable_is_replayed(server_of: Any, make_manager) -> None:
+    backend, start = server_of
+    srv = start()
     link = Proxy(srv.address)
     prefix = "to" + uuid.uuid4().hex[:8]
-    one = make_manager(config(link.address), key_prefix=prefix)
-    two = make_manager(config(srv.address), key_prefix=prefix)
+    one = make_manager(config(link.address, backend=backend), key_prefix=prefix)
+    two = make_manager(config(srv.address, backend=backend), key_prefix=prefix)
     data, calls = {"version": 1}, Counter()
     read_one, read_two = tagged(one, data, calls), tagged(two, data, calls)
     try:
@@ -73,11 +95,10 @@ def test_a_tag_invalidated_while_the_server_is_unreachable_is_replayed(
         link.close()
 
 
-def test_after_a_restart_entries_miss_and_tags_work_again(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager
-) -> None:
-    srv = faulty_memcached()
-    manager = make_manager(config(srv.address))
+def test_after_a_restart_entries_miss_and_tags_work_again(server_of: Any, make_manager) -> None:
+    backend, start = server_of
+    srv = start()
+    manager = make_manager(config(srv.address, backend=backend))
     data, calls = {"version": 1}, Counter()
     read = tagged(manager, data, calls)
     assert read(1) == 1 == read(1) and calls[1] == 1
