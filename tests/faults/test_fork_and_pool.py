@@ -36,7 +36,8 @@ TIMEOUT = 0.5
 def mc_config(address: str, backend: str = "memcached", **options: Any) -> dict[str, Any]:
     if backend == "redis":
         opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
-        return {"mc": {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": opts}}
+        url = f"redis://{address}/0"
+        return {"mc": {"BACKEND": "redis", "LOCATION": url, "TIMEOUT": 300, "OPTIONS": opts}}
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
     return {"mc": {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}}
 
@@ -90,7 +91,9 @@ def curr_connections(backend: str, address: str) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork and /proc: Linux only")
-def test_forked_children_never_use_the_parent_sockets(server_of: Any, make_manager: Callable[..., Any]) -> None:
+def test_forked_children_never_use_the_parent_sockets(
+    server_of: Any, make_manager: Callable[..., Any]
+) -> None:
     """The parent holds an open pooled socket (it just had a hit); 4 forked children make 50 calls
     each while the parent keeps calling: no error anywhere, every value right."""
     backend, server = server_of
@@ -180,8 +183,8 @@ def test_short_lived_threads_share_a_bounded_pool(
         opened = curr_connections(backend, server.address) - baseline
     stats = region.stats()
     print(
-        f"\n{backend} max_connections={max_connections}: sockets held {held} (most after a wave {most_held}), "
-        f"memcached curr_connections +{opened}, stats {stats}"
+        f"\n{backend} max_connections={max_connections}: sockets held {held} "
+        f"(most after a wave {most_held}), the server counts +{opened} connections, stats {stats}"
     )
     assert not failures, repr(failures[0])
     assert not wrong, f"{len(wrong)} wrong results"

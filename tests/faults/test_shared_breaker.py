@@ -33,7 +33,8 @@ RECOVERY = 5.0
 
 def region_settings(address: str, backend: str = "memcached", **options: Any) -> dict[str, Any]:
     if backend == "redis":
-        opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
+        opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL,
+                **options}
         return {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": opts}
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
     return {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}
@@ -103,8 +104,8 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
     start = time.monotonic()
     got = [in_a(1) if i % 2 == 0 else in_b(1) for i in range(10)]
     elapsed = time.monotonic() - start
-    print(f"\n{backend}: 10 calls alternating two regions of one hung server ({managers} manager(s)): {elapsed:.2f} s "
-          f"(timeout {TIMEOUT:g} s)")
+    print(f"\n{backend}: 10 calls alternating two regions of one hung server ({managers} manager(s)): "
+          f"{elapsed:.2f} s (timeout {TIMEOUT:g} s)")
     assert got == [("a", 1, 1), ("b", 1, 1)] * 5
     assert elapsed < 1.5 * TIMEOUT, f"{elapsed:.2f} s: more than one timeout for one server"
     assert node_of(first, "a").breaker is node_of(second, "b").breaker

@@ -34,7 +34,8 @@ def config(*addresses: str, backend: str = "memcached") -> dict[str, Any]:
     if backend == "redis":
         [address] = addresses
         options = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY}
-        return {"r": {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": options}}
+        url = f"redis://{address}/0"
+        return {"r": {"BACKEND": "redis", "LOCATION": url, "TIMEOUT": 300, "OPTIONS": options}}
     options = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY}
     return {"r": {"BACKEND": "memcached", "LOCATION": list(addresses), "TIMEOUT": 300, "OPTIONS": options}}
 
