@@ -84,11 +84,17 @@ def test_a_tag_invalidated_while_the_server_is_unreachable_is_replayed(server_of
         assert read_one(1) == 1 and read_two(1) == 1 and calls[1] == 1  # two reads what one stored
         link.mode = "reset"
         data["version"] = 2
+        began = time.monotonic()
         assert one.invalidate_tags("item:1") is False  # not delivered: held for the replay
         assert read_one(1) == 2  # down: computed, not stored, never the old entry
+        outage = time.monotonic() - began
         assert read_two(1) == 1  # the other process could not see it yet: the server still says 1
         link.mode = "pass"
+        healed = time.monotonic()
         wait_up(one)
+        print(f"\n{backend}: invalidate_tags + a read over the reset link {outage:.3f} s "
+              f"(timeout {TIMEOUT:g} s), "
+              f"up again {time.monotonic() - healed:.3f} s after the link healed")
         assert read_one(1) == 2 and read_two(1) == 2  # the replayed incr made the old entry stale
         settled = calls[1]
         assert read_one(1) == 2 and read_two(1) == 2 and calls[1] == settled  # and cached again
