@@ -10,7 +10,10 @@ paused server would still run the commands waiting in its socket once resumed).
 * Two servers, one unreachable during the invalidation: entries on the live one miss at once, those on
   the paused one once it is back (memcached only: a Redis region uses one server, or a Cluster).
 
-The first two hold on Redis too (``backend`` "redis": one real redis-server, the same proxy).
+The first two hold on Redis too (``backend`` "redis": one real redis-server, the same proxy). Redis's
+form of the third is a Cluster of two real nodes, one SIGSTOPped during the invalidation (redis-py
+follows the nodes' own addresses, so a proxy cannot sit in one link): no old value on either node's
+keys, one timeout (not one per command of a pipeline), the bump holds after SIGCONT.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +158,111 @@ def test_two_servers_one_unreachable_during_the_invalidation(
         assert read(on_a) == (on_a, 2) and read(on_b) == (on_b, 2)
     finally:
         link.close()
+
+
+class ClusterNode(FaultyRedis):
+    """A node of a Redis Cluster (its nodes.conf in its folder, kept over a restart). The cluster bus
+    on a free port of its own; ``cluster-node-timeout`` 60 s, so no node is failed during a test."""
+
+    def _args(self) -> tuple[str, ...]:
+        return (*super()._args(), "--cluster-enabled", "yes",
+                "--cluster-config-file", str(self.folder / "nodes.conf"),
+                "--cluster-port", str(getattr(self, "bus", None) or self._bus()),
+                "--cluster-node-timeout", "60000")
+
+    def _bus(self) -> int:
+        from tests.conftest import free_port
+
+        self.bus = free_port()
+        return self.bus
+
+
+def two_node_cluster(tmp_path: Path) -> list[ClusterNode]:
+    """Two real redis-servers, half the slots each, met and agreed (``cluster_state:ok``)."""
+    import redis
+
+    a, b = ClusterNode(tmp_path / "node-a"), ClusterNode(tmp_path / "node-b")
+    clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in (a, b)]
+    clients[0].execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 8191)
+    clients[1].execute_command("CLUSTER", "ADDSLOTSRANGE", 8192, 16383)
+    clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", b.port, b.bus)
+    deadline = time.monotonic() + 20
+    while not all(c.cluster("INFO").get("cluster_state") == "ok" for c in clients):
+        assert time.monotonic() < deadline, "the two nodes never formed a cluster"
+        time.sleep(0.05)
+    for c in clients:
+        c.close()
+    return [a, b]
+
+
+@pytest.mark.parametrize("hung", ["the-tag-node", "the-other-node"])
+def test_a_redis_cluster_node_hung_during_a_tag_invalidation(
+    tmp_path: Path, make_manager: Any, hung: str
+) -> None:
+    """Redis's form of the two-server case: a Cluster of two real nodes, one SIGSTOPped while a tag
+    is invalidated (the tag's counter on it, or on the other). No old value on either node's keys, a
+    few timeouts rather than one per call, and after SIGCONT the bump holds and hits resume on both."""
+    from redis.crc import key_slot
+
+    nodes = two_node_cluster(tmp_path)
+    try:
+        options = {"cluster": True, "socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT,
+                   "retry_interval": RETRY}
+        urls = [f"redis://{n.address}" for n in nodes]
+        region = {"BACKEND": "redis", "LOCATION": urls, "TIMEOUT": 300, "OPTIONS": options}
+        manager = make_manager({"r": region})
+        data, calls = {"version": 1}, Counter()
+
+        @manager.region("r", tags=["shared"])
+        def read(k: int) -> tuple[int, int]:
+            calls[k] += 1
+            return (k, data["version"])
+
+        store = manager["r"].store
+        ns = manager["r"].namespace(f"{read.__module__}.{read.__qualname__}")
+
+        def node_of(wire: str) -> ClusterNode:
+            return nodes[0] if key_slot(wire.encode()) < 8192 else nodes[1]
+
+        keys = {node_of(ns.wire_key(str(k))).port: k for k in range(100)}
+        assert len(keys) == 2, "no key on one of the nodes"
+        [tag_key] = store.tags.keys(["shared"])
+        tag_node = node_of(tag_key)
+        victim = tag_node if hung == "the-tag-node" else next(n for n in nodes if n is not tag_node)
+        on = sorted(keys.values())
+        assert [read(k) for k in on] == [(k, 1) for k in on]
+        assert [read(k) for k in on] == [(k, 1) for k in on] and all(calls[k] == 1 for k in on)
+
+        victim.pause()
+        data["version"] = 2
+        began = time.monotonic()
+        done = manager.invalidate_tags("shared")
+        took = [time.monotonic() - began]
+        during = []
+        for k in [k for k in on for _ in range(5)]:
+            began = time.monotonic()
+            during.append(read(k))
+            took.append(time.monotonic() - began)
+        outage, slowest = sum(took), max(took)
+        waited = [t for t in took if t > TIMEOUT / 2]
+        assert slowest < 1.5 * TIMEOUT and len(waited) <= 1, (
+            f"calls waited {[round(t, 3) for t in waited]} s: more than one timeout for one hung node "
+            f"(redis-py's cluster pipeline resends each failed command alone)"
+        )
+        assert during == [(k, 2) for k in on for _ in range(5)], "an old value while a node hung"
+        assert done in (True, False)
+        if hung == "the-tag-node":
+            assert done is False, "an invalidation the hung node never answered was reported as done"
+        victim.resume()
+        healed = time.monotonic()
+        wait_up(manager)
+        up = time.monotonic() - healed
+        assert [read(k) for k in on] == [(k, 2) for k in on], "the bump did not hold after SIGCONT"
+        settled = dict(calls)
+        assert [read(k) for k in on] == [(k, 2) for k in on] and dict(calls) == settled, "hits did not resume"
+        print(f"\nredis cluster, {hung} hung: invalidate_tags -> {done}, it and 10 reads took {outage:.3f} s "
+              f"(timeout {TIMEOUT:g} s), up again {up:.3f} s after SIGCONT, stats {manager['r'].stats()}")
+        assert manager["r"].stats()["errors"] <= 3, manager["r"].stats()
+    finally:
+        for n in nodes:
+            n.stop()
