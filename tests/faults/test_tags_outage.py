@@ -142,9 +142,8 @@ def test_two_servers_one_unreachable_during_the_invalidation(
         return (k, data["version"])
 
     store = manager["r"].store
-    ns = manager["r"].namespace(f"{read.__module__}.{read.__qualname__}")
-    on_a = next(k for k in range(100) if store.node_for(ns.wire_key(str(k))).label == a.address)
-    on_b = next(k for k in range(100) if store.node_for(ns.wire_key(str(k))).label == link.address)
+    on_a = next(k for k in range(100) if store.node_for(read.cache_key(k)).label == a.address)
+    on_b = next(k for k in range(100) if store.node_for(read.cache_key(k)).label == link.address)
     try:
         assert read(on_a) == (on_a, 1) and read(on_b) == (on_b, 1)
         assert read(on_a) == (on_a, 1) and read(on_b) == (on_b, 1) and calls[on_a] == calls[on_b] == 1
@@ -202,6 +201,7 @@ def test_a_redis_cluster_node_hung_during_a_tag_invalidation(
     """Redis's form of the two-server case: a Cluster of two real nodes, one SIGSTOPped while a tag
     is invalidated (the tag's counter on it, or on the other). No old value on either node's keys, a
     few timeouts rather than one per call, and after SIGCONT the bump holds and hits resume on both."""
+    import redis
     from redis.crc import key_slot
 
     nodes = two_node_cluster(tmp_path)
@@ -219,18 +219,20 @@ def test_a_redis_cluster_node_hung_during_a_tag_invalidation(
             return (k, data["version"])
 
         store = manager["r"].store
-        ns = manager["r"].namespace(f"{read.__module__}.{read.__qualname__}")
 
         def node_of(wire: str) -> ClusterNode:
             return nodes[0] if key_slot(wire.encode()) < 8192 else nodes[1]
 
-        keys = {node_of(ns.wire_key(str(k))).port: k for k in range(100)}
+        keys = {node_of(read.cache_key(k)).port: k for k in range(100)}
         assert len(keys) == 2, "no key on one of the nodes"
         [tag_key] = store.tags.keys(["shared"])
         tag_node = node_of(tag_key)
         victim = tag_node if hung == "the-tag-node" else next(n for n in nodes if n is not tag_node)
         on = sorted(keys.values())
         assert [read(k) for k in on] == [(k, 1) for k in on]
+        for node in nodes:  # each node holds one of the entries read
+            with redis.Redis(host="127.0.0.1", port=node.port) as raw:
+                assert raw.exists(read.cache_key(keys[node.port])), f"{node.address} holds no entry read"
         assert [read(k) for k in on] == [(k, 1) for k in on] and all(calls[k] == 1 for k in on)
 
         victim.pause()
@@ -266,3 +268,46 @@ def test_a_redis_cluster_node_hung_during_a_tag_invalidation(
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_slot_moved_to_the_other_cluster_node_is_followed(tmp_path: Path, make_manager: Any) -> None:
+    """A cached key's slot moves to the other node (its key migrated, as redis-cli --cluster reshard
+    does) after the region learnt the slots: the next hits are answered by following MOVED, not taken
+    for an outage (no error, the breaker stays up, nothing computed again)."""
+    import redis
+    from redis.crc import key_slot
+
+    a, b = two_node_cluster(tmp_path)
+    try:
+        options = {"cluster": True, "socket_timeout": 1.0, "connect_timeout": 1.0}
+        region = {"BACKEND": "redis", "LOCATION": [a.url], "TIMEOUT": 300, "OPTIONS": options}
+        manager = make_manager({"r": region})
+        calls: Counter = Counter()
+
+        @manager.region("r", tags=lambda k: [f"item:{k}"])
+        def read(k: int) -> int:
+            calls[k] += 1
+            return k * 10
+
+        k = next(k for k in range(100) if key_slot(read.cache_key(k).encode()) < 8192)  # on a
+        assert read(k) == read(k) == k * 10 and calls[k] == 1
+        slot = key_slot(read.cache_key(k).encode())
+        ra, rb = redis.Redis(host="127.0.0.1", port=a.port), redis.Redis(host="127.0.0.1", port=b.port)
+        ida, idb = ra.execute_command("CLUSTER", "MYID"), rb.execute_command("CLUSTER", "MYID")
+        rb.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ida)
+        ra.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", idb)
+        moved = ra.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        assert moved, "the cached key is not on a"
+        ra.execute_command("MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", *moved)
+        for client in (ra, rb):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", idb)
+        assert rb.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == len(moved)
+        ra.close()
+        rb.close()
+        assert [read(k) for _ in range(5)] == [k * 10] * 5
+        stats = manager["r"].stats()
+        assert calls[k] == 1, f"computed again after the slot moved: {stats}"
+        assert stats["errors"] == 0 and not manager["r"].store.breaker.down, stats
+    finally:
+        a.stop()
+        b.stop()
