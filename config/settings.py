@@ -102,14 +102,16 @@ CACHE_REGIONS = {
         "OPTIONS": {"over": "functions" if _functions["BACKEND"] == "memcached" else "files"},
     },
 }
-if os.environ.get("REGIONS_REDIS"):
-    # exchange rates (config.shop.services.exchange_rate, /api/rate/<currency>/): short-lived, in Redis
-    CACHE_REGIONS["rates"] = {
-        "BACKEND": "redis",
-        "LOCATION": os.environ["REGIONS_REDIS"],
-        "TIMEOUT": 60,
-        "OPTIONS": {"socket_timeout": 0.5, "connect_timeout": 0.5},
-    }
+# exchange rates (config.shop.services.exchange_rate, /api/rate/<currency>/): short-lived, in Redis
+# when the example was given one (REGIONS_REDIS; scripts/serve starts redis-server when it can), else in
+# each process's memory, as "functions" falls back without memcached (the rate view says which). The
+# region always exists: a function decorated for a region that is not configured is an error (E021).
+CACHE_REGIONS["rates"] = (
+    {"BACKEND": "redis", "LOCATION": os.environ["REGIONS_REDIS"], "TIMEOUT": 60,
+     "OPTIONS": {"socket_timeout": 0.5, "connect_timeout": 0.5}}
+    if os.environ.get("REGIONS_REDIS")
+    else {"BACKEND": "memory", "TIMEOUT": 60}
+)
 REGIONS_KEY_PREFIX = "example"
 REGIONS_NOTICES = [_notice] if _notice else []
 # The /regions/ dashboard is for staff only. This demo has no login, so it is open while DEBUG is

@@ -307,7 +307,8 @@ def _sync_wrapper(
         ns: Entries = b.ns
         if spec is not None:  # _entries() written out: every tagged hit's path
             names = spec.names(args, kwargs)
-            if uncached(names):
+            check = _tags.check_uncached  # uncached(names), written out
+            if check is not None and check(names):
                 return func(*args, **kwargs)
             ns = TaggedView(b.ns, names)
         region = b.region
@@ -501,10 +502,17 @@ def _async_wrapper(
             ns = _entries(b, spec, args, kwargs, view)
         if ns is None:
             return await func(*args, **kwargs)
-        creator = functools.partial(func, *args, **kwargs)
+        region = b.region
         if _trace.ON:
-            return await _trace.atraced(b, ns, key, creator)
-        return await b.region.engine.aget_or_create(ns, key, creator, b.ttl)
+            return await _trace.atraced(b, ns, key, functools.partial(func, *args, **kwargs))
+        if region.store.active and hasattr(ns, "aget_entry"):  # read on the loop: step 1 written out
+            seq = FLIGHTS.completed
+            entry, fresh = await region.aread(ns, key)  # type: ignore[arg-type]
+            if fresh:
+                return entry[2]  # type: ignore[index]
+            creator = functools.partial(func, *args, **kwargs)
+            return await region.engine.afill(ns, key, entry, seq, creator, b.ttl)
+        return await region.engine.aget_or_create(ns, key, functools.partial(func, *args, **kwargs), b.ttl)
 
     async def invalidate(*args: Any, **kwargs: Any) -> bool:
         """Forget the entry for these arguments; ``False`` when the backend was not reached."""

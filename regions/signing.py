@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from .errors import RegionError
@@ -34,7 +34,7 @@ class RejectedEntry(RegionError):
     """A stored entry whose tag does not match: never unpickled, read as a miss and rewritten."""
 
     #: The tag versions read with the entry (a tagged read), so that it is rewritten with them.
-    tag_versions: list[int | None] | None = None
+    tag_versions: Sequence[int | None] | None = None
 
 
 def derive_key(secret: str | bytes) -> bytes:

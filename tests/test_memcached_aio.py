@@ -27,6 +27,10 @@ What each test guards:
   is in flight closes that connection; the next read gets its own reply.
 * ``test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss``: the tagged hit (entry and tag
   counters, one round trip) on the loop too, and a tag bump makes it a miss at once.
+* ``test_a_reply_resumes_its_own_task_in_its_own_context``: the reply wakes the task that sent its
+  request at once, from the reader (:class:`~regions.backends.memcached.aio.Reply`, no
+  ``call_soon``): each of several tasks reading at once comes back as itself, with its own context
+  variables, its own reply, and no I/O thread.
 * ``test_a_large_single_item_arrives_in_many_chunks``: a 700 KB item read on the loop, whole.
 * ``test_every_prefix_of_a_reply_is_incomplete_and_the_whole_reply_parses``: the parsers the
   blocking socket and the protocol share never read a partial reply as a value or an error.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import pickle
@@ -490,9 +495,12 @@ def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager, fault
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+            pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
+            # closed and gone from the pool at once, while its server is still stopped
+            assert not any(conn.waiting for conn in pool.conns), "the cancelled read is still in flight"
+            assert pool.made == len(pool.conns) == len(pool.idle), (pool.made, len(pool.conns))
         finally:
             server.resume()
-        pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
         assert all(not conn.closed for conn in pool.idle), "the cancelled read's connection was kept"
         return [await answer(2) for _ in range(3)]
 
@@ -533,6 +541,35 @@ def test_tagged_async_hit_on_the_loop_and_a_bump_makes_it_miss(make_manager, mem
     assert fresh == {"id": 1, "n": 4} and computed == [0, 1, 2, 1], "the bumped tag's entry was served"
     assert run(post(0)) == stored[0]  # the other entries keep their versions
     assert run(post(1)) == fresh and computed == [0, 1, 2, 1]
+
+
+def test_a_reply_resumes_its_own_task_in_its_own_context(make_manager, memcached_server):
+    manager = make_manager({"r": {"BACKEND": "memcached", "LOCATION": memcached_server, "TIMEOUT": 600,
+                                  "OPTIONS": options(max_connections=2)}})
+    caller: contextvars.ContextVar[int] = contextvars.ContextVar("caller")
+
+    @manager.region("r")
+    async def answer(x):
+        return ("v", x)
+
+    async def reader(i: int) -> list[tuple[object, int, bool]]:
+        caller.set(i)
+        me = asyncio.current_task()
+        seen = []
+        for _ in range(5):
+            value = await answer(i % 3)
+            seen.append((value, caller.get(), asyncio.current_task() is me))
+        return seen
+
+    async def main():
+        await each(answer, range(3))  # stored
+        executor = counted(manager["r"].store)
+        got = await each(reader, range(6))  # more readers than connections: some wait for one
+        return got, executor.submits
+
+    got, submits = run(main())
+    assert got == [[(("v", i % 3), i, True)] * 5 for i in range(6)]
+    assert submits == 0, "the hits went to the I/O threads"
 
 
 def test_a_large_single_item_arrives_in_many_chunks(make_manager, memcached_server):

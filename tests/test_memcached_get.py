@@ -176,3 +176,26 @@ def test_the_kernel_enforces_the_timeout_of_a_hung_server(memcached_factory):
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     assert wire.get(c, b"k")[0] == b"v"  # reconnected (pymemcache), then kernel timeouts again
+
+
+def test_the_tagged_hit_reuses_the_last_counters_values_only_for_the_same_bytes(client):
+    """``seen``: a whole reply whose counters' part is the last one's gives the last values (the
+    same list); a moved counter, a missing one or another number of counters is read afresh."""
+    client.set("s-entry", b"value", noreply=False)
+    client.set("s-c1", b"41", noreply=False)
+    client.set("s-c2", b"7", noreply=False)
+    client.get("warm-up")
+    seen = wire.CounterReplies()
+    first = wire.get_tagged(client, b"s-entry", [b"s-c1", b"s-c2"], seen=seen)
+    again = wire.get_tagged(client, b"s-entry", [b"s-c1", b"s-c2"], seen=seen)
+    assert first == ((b"value", -1), [b"41", b"7"]) and again[1] is first[1]
+    client.incr("s-c1", 1)  # a bump: other bytes, other values
+    assert wire.get_tagged(client, b"s-entry", [b"s-c1", b"s-c2"], seen=seen)[1] == [b"42", b"7"]
+    client.delete("s-c2", noreply=False)
+    assert wire.get_tagged(client, b"s-entry", [b"s-c1", b"s-c2"], seen=seen)[1] == [b"42", None]
+    client.set("s-c2", b"7", noreply=False)
+    two = wire.get_tagged(client, b"s-entry", [b"s-c1", b"s-c2"], seen=seen)[1]
+    # the same bytes in answer to one command are not that reply (out of step: the careful way)
+    assert wire._whole_tagged(b"VA 1 t-1 ks-entry\r\nx\r\n" + seen.last[1], b"s-entry", 1, seen) is None
+    assert two == [b"42", b"7"]
+    assert wire.get(client, b"s-c1") == (b"42", -1)  # still in step

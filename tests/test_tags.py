@@ -66,6 +66,35 @@ def test_a_tag_invalidates_every_function_carrying_it(make_manager, region_confi
     assert stats["errors"] == 0 and stats["rejected"] == 0
 
 
+def test_tags_is_called_once_per_argument_tuple_of_atomic_values(
+    make_manager, region_config, backend
+) -> None:
+    """``tags=`` is a function of the arguments: the names of a plain positional call of
+    exact-equality values are kept, so hits do not call it again; keyword calls, other values and
+    long strings call it each time; a kept name still follows its tag's invalidation."""
+    asked: list[tuple] = []
+    manager = build(make_manager, region_config, backend)
+
+    def tags(post_id, lang="en"):
+        asked.append((post_id, lang))
+        return [f"post:{post_id}"]
+
+    @manager.region("r", tags=tags)
+    def card(post_id, lang="en"):
+        return f"card {post_id} {lang} {len(asked)}"
+
+    assert [card(1), card(1), card(1)] == ["card 1 en 1"] * 3
+    assert asked == [(1, "en")]
+    assert [card(1, lang="fr"), card(1, lang="fr")] == ["card 1 fr 2"] * 2
+    assert len(asked) == 3  # keyword calls: tags= each time
+    assert card((1,)) == card((1,)) and len(asked) == 5  # a tuple argument: each time
+    long = "x" * 300
+    assert card(long) == card(long) and len(asked) == 7  # a long string is never kept alive
+    assert manager.invalidate_tags("post:1") is True
+    assert card(1) == "card 1 en 7" and card(1) == "card 1 en 7"  # recomputed once, then a hit
+    assert len(asked) == 7
+
+
 def test_a_tag_invalidated_during_the_computation_leaves_a_stale_entry(
     make_manager, region_config, backend
 ) -> None:

@@ -7,8 +7,8 @@
 * ``catalog_summary()``   -- "hot" region: tiered, computed by one process, read by all.
 * ``product_price(pk)`` / ``aproduct_price(pk)`` -- "functions" region: a product's price, sync and async
   (served by ``/api/price/<pk>/`` and ``/api/aprice/<pk>/``).
-* ``exchange_rate(code)``   -- "rates" region (Redis): a currency's rate, kept a minute; the region
-  exists only when the settings were given a Redis (``REGIONS_REDIS``), see :func:`has_rates_region`.
+* ``exchange_rate(code)``   -- "rates" region (Redis): a currency's rate, kept a minute; on Redis when
+  the settings were given one (``REGIONS_REDIS``), else in each process's memory (:func:`has_redis_rates`).
 """
 
 from __future__ import annotations
@@ -162,15 +162,16 @@ async def aproduct_price(pk: int) -> dict[str, object]:
 
 
 
-#: The Redis region of the example: configured only when the settings were given a Redis.
+#: The example's Redis region (an in-process memory region when the settings were given no Redis).
 RATES_REGION = "rates"
 #: Units of a currency per US dollar: the demo's stand-in for a rates service.
 PER_USD = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "JPY": 151.2, "CHF": 0.88}
 
 
-def has_rates_region() -> bool:
-    """Whether the example was given a Redis (``REGIONS_REDIS``), hence a "rates" region."""
-    return RATES_REGION in regions.get_manager()
+def has_redis_rates() -> bool:
+    """Whether the "rates" region is on Redis (the example was given one: ``REGIONS_REDIS``)."""
+    manager = regions.get_manager()
+    return RATES_REGION in manager and manager[RATES_REGION].backend == "redis"
 
 
 @region(RATES_REGION)

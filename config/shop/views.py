@@ -7,7 +7,7 @@
 ``/api/summary/`` products per category, in the tiered "hot" region.
 ``/api/price/<pk>/`` (sync) and ``/api/aprice/<pk>/`` (async): a product's price, cached in the memcached
              "functions" region, with that region's figures in the answering process.
-``/api/rate/<currency>/`` a currency's rate, cached in the Redis "rates" region (404 saying how to
+``/api/rate/<currency>/`` a currency's rate, cached in the Redis "rates" region (in memory, saying how to
              get one when the example has no Redis).
 """
 
@@ -179,15 +179,14 @@ async def aprice(request: HttpRequest, pk: int) -> JsonResponse:
 def rate(request: HttpRequest, currency: str) -> JsonResponse:
     """A currency's rate from :func:`services.exchange_rate` (Redis "rates" region), with that
     region's figures in the answering process."""
-    if not services.has_rates_region():
-        return JsonResponse(
-            {"error": "this example has no Redis region: set REGIONS_REDIS=redis://host:port/db "
-                      "(scripts/serve does when it can start redis-server)"},
-            status=404,
-        )
     code = currency.upper()
     if code not in services.PER_USD:
         return JsonResponse({"error": f"unknown currency {currency!r}; known: {sorted(services.PER_USD)}"},
                             status=404)
     found = services.exchange_rate(code)
-    return JsonResponse({**found, "region": regions.get_manager()[services.RATES_REGION].stats()})
+    answer = {**found, "region": regions.get_manager()[services.RATES_REGION].stats()}
+    if not services.has_redis_rates():
+        answer["note"] = ("the rates region is in this process's memory: this example was given no Redis; "
+                          "set REGIONS_REDIS=redis://host:port/db (scripts/serve does when it can start "
+                          "redis-server)")
+    return JsonResponse(answer)

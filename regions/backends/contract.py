@@ -431,7 +431,7 @@ class Backend(NamespaceManager):
                 failure = failure or exc
         return failed, failure
 
-    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, Sequence[int | None]]:
         """:meth:`get_entry` and the current versions of tags ``names`` (memcached: one round trip)."""
         return self.get_entry(key), self.store.tags.read(names)
 

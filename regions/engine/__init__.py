@@ -48,6 +48,7 @@ class Engine:
     get_or_create = sync.get_or_create
     fill = sync.fill
     aget_or_create = aio.aget_or_create
+    afill = aio.fill
     call_io = aio.call_io
 
     # the backend's cross-process lock, under the region's failure policy ----------------------

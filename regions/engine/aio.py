@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import trace as _trace
-from ..backends.contract import Entries, SharedLock
+from ..backends.contract import Entries, Entry, SharedLock
 from .flights import FLIGHTS, Flight
 from .protocol import ACQUIRE, COMPUTE, Call, Steps
 
@@ -69,6 +69,19 @@ async def aget_or_create(
         entry, fresh = await call_io(engine, region.read, ns, key)
     if fresh:
         return entry[2]  # type: ignore[index]
+    return await fill(engine, ns, key, entry, seq, creator, ttl)
+
+
+async def fill(
+    engine: Engine, ns: Entries, key: Hashable, entry: Entry | None, seq: int,
+    creator: Callable[[], Awaitable[T]], ttl: float | None,
+) -> T:
+    """:func:`regions.engine.sync.fill` for coroutine functions: after a read at flight count
+    ``seq`` found ``entry`` missing or expired (the decorator's read on the loop goes straight here
+    on a miss: a hit then costs no coroutine of this module's)."""
+    region = engine.region
+    if not region.store.active:
+        return await creator()
     call = Call(region, engine.storage, ns, key, entry, seq, ttl)
     while True:
         flight, leads = call.join()

@@ -23,6 +23,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..keys import ATOMIC_TYPES
+
+#: Calls whose tags a function's :class:`TagSpec` keeps before it starts over, and the longest
+#: ``str``/``bytes`` argument such a call may have (larger ones are not kept alive).
+NAMES_MEMO_SIZE = 1024
+NAMES_MEMO_TEXT_LIMIT = 256
 
 Adapter = Callable[[Any], str]
 _ADAPTERS: list[tuple[type, Adapter]] = []
@@ -96,9 +102,15 @@ def tags_of(objects: Iterable[Any], where: str) -> tuple[str, ...]:
 
 
 class TagSpec:
-    """The tags of one decorated function: fixed ones, plus those its ``tags`` callable returns."""
+    """The tags of one decorated function: fixed ones, plus those its ``tags`` callable returns.
 
-    __slots__ = ("qualname", "fixed", "func")
+    ``tags=`` is a function of the call's arguments (the in-process tagged hit already serves an
+    entry under the names it was stored with): the names of a call whose arguments are all
+    positional and of exact-equality types (:data:`~regions.keys.ATOMIC_TYPES`, immutable) are
+    kept per argument tuple, so a hit does not call ``tags=`` again.
+    """
+
+    __slots__ = ("qualname", "fixed", "func", "memo")
 
     def __init__(self, qualname: str, tags: Any, invalidate_on: Iterable[Any] | None) -> None:
         self.qualname = qualname
@@ -111,10 +123,31 @@ class TagSpec:
         elif tags is not None:
             fixed += tags_of(tags, f"{qualname}: tags")
         self.fixed = tuple(dict.fromkeys(fixed))
+        self.memo: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     def names(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
         """The tags of one call."""
         if self.func is None:
             return self.fixed
+        if kwargs:
+            return self.computed(args, kwargs)
+        for arg in args:
+            if type(arg) not in ATOMIC_TYPES:
+                return self.computed(args, kwargs)
+        found = self.memo.get(args)
+        if found is None:
+            found = self.computed(args, kwargs)
+            for arg in args:
+                if (type(arg) is str or type(arg) is bytes) and len(arg) > NAMES_MEMO_TEXT_LIMIT:
+                    return found  # never keep large arguments alive
+            memo = self.memo
+            if len(memo) >= NAMES_MEMO_SIZE:
+                memo.clear()
+            memo[args] = found
+        return found
+
+    def computed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        """The tags of one call, from ``tags=`` called now."""
+        assert self.func is not None  # only called for a function with a tags= callable
         found = tags_of(self.func(*args, **kwargs), f"{self.qualname}: the value returned by tags=")
         return tuple(dict.fromkeys(self.fixed + found)) if self.fixed else found

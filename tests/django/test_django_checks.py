@@ -254,7 +254,7 @@ def test_e021_in_a_real_process_before_and_after_the_settings_load(
     early = "__main__.early: (django_regions.E021) __main__.early is cached in region 'functoins'"
     assert early in done.stderr
     assert "HINT: Did you mean 'functions'? Configured regions: 'files', 'functions', 'hot', 'local', " \
-        "'request'." in done.stderr
+        "'rates', 'request'." in done.stderr
     assert "__main__.late: (django_regions.E021)" in done.stderr and "Did you mean 'files'?" in done.stderr
     assert "__main__.late: unknown cache region 'filez'" in done.stderr  # logged when decorated
     example = run_check(
@@ -271,7 +271,7 @@ def test_e021_in_a_real_process_before_and_after_the_settings_load(
     assert example.returncode == 0, example.stderr
     assert "System check identified no issues" in example.stdout
     # the URLconf was imported by the check: the views' functions were all there to be checked
-    assert "['files', 'functions', 'hot', 'local', 'request']" in example.stdout
+    assert "['files', 'functions', 'hot', 'local', 'rates', 'request']" in example.stdout
 
 
 @pytest.mark.parametrize("links", [[("Shop", "no-such-url-name")], ["/"], [("Shop", "/", "x")]])

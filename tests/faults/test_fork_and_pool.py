@@ -8,6 +8,9 @@ of large values under concurrent writers.
 * Writers of one key whose value is split into parts never make readers miss or read a mix.
 * A child forked while a parent thread computes a key does not wait for that computation (its
   thread does not exist in the child): each of its calls costs the function's own time.
+
+All but the split values (Redis stores a value whole, up to 512 MB) hold on Redis too (``backend``
+"redis": a real redis-server of the test's own; its connections counted by ``INFO clients``).
 """
 
 from __future__ import annotations
@@ -24,15 +27,29 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MemcachedServer, memcached_stats_of
+from tests.conftest import MemcachedServer, RedisServer, memcached_stats_of
 from tests.faults.workers import Computations, forked_caller, value_of
 
 TIMEOUT = 0.5
 
 
-def mc_config(address: str, **options: Any) -> dict[str, Any]:
+def mc_config(address: str, backend: str = "memcached", **options: Any) -> dict[str, Any]:
+    if backend == "redis":
+        opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
+        url = f"redis://{address}/0"
+        return {"mc": {"BACKEND": "redis", "LOCATION": url, "TIMEOUT": 300, "OPTIONS": opts}}
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
     return {"mc": {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}}
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def server_of(
+    request: pytest.FixtureRequest,
+    memcached_factory: Callable[..., MemcachedServer],
+    redis_factory: Callable[..., RedisServer],
+) -> tuple[str, MemcachedServer | RedisServer]:
+    """``(backend, server)``: a real memcached or redis-server of the test's own."""
+    return request.param, (memcached_factory if request.param == "memcached" else redis_factory)()
 
 
 def sockets_to(port: int) -> int:
@@ -60,18 +77,27 @@ def sockets_to(port: int) -> int:
     return count
 
 
-def curr_connections(address: str) -> int:
+def curr_connections(backend: str, address: str) -> int:
+    """The server's count of open client connections (one more while a Redis one is asked)."""
+    if backend == "redis":
+        import redis
+
+        client = redis.Redis.from_url(f"redis://{address}/0")
+        try:
+            return int(client.info("clients")["connected_clients"])
+        finally:
+            client.close()
     return int(memcached_stats_of(address)["curr_connections"])  # type: ignore[call-overload]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork and /proc: Linux only")
 def test_forked_children_never_use_the_parent_sockets(
-    memcached_factory: Callable[..., MemcachedServer], make_manager: Callable[..., Any]
+    server_of: Any, make_manager: Callable[..., Any]
 ) -> None:
     """The parent holds an open pooled socket (it just had a hit); 4 forked children make 50 calls
     each while the parent keeps calling: no error anywhere, every value right."""
-    server = memcached_factory()
-    manager = make_manager(mc_config(server.address))
+    backend, server = server_of
+    manager = make_manager(mc_config(server.address, backend))
     region = manager["mc"]
     comps = Computations()
     func = manager.region("mc")(comps.compute)
@@ -98,7 +124,7 @@ def test_forked_children_never_use_the_parent_sockets(
             if p.is_alive():
                 p.kill()
     for kind, pid, wrong, errors, stats in children:
-        print(f"\nchild {pid}: wrong={wrong} exceptions={len(errors)} stats={stats}")
+        print(f"\n{backend} child {pid}: wrong={wrong} exceptions={len(errors)} stats={stats}")
         assert kind == "done", errors
         assert wrong == 0 and not errors, (pid, wrong, errors[:1])
         assert stats["errors"] == 0, f"child {pid}: {stats['errors']} errors (the parent's socket?)"
@@ -113,14 +139,14 @@ def test_forked_children_never_use_the_parent_sockets(
 def test_short_lived_threads_share_a_bounded_pool(
     max_connections: int | None,
     bound: int,
-    memcached_factory: Callable[..., MemcachedServer],
+    server_of: Any,
     make_manager: Callable[..., Any],
 ) -> None:
     """500 threads (waves of 50 started together), one call each: the sockets stay bounded."""
-    server = memcached_factory()
-    baseline = curr_connections(server.address)
+    backend, server = server_of
+    baseline = curr_connections(backend, server.address)
     options = {} if max_connections is None else {"max_connections": max_connections}
-    manager = make_manager(mc_config(server.address, **options))
+    manager = make_manager(mc_config(server.address, backend, **options))
     region = manager["mc"]
     comps = Computations()
     func = manager.region("mc")(comps.compute)
@@ -151,20 +177,20 @@ def test_short_lived_threads_share_a_bounded_pool(
 
     held = sockets_to(server.port)
     deadline = time.monotonic() + 2  # memcached notices closed sockets a moment later
-    opened = curr_connections(server.address) - baseline
+    opened = curr_connections(backend, server.address) - baseline
     while opened > bound and time.monotonic() < deadline:
         time.sleep(0.1)
-        opened = curr_connections(server.address) - baseline
+        opened = curr_connections(backend, server.address) - baseline
     stats = region.stats()
     print(
-        f"\nmax_connections={max_connections}: sockets held {held} (most after a wave {most_held}), "
-        f"memcached curr_connections +{opened}, stats {stats}"
+        f"\n{backend} max_connections={max_connections}: sockets held {held} "
+        f"(most after a wave {most_held}), the server counts +{opened} connections, stats {stats}"
     )
     assert not failures, repr(failures[0])
     assert not wrong, f"{len(wrong)} wrong results"
     assert held <= bound, f"the process holds {held} sockets to the server after 500 threads (bound {bound})"
     assert most_held <= bound, f"{most_held} sockets held after one wave (bound {bound})"
-    assert opened <= bound, f"memcached counts {opened} connections of this process (bound {bound})"
+    assert opened <= bound, f"{backend} counts {opened} connections of this process (bound {bound})"
     assert stats["errors"] == 0, stats
     assert stats["hits"] >= 0.95 * 500, f"{stats['hits']} hits of 500 calls on 10 cached keys"
 
@@ -252,7 +278,7 @@ BODY, LOCK_TIMEOUT = 1.0, 3.0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
-@pytest.mark.parametrize("backend", ["memory", "memcached"])
+@pytest.mark.parametrize("backend", ["memory", "memcached", "redis"])
 def test_a_child_forked_during_a_computation_does_not_wait_for_it(
     backend: str, region_config: Callable[..., Any], make_manager: Callable[..., Any]
 ) -> None:
@@ -260,7 +286,12 @@ def test_a_child_forked_during_a_computation_does_not_wait_for_it(
     forks, as gunicorn ``--preload`` and Celery prefork do. The child invalidates and calls ``f(1)``
     3 times: each call computes at once (about 1 s). The parent's computation is still listed among
     the in-process flights the child inherited, but its thread does not exist there: waiting for it
-    cost ``lock_timeout`` + 1 s per call, for every miss of that key, forever."""
+    cost ``lock_timeout`` + 1 s per call, for every miss of that key, forever.
+
+    Redis locks creation across processes by default (``distributed_lock``): the parent's
+    computation, alive in the parent, holds the server's lock, so the child's first call may wait
+    for it (at most its body) before computing its own value (its invalidation voided the parent's
+    lease); never ``lock_timeout``, and its later calls cost the body only."""
     manager = make_manager({"r": region_config(backend, TIMEOUT=300, OPTIONS={"lock_timeout": LOCK_TIMEOUT})})
     inside = threading.Event()
 
@@ -306,3 +337,4 @@ def test_a_child_forked_during_a_computation_does_not_wait_for_it(
         f"a call in the child took {max(waits):.2f} s: it waited for the parent's computation"
     )
     assert report["stats"]["lock_timeouts"] == 0, report["stats"]
+    assert max(waits[1:]) < BODY + 0.5 * (LOCK_TIMEOUT - BODY), f"later calls waited: {waits}"

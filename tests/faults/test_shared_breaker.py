@@ -7,6 +7,8 @@ process whose LOCATION names it. Each region still replays its own invalidations
 server hung, before the server serves its reads again, and a forked child starts with the server
 up and nothing to replay (its parent replays its own).
 
+The first two hold on Redis too (``backend`` "redis": regions on one redis-server share its breaker).
+
 ``-s`` prints the figure: wall time of 10 calls alternating two regions of one hung server.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import FaultyMemcached
+from tests.faults.conftest import FaultyMemcached, FaultyRedis
 
 #: The regions' memcached ``timeout`` and ``connect_timeout``: the default, 1 s.
 TIMEOUT = 1.0
@@ -29,22 +31,52 @@ RETRY_INTERVAL = 0.3
 RECOVERY = 5.0
 
 
-def region_settings(address: str, **options: Any) -> dict[str, Any]:
+def region_settings(address: str, backend: str = "memcached", **options: Any) -> dict[str, Any]:
+    if backend == "redis":
+        opts = {"socket_timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL,
+                **options}
+        return {"BACKEND": "redis", "LOCATION": f"redis://{address}/0", "TIMEOUT": 300, "OPTIONS": opts}
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
     return {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}
 
 
 def node_of(manager: Any, region: str) -> Any:
-    [node] = manager[region].store.nodes.all
+    """The region's one server: a memcached node, or the Redis store (its ``breaker`` and
+    ``backlog`` are the server's breaker and the region's invalidations to replay)."""
+    store = manager[region].store
+    if not hasattr(store, "nodes"):
+        return store
+    [node] = store.nodes.all
     return node
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def server_of(
+    request: pytest.FixtureRequest,
+    faulty_memcached: Callable[..., FaultyMemcached],
+    faulty_redis: Callable[..., FaultyRedis],
+) -> tuple[str, Any]:
+    """``(backend, server)``: a real memcached or redis-server the test hangs (SIGSTOP)."""
+    return request.param, (faulty_memcached if request.param == "memcached" else faulty_redis)()
+
+
+def raw_client(backend: str, port: int) -> Any:
+    """A plain client of the server (what "something else" writing its keys would use)."""
+    if backend == "redis":
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port)
+    from pymemcache.client.base import Client
+
+    return Client(("127.0.0.1", port))
 
 
 @pytest.mark.parametrize("managers", [1, 2], ids=["one-manager", "two-managers"])
 def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any], managers: int
+    server_of: Any, make_manager: Callable[..., Any], managers: int
 ) -> None:
-    server = faulty_memcached()
-    settings = region_settings(server.address)
+    backend, server = server_of
+    settings = region_settings(server.address, backend)
     if managers == 1:
         first = second = make_manager({"a": settings, "b": settings})
     else:  # two managers of one process (two apps, say): the server is still one
@@ -72,8 +104,8 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
     start = time.monotonic()
     got = [in_a(1) if i % 2 == 0 else in_b(1) for i in range(10)]
     elapsed = time.monotonic() - start
-    print(f"\n10 calls alternating two regions of one hung server ({managers} manager(s)): {elapsed:.2f} s "
-          f"(timeout {TIMEOUT:g} s)")
+    print(f"\n{backend}: 10 calls alternating two regions of one hung server ({managers} manager(s)): "
+          f"{elapsed:.2f} s (timeout {TIMEOUT:g} s)")
     assert got == [("a", 1, 1), ("b", 1, 1)] * 5
     assert elapsed < 1.5 * TIMEOUT, f"{elapsed:.2f} s: more than one timeout for one server"
     assert node_of(first, "a").breaker is node_of(second, "b").breaker
@@ -103,12 +135,12 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork")
 def test_a_forked_child_starts_with_the_server_up_and_nothing_to_replay(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
+    server_of: Any, make_manager: Callable[..., Any]
 ) -> None:
     """The parent marked the server down and holds an invalidation to replay; its probe will not
     run during the test (every 30 s). The server answers again, and a child is forked."""
-    server = faulty_memcached()
-    slow_probe = region_settings(server.address, retry_interval=30)
+    backend, server = server_of
+    slow_probe = region_settings(server.address, backend, retry_interval=30)
     manager = make_manager({"a": slow_probe, "b": slow_probe})
     calls: list[int] = []
 
@@ -151,15 +183,14 @@ def test_a_forked_child_starts_with_the_server_up_and_nothing_to_replay(
 
 
 def test_a_replayed_bump_over_a_damaged_tag_counter_brings_the_server_back(
-    faulty_memcached: Callable[..., FaultyMemcached], make_manager: Callable[..., Any]
+    server_of: Any, make_manager: Callable[..., Any]
 ) -> None:
     """A tag bump made while the server hung is replayed by the probe over a counter something else
     wrote (no number): it is replaced, the replay goes on, and the server is up again for both
     regions. Before, the replay raised on every round: the server stayed down for good."""
-    from pymemcache.client.base import Client
-
-    server = faulty_memcached()
-    settings = region_settings(server.address, timeout=0.3, connect_timeout=0.3)
+    backend, server = server_of
+    short = {"socket_timeout" if backend == "redis" else "timeout": 0.3, "connect_timeout": 0.3}
+    settings = region_settings(server.address, backend, **short)
     manager = make_manager({"a": settings, "b": settings})
     data = {"v": 1}
 
@@ -173,8 +204,8 @@ def test_a_replayed_bump_over_a_damaged_tag_counter_brings_the_server_back(
 
     assert in_a(1) == 1 == in_a(1) and in_b(1) == 1
     [damaged] = manager["a"].store.tags.keys(["item:0"])
-    client = Client(("127.0.0.1", server.port))
-    assert client.set(damaged, b"not a number", noreply=False)
+    client = raw_client(backend, server.port)
+    assert client.set(damaged, b"not a number", **({} if backend == "redis" else {"noreply": False}))
     server.pause()
     assert in_a(1) == 1  # one timeout: down
     data["v"] = 2

@@ -69,7 +69,7 @@ from .nodes import NETWORK_ERRORS, Node, Nodes, parse_servers
 from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
-from .wire import as_int, get_tagged
+from .wire import CounterReplies, as_int, get_tagged
 from .wire import delete_many as wire_delete_many
 from .wire import get as wire_get
 from .wire import get_many as wire_get_many
@@ -243,6 +243,10 @@ class MemcachedNamespaceManager(Backend):
         self._synced_at = -math.inf
         self._escalated: dict[int, int] = {}  # id(node) -> its outage during which this namespace was bumped
         self._tag_request = self.store.tags.request  # the tagged hit's counter keys, one hop away
+        #: the last counters read by get_entry_tagged and their parsed versions, replaced whole (a
+        #: tagged hit reads the same counters again and again)
+        self._versions_seen: tuple[list[bytes | None], tuple[int | None, ...]] = ([], ())
+        self._counters_seen = CounterReplies()  # the counters' last reply bytes, for get_tagged
         self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
@@ -370,7 +374,7 @@ class MemcachedNamespaceManager(Backend):
             return entry
         return (written, ttl, entry[2])
 
-    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, list[int | None]]:
+    def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, Sequence[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one round trip
         (:func:`.wire.get_tagged`)."""
         wire = self.wire_key(key)
@@ -383,15 +387,20 @@ class MemcachedNamespaceManager(Backend):
         pool = node.pool
         client = pool.acquire()
         try:
-            hit, values = get_tagged(client, raw, tag_keys, tail)
+            hit, values = get_tagged(client, raw, tag_keys, tail, self._counters_seen)
         except NETWORK_ERRORS as exc:
             node.breaker.trip(exc)
             raise
         finally:
             pool.release(client)
-        versions = [  # as_int, with its common case (a short run of digits) written out
-            int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
-        ]
+        seen = self._versions_seen  # (counters' bytes, their versions): the last read, whole
+        if values is seen[0] or values == seen[0]:
+            versions = seen[1]
+        else:
+            versions = tuple([  # as_int, with its common case (a short run of digits) written out
+                int(v) if v is not None and len(v) < 19 and v.isdigit() else as_int(v) for v in values
+            ])
+            self._versions_seen = (values, versions)
         if hit is None:
             return None, versions
         data, left = hit

@@ -15,7 +15,7 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
 * :func:`get_tagged`: ``mg <entry> v t k`` and ``mg <counter> v`` of each counter in one send, the
   tagged hit.
 * :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
-  I/O: the blocking socket here and the asyncio protocol of :mod:`.aio` use the same parsers.
+  I/O: the blocking socket here and the loop's reader of :mod:`.aio` use the same parsers.
 * :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
   whose replies are read before the next batch goes (a long batch must not fill both directions'
   buffers at once).
@@ -89,14 +89,29 @@ def get(client: Any, key: bytes) -> tuple[bytes, int] | None:
         raise
 
 
+class CounterReplies:
+    """The counters' part of the last whole tagged reply one caller read, and the values it holds
+    (:func:`get_tagged`'s ``seen``): a tagged hit reads the same counters again and again, and the
+    same bytes in answer to the same number of commands are the same values, read without parsing.
+    ``last`` is replaced whole, so threads sharing one never pair bytes with another's values."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[int, bytes, list[bytes | None]] = (-1, b"", [])
+
+
 def get_tagged(
-    client: Any, key: bytes, counters: list[bytes], tail: bytes | None = None
+    client: Any, key: bytes, counters: list[bytes], tail: bytes | None = None,
+    seen: CounterReplies | None = None,
 ) -> tuple[tuple[bytes, int] | None, list[bytes | None]]:
     """The tagged hit in one round trip: ``mg <key> v t k`` and ``mg <counter> v`` of each counter
     sent together (``tail``: the counters' commands, :func:`counters_request`, when the caller made
     them already). Returns what :func:`get` returns for ``key``, and each counter's value (``None``
     where missing), in the order of ``counters``: each ``mg`` has exactly one reply, ``VA`` or
-    ``EN``, and the replies must end exactly with the last counter's."""
+    ``EN``, and the replies must end exactly with the last counter's. With ``seen``, a whole reply
+    whose counters' part is the last one's gives the last one's values list (the same object:
+    callers only read it)."""
     sock = client.sock
     if sock is None or (KERNEL_TIMEOUTS and sock.gettimeout() is not None):
         sock = connected(client)
@@ -105,7 +120,7 @@ def get_tagged(
             tail = counters_request(counters)
         sock.sendall(b"mg " + key + _META_FLAGS + tail)
         buf = sock.recv(_RECV)
-        whole = _whole_tagged(buf, key, len(counters))
+        whole = _whole_tagged(buf, key, len(counters), seen)
         if whole is not None:
             return whole
         request = (key, len(counters))
@@ -129,7 +144,7 @@ def counters_request(counters: list[bytes]) -> bytes:
 
 
 def _whole_tagged(
-    buf: bytes, key: bytes, counters: int
+    buf: bytes, key: bytes, counters: int, seen: CounterReplies | None = None
 ) -> tuple[tuple[bytes, int], list[bytes | None]] | None:
     """The tagged hit's reply when ``buf`` holds all of it and its entry is a hit (the common
     case), its counters' part read with one split; ``None``: read it the careful way. A split that
@@ -145,7 +160,12 @@ def _whole_tagged(
     stop = start + int(head[1])
     if buf[stop : stop + 2] != b"\r\n":
         return None
-    pieces = buf[stop + 2 :].split(b"\r\n")  # per counter: VA <bytes>, <value>; or EN. Then b""
+    rest = buf[stop + 2 :]
+    if seen is not None:
+        known = seen.last
+        if known[1] == rest and known[0] == counters:  # the very bytes read last time: its values
+            return (buf[start:stop], int(head[2][1:])), known[2]
+    pieces = rest.split(b"\r\n")  # per counter: VA <bytes>, <value>; or EN. Then b""
     last = len(pieces) - 1
     if pieces[last]:
         return None
@@ -168,6 +188,8 @@ def _whole_tagged(
             return None
     if i != last:
         return None
+    if seen is not None:
+        seen.last = (counters, rest, values)
     return (buf[start:stop], int(head[2][1:])), values
 
 
@@ -229,7 +251,7 @@ class Incomplete(Exception):
 
 def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     """The reply to ``mg <key> v t k`` at the start of ``buf``, read without I/O (the blocking
-    socket of :func:`get` and the asyncio protocol of :mod:`.aio` both use it): ``(value and
+    socket of :func:`get` and the loop's reader of :mod:`.aio` both use it): ``(value and
     seconds left, or None; where the next reply starts in buf)``. Raises :class:`Incomplete`
     when ``buf`` holds only part of the reply, and what :func:`refused` raises for a reply that is
     not exactly ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n``."""
@@ -237,6 +259,15 @@ def parse_meta(buf: bytes, key: bytes) -> tuple[tuple[bytes, int] | None, int]:
     if end < 0:
         raise Incomplete(0)
     head = buf[:end].split(b" ")
+    if len(head) == 4 and head[0] == b"VA" and head[2][:1] == b"t" and head[3] == b"k" + key:
+        # the flags in the order asked (memcached's): the hit's case, checked as the loop below does
+        start = end + 2
+        stop = start + int(head[1])
+        if len(buf) < stop + 2:
+            raise Incomplete(stop + 2)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)
+        return (buf[start:stop], int(head[2][1:])), stop + 2
     if head[0] == b"EN":  # a miss: ``EN k<key>`` (1.6.18 echoes the key), or ``EN``
         if head[1:] != [b"k" + key] and len(head) > 1:
             raise MemcacheUnexpectedCloseError(_OUT_OF_STEP)

@@ -346,10 +346,7 @@ class RedisNamespaceManager(Backend):
         client = store.client
         try:
             if store.cluster:
-                pipe = client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(pipe.execute())
+                return store._clients.cluster_send(client, commands)
             pool = client.connection_pool
             conn = pool.get_connection()
             try:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, PipelineCommand, RedisCluster
+from redis.exceptions import AskError, MovedError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     OSError, RedisConnectionError, RedisTimeoutError, MasterNotFoundError,
 )
+#: Replies of a cluster node that say a slot is elsewhere (being moved): redis-py follows them.
+REDIRECTIONS = (MovedError, AskError, TryAgainError)
 #: What redis-py's BlockingConnectionPool raises when no connection came free in time: a busy
 #: pool, not a failed server (the breaker is not tripped; :class:`~regions.errors.PoolExhausted`).
 POOL_EMPTY = "No connection available."
@@ -49,6 +52,31 @@ def exhausted(exc: BaseException) -> bool:
 
 
 _CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
+
+
+def cluster_send(client: Any, commands: list[tuple[Any, ...]], raise_on_error: bool = True) -> list[Any]:
+    """The replies of ``commands`` (keys of several slots) on a ``RedisCluster``: one pipeline, and
+    one timeout when a node hangs. redis-py's own cluster pipeline sends every command that failed
+    with a network error again, alone, waiting one more timeout each (a hit's GET and PTTL on a hung
+    node cost three); here a network error is raised at once, for the breaker. Only redirections
+    (a slot being moved) go through redis-py's pipeline, which follows them. ``raise_on_error``
+    false: a refused command's error is its reply (a network error is raised all the same)."""
+    stack = [PipelineCommand(tuple(command), {}, i) for i, command in enumerate(commands)]
+    replies = list(client.pipeline(transaction=False).send_cluster_commands(
+        stack, raise_on_error=False, allow_redirections=False))
+    for reply in replies:
+        if isinstance(reply, NETWORK_ERRORS):
+            raise reply
+    if any(isinstance(reply, REDIRECTIONS) for reply in replies):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=raise_on_error))
+    if raise_on_error:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+    return replies
 
 
 def _connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:

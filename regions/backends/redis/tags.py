@@ -84,10 +84,14 @@ class RedisTags:
         keys = self.keys(names)
 
         def bump(client: Any) -> None:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.incr(key)
-            for key, reply in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if self.store.cluster:  # a network error raised at once, never taken for a bad counter
+                replies = self.store._clients.cluster_send(client, [("INCR", key) for key in keys], False)
+            else:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.incr(key)
+                replies = pipe.execute(raise_on_error=False)
+            for key, reply in zip(keys, replies, strict=True):
                 if isinstance(reply, Exception):  # no number: a new version, so entries carrying it miss
                     client.set(key, new_version())
 
@@ -95,9 +99,6 @@ class RedisTags:
         store.invalidation(("tags", tuple(keys)), lambda: bump(store.client))
 
     def _mget(self, client: Any, keys: list[str]) -> list[Any]:
-        if self.store.cluster:  # keys of several slots: redis-py's pipeline groups them by node
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(key)
-            return list(pipe.execute())
+        if self.store.cluster:  # keys of several slots: one pipeline, grouped by node
+            return self.store._clients.cluster_send(client, [("GET", key) for key in keys])
         return list(client.mget(keys))
