@@ -67,7 +67,6 @@ class CountingProxy:
                 if not self.pending_reply:
                     self.round_trips += 1
                     self.pending_reply = True
-            dst.sendall(data)
             pending += data
             while True:
                 if skip:
@@ -88,6 +87,9 @@ class CountingProxy:
                         self.keys_per_get.append(len(line) - 1)
                 if verb in ("set", "add", "replace", "append", "prepend", "cas"):
                     skip = int(line[4]) + 2
+            # Forwarded only once counted: the reply, and so the client's next step (a reset of
+            # the counts, say), cannot come before the count of the command it answers.
+            dst.sendall(data)
         dst.close()
 
     def _down(self, src: socket.socket, dst: socket.socket) -> None:
