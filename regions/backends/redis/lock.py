@@ -1,13 +1,15 @@
 """The cross-process lock of a Redis key: ``SET lock token NX PX`` and a release that deletes
 the lock only while it still holds this holder's token (a compare-and-delete in Lua), so a holder
 that outlived ``lock_timeout`` never frees the lock another process took since. A release that
-cannot reach the server is replayed, like an invalidation, before the server serves reads again:
-the key's next caller after an outage does not wait ``lock_timeout`` for a lock nobody holds."""
+cannot reach the server is replayed, like an invalidation, before the server serves reads again,
+and so is the release of a take the server did not answer (it may apply it when it resumes): the
+key's next caller after an outage does not wait ``lock_timeout`` for a lock nobody holds."""
 
 from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...locks import poll
@@ -37,16 +39,24 @@ class TokenLock:
         store, name, token = self.store, self.name, self.token
 
         def take() -> bool:
-            return bool(store.guarded_call(lambda c: c.set(name, token, nx=True, px=ms)))
+            try:
+                return bool(store.guarded_call(lambda c: c.set(name, token, nx=True, px=ms)))
+            except store.network_errors:
+                # Sent, and unanswered: a server that was only slow (SIGSTOPped, say) applies it
+                # when it resumes, and the key would stay locked for lock_timeout by a holder that
+                # never knew it held it. Its release is replayed with the invalidations instead.
+                store.backlog.defer(("release", name), self._release_action())
+                raise
 
         return poll(take, timeout, 0.005, 0.1)
+
+    def _release_action(self) -> Callable[[], object]:
+        store, name, token = self.store, self.name, self.token
+        return lambda: store.scripts.release(keys=[name], args=[token], client=store.client)
 
     def release(self) -> bool:
         """``True`` when this holder's lock was deleted; ``False`` when it had expired (and may be
         another holder's now: left alone). When the server is down or the call fails, the release
         is deferred (replayed when the server is back: it deletes only while the token is still
         this holder's) and the call raises."""
-        store, name, token = self.store, self.name, self.token
-        return bool(store.invalidation(
-            ("release", name), lambda: store.scripts.release(keys=[name], args=[token], client=store.client)
-        ))
+        return bool(self.store.invalidation(("release", self.name), self._release_action()))
