@@ -458,13 +458,20 @@ def test_a_cluster_region(make_manager: Any, redis_factory: Any, tmp_path: Path)
         computed.append(x)
         return x
 
+    @manager.region("r")
+    def plain(x: int) -> int:  # no tags: the hit's GET + PTTL alone, routed by their key
+        computed.append(-x)
+        return -x
+
     assert [f(1), f(1), f(2)] == [1, 1, 2] and computed == [1, 2]
+    assert [plain(1), plain(1), plain(1)] == [-1, -1, -1] and computed == [1, 2, -1], "an untagged hit missed"
     assert manager.invalidate_tags("item:1") is True
-    assert f(1) == 1 and computed == [1, 2, 1]
-    assert manager["r"].count() == 2
+    assert f(1) == 1 and computed == [1, 2, -1, 1]
+    assert manager["r"].count() == 3
     manager["r"].clear()
     assert manager["r"].count() == 0
-    assert manager["r"].stats()["errors"] == 0
+    stats = manager["r"].stats()
+    assert stats["errors"] == 0 and stats["hits"] == 3, stats
 
 
 # Sentinel (one master, one sentinel) and Beaker's own settings ---------------------------------

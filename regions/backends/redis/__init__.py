@@ -284,7 +284,8 @@ class RedisStore(Store):
         self._connect()
 
 
-#: The shape of a hit's commands (:meth:`RedisNamespaceManager._send` reads one reply for each).
+#: The shape of a hit's commands (:meth:`RedisNamespaceManager._send` reads one reply for each),
+#: sent as bytes packed once per key; a Cluster's are sent with their key instead.
 _HIT: list[tuple[Any, ...]] = [("GET",), ("PTTL",)]
 
 
@@ -363,7 +364,8 @@ class RedisNamespaceManager(Backend):
 
     def get_entry(self, key: Hashable) -> Entry | None:
         raw, packed = self._hit_command(key)
-        data, left = self._send(_HIT, packed)
+        # A Cluster routes each command by its key: no packed bytes there (pack() gives b"").
+        data, left = self._send(_HIT, packed) if packed else self._send([("GET", raw), ("PTTL", raw)])
         return None if data is None else self._entry(raw, data, left)
 
     def _entry(self, raw: bytes, data: bytes, left: int) -> Entry | None:
