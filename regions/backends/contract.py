@@ -44,6 +44,7 @@ from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
 from ..errors import UnstorableValue
+from ..forks import reset_each
 from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
@@ -313,9 +314,12 @@ _BEAKER_STORES: dict[tuple[type[Store], str], Store] = {}
 _BEAKER_STORES_LOCK = threading.Lock()
 
 
+def _describe(store: Store) -> str:
+    return f"cache region {store.region!r} ({store.name})"
+
+
 def _after_fork_in_child() -> None:
-    for store in list(_STORES):
-        store.after_fork()
+    reset_each(_STORES, _describe)  # (one store's failure leaves the others reset)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
