@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from regions.backends import contract
 from regions.backends.memory import MemoryStore
@@ -149,3 +152,45 @@ def test_a_fleet_whose_reset_fails_leaves_the_others_reset(warnings: Records) ->
     finally:
         for fleet in [broken, *good]:
             fleet.close()
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_closed_cluster_store_whose_server_is_gone_is_not_rebuilt_in_a_child(
+    make_manager: Any, redis_factory: Any, tmp_path: Any, warnings: Records
+) -> None:
+    """What failed the fork tests of the suite: a closed Redis Cluster region (an earlier test's,
+    not yet collected) was rebuilt in every forked child; redis-py's cluster client connects as it
+    is made, and raised with its server gone."""
+    from tests.conftest import free_port
+
+    server = redis_factory(extra_args=("--cluster-enabled", "yes", "--cluster-config-file",
+                                       str(tmp_path / "nodes.conf"), "--cluster-port", str(free_port())))
+    subprocess.run(["redis-cli", "-p", str(server.port), "cluster", "addslotsrange", "0", "16383"],
+                   check=True, capture_output=True)
+    admin = redis.Redis.from_url(server.url)
+    _wait_until(lambda: admin.cluster("INFO").get("cluster_state") == "ok")
+    admin.close()
+    manager = make_manager({"r": {"BACKEND": "redis", "LOCATION": server.url, "OPTIONS": {"cluster": True}}})
+    closed = manager["r"].store
+    assert closed.cluster and closed.ping()  # (its client connected as it was made)
+    client = closed.client
+    manager.close()
+    server.stop()
+    good = MemoryStore("good", None, {})
+    try:
+        parent = good.executor
+
+        def report() -> dict[str, Any]:
+            return {"rebuilt": closed.client is not client, "reset": good.executor is not parent,
+                    "warnings": warnings.lines}
+
+        got = in_child(report)
+        assert got == {"rebuilt": False, "reset": True, "warnings": []}
+    finally:
+        good.close()

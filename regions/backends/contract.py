@@ -299,6 +299,7 @@ class Store:
         """Release connections, files and threads. Calls may still be running on the I/O threads
         (they are not waited for): release only what no call can still be using, or let it fail
         cleanly (a connection another thread holds must not be closed under it)."""
+        _STORES.discard(self)  # a forked child does not rebuild a closed store (nor reconnect it)
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
