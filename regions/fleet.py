@@ -39,6 +39,7 @@ from . import fleet_board
 from .backends.contract import Backend, Store
 from .errors import BackendUnavailable, ConfigurationError
 from .fleet_board import NAMESPACE
+from .forks import reset_each
 from .region import Region
 from .stats import Stats
 from .throttle import LOG_EVERY, Throttle
@@ -319,9 +320,12 @@ def _run(ref: weakref.ref[Fleet], stop: threading.Event, wake: threading.Event) 
 _FLEETS: weakref.WeakSet[Fleet] = weakref.WeakSet()
 
 
+def _describe(fleet: Fleet) -> str:
+    return "deployment stats of cache regions " + ", ".join(repr(r.name) for r in fleet.regions)
+
+
 def _after_fork_in_child() -> None:
-    for fleet in list(_FLEETS):
-        fleet.after_fork()
+    reset_each(_FLEETS, _describe)  # (one fleet's failure leaves the others reset)
 
 
 def _publish_at_exit() -> None:

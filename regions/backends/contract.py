@@ -44,6 +44,7 @@ from beaker.container import NamespaceManager
 from beaker.synchronization import NameLock
 
 from ..errors import UnstorableValue
+from ..forks import reset_each
 from ..locks import BeakerLock, SharedLock, poll
 from ..signing import RejectedEntry, Signer
 from ..tags.versions import LocalVersions
@@ -298,6 +299,7 @@ class Store:
         """Release connections, files and threads. Calls may still be running on the I/O threads
         (they are not waited for): release only what no call can still be using, or let it fail
         cleanly (a connection another thread holds must not be closed under it)."""
+        _STORES.discard(self)  # a forked child does not rebuild a closed store (nor reconnect it)
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
@@ -313,9 +315,12 @@ _BEAKER_STORES: dict[tuple[type[Store], str], Store] = {}
 _BEAKER_STORES_LOCK = threading.Lock()
 
 
+def _describe(store: Store) -> str:
+    return f"cache region {store.region!r} ({store.name})"
+
+
 def _after_fork_in_child() -> None:
-    for store in list(_STORES):
-        store.after_fork()
+    reset_each(_STORES, _describe)  # (one store's failure leaves the others reset)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -27,15 +27,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import os
 import socket
-import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
 from ...errors import PoolExhausted
+from ..loops import PerLoop
 from .wire import Incomplete, parse_meta, parse_tagged, tagged_request
 
 if TYPE_CHECKING:
@@ -441,56 +440,20 @@ class LoopPool:
             self.watching = None
 
 
-class LoopPools:
+class LoopPools(PerLoop[LoopPool]):
     """A node's :class:`LoopPool` for each event loop that reads through it."""
 
+    backend = "memcached"
+
     def __init__(self, node: Node) -> None:
+        super().__init__()
         self.node = node
-        self.pid = os.getpid()
-        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
-        self._lock = threading.Lock()
-        #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
-        self._last: tuple[Any, LoopPool | None] = (None, None)
 
-    def pool(self) -> LoopPool:
-        """The running loop's pool."""
-        loop = asyncio.get_running_loop()
-        last = self._last
-        return last[1] if last[0] is loop else self._pool(loop)  # type: ignore[return-value]
+    def make(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
+        return LoopPool(self.node, loop)
 
-    def _pool(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
-        if self.pid != os.getpid():  # a forked child: the parent's sockets are not its own
-            raise RuntimeError("memcached: a forked child used its parent's connections")
-        with self._lock:
-            pool = self._pools.get(loop)
-            if pool is None:
-                for other in [other for other in self._pools if other.is_closed()]:
-                    self._pools.pop(other).drop()  # (a closed loop reads them no more)
-                pool = self._pools[loop] = LoopPool(self.node, loop)
-            self._last = (loop, pool)
-            return pool
+    def dropped(self, pool: LoopPool) -> None:
+        pool.drop()
 
-    def loops(self) -> int:
-        """How many loops have a pool here (open ones)."""
-        with self._lock:
-            return sum(1 for loop in self._pools if not loop.is_closed())
-
-    def close(self) -> None:
-        """Close every loop's idle connections, each on its own loop."""
-        with self._lock:
-            pools, self._pools = list(self._pools.items()), {}
-            self._last = (None, None)
-        for loop, pool in pools:
-            if loop.is_closed():
-                continue
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                pool.close()
-            else:
-                try:
-                    loop.call_soon_threadsafe(pool.close)
-                except RuntimeError:
-                    pass  # closed meanwhile
+    def closer(self, pool: LoopPool) -> Callable[[], None]:
+        return pool.close

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..loops import PerLoop
 from .client import POOL_EMPTY, async_connection_kwargs
 
 if TYPE_CHECKING:
@@ -213,57 +213,25 @@ class LoopPool:
             await self._drop(self.idle.pop()[0])
 
 
-class LoopConnections:
+class LoopConnections(PerLoop[LoopPool]):
     """A store's :class:`LoopPool` for each event loop that reads through it."""
 
+    backend = "redis"
+
     def __init__(self, store: RedisStore) -> None:
+        super().__init__()
         self.store = store
-        self.pid = os.getpid()
         url = store.location if isinstance(store.location, str) else store.location[0]
         # Only parsed here (URL, password, db, TLS): connections are made by each loop's pool.
         kwargs = {**async_connection_kwargs(store.options), "socket_timeout": None}  # (LoopPool.request)
         self._settings = redis.asyncio.ConnectionPool.from_url(url, **kwargs)
-        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
-        self._lock = threading.Lock()
-        #: ``(loop, pool)`` of the last caller: one loop per process is the common case.
-        self._last: tuple[Any, LoopPool | None] = (None, None)
 
     def _connection(self) -> Any:
         settings = self._settings
         return settings.connection_class(**settings.connection_kwargs)
 
-    def pool(self) -> LoopPool:
-        """The running loop's pool."""
-        loop = asyncio.get_running_loop()
-        last = self._last
-        return last[1] if last[0] is loop else self._pool(loop)  # type: ignore[return-value]
+    def make(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
+        return LoopPool(self.store, loop, self._connection)
 
-    def _pool(self, loop: asyncio.AbstractEventLoop) -> LoopPool:
-        if self.pid != os.getpid():  # a forked child: the parent's sockets are not its own
-            raise RuntimeError("redis: a forked child used its parent's connections")
-        with self._lock:
-            pool = self._pools.get(loop)
-            if pool is None:
-                for other in [other for other in self._pools if other.is_closed()]:
-                    del self._pools[other]  # its sockets closed with its transports
-                pool = self._pools[loop] = LoopPool(self.store, loop, self._connection)
-            self._last = (loop, pool)
-            return pool
-
-    def loops(self) -> int:
-        """How many open loops have a pool here."""
-        with self._lock:
-            return sum(1 for loop in self._pools if not loop.is_closed())
-
-    def close(self) -> None:
-        """Close every open loop's idle connections, each on its own loop."""
-        with self._lock:
-            pools, self._pools = list(self._pools.items()), {}
-            self._last = (None, None)
-        for loop, pool in pools:
-            if loop.is_closed():
-                continue
-            try:
-                loop.call_soon_threadsafe(pool.close_soon)
-            except RuntimeError:
-                pass  # closed meanwhile
+    def closer(self, pool: LoopPool) -> Callable[[], None]:
+        return pool.close_soon  # (a closed loop's sockets closed with its transports: nothing to drop)
