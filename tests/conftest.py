@@ -30,6 +30,12 @@ MEMCACHED_HELP = (
 
 BACKENDS = ("memcached", "file", "request", "memory")  # (redis: tests/test_redis.py, the contract)
 
+#: A test's forked child (``os.fork()``, multiprocessing's fork context) that hangs would outlive
+#: its test, holding the test's pipes, out of pytest-timeout's reach: a fork does not inherit a
+#: pending alarm. Each child gets one of its own, a little shorter than a test's timeout.
+FORKED_CHILD_SECONDS = 100
+os.register_at_fork(after_in_child=lambda: signal.alarm(FORKED_CHILD_SECONDS))
+
 
 #: Where test servers listen: below the kernel's ephemeral range (``ip_local_port_range``, from
 #: 32768 on Linux), so no client socket and no ``bind(0)`` elsewhere is ever handed one of them.
