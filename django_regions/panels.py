@@ -131,8 +131,8 @@ def _entries(snapshot: _Snapshot) -> list[dict[str, Any]]:
     """The rows of the request-region table: region, function, key, value type and size."""
     stores = {id(r.store): r for r in _request_regions().values()}
     rows = []
-    for (store_id, namespace), entries in snapshot.items():
-        region = stores.get(store_id)
+    for slot, entries in snapshot.items():  # slot: regions.backends.request.Slot
+        region, namespace = stores.get(slot.store), slot.namespace
         prefix = region.namespace_name("") if region is not None else ""
         function = namespace[len(prefix) :] if namespace.startswith(prefix) else namespace
         for key, entry in entries.items():
