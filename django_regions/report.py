@@ -19,13 +19,13 @@ from typing import Any
 
 import regions
 from regions.backends.file import FileStore
-from regions.backends.file.layout import ENTRY_SUFFIX
+from regions.backends.file.layout import ENTRY_FOLDER_LEVELS, ENTRY_SUFFIX
 
 #: Folders a dashboard GET lists, at most, to estimate a file region's entries.
 SAMPLE_LISTINGS = 64
-#: Folder levels between a file region's LOCATION and its entry files: namespace/aa/bb
+#: Folder levels between a file region's LOCATION and its entry files: namespace/aa
 #: (regions.backends.file.layout).
-FILE_LEVELS = 3
+FILE_LEVELS = 1 + ENTRY_FOLDER_LEVELS
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def sample_entry_files(root: Any, suffix: str = ENTRY_SUFFIX, budget: int = SAMP
                        levels: int = FILE_LEVELS) -> Sample:
     """Estimate the entry files under ``root`` listing at most ``budget`` folders.
 
-    Entry files are spread evenly over the ``aa/bb`` folders by a digest, so the files in a few
+    Entry files are spread evenly over the ``aa`` folders by a digest, so the files in a few
     evenly spaced folders, scaled by the folders not listed, estimate the whole. Exact when every
     folder fits in the budget. Entry files are counted by name: none is opened.
     """

@@ -175,7 +175,7 @@ class FileNamespaceManager(Backend):
 
     def _path(self, text: str) -> str:
         d = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
-        return f"{self._prefix}{d[:2]}{os.sep}{d[2:4]}{os.sep}{d}{ENTRY_SUFFIX}"
+        return f"{self._prefix}{d[:2]}{os.sep}{d}{ENTRY_SUFFIX}"  # (layout.ENTRY_FOLDER_LEVELS)
 
     def path(self, key: Hashable) -> Path:
         return Path(self._path(str(key)))

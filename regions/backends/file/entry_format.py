@@ -27,8 +27,9 @@ from typing import IO, Any
 from ...errors import UnstorableValue
 from ...signing import TAG_SIZE, RejectedEntry, Signer
 
-#: Version 1: ``b"RF1"`` entries in namespace folders without a version mark. 2: in marked folders.
-VERSION = 2
+#: Version 1: ``b"RF1"`` entries in namespace folders without a version mark. 2: in marked folders,
+#: two levels of entry folders. 3: one level (:mod:`.layout`).
+VERSION = 3
 MAGIC = b"RF%d" % VERSION
 _TRAILER = 4 + TAG_SIZE
 #: Files up to this size are read in one call; larger ones are mapped (no second copy in memory).
