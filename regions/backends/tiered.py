@@ -154,8 +154,11 @@ class TieredStore(Store):
 
     def _apply(self, changes: list[Record] | None) -> None:
         note_changes(self.on_remote, changes)  # first: a computation under way must not store over them
-        if changes is None or any(rec.op in ("clear", "namespace") for rec in changes):
-            self.far.reread()  # the shared tier's own counters changed too
+        if changes is None or changes:
+            # The shared tier changed, perhaps by more than the records say (a writer that could
+            # not build a key's name bumps its whole namespace there): its counters are read again
+            # before this process reads it, so no local miss refills from the old generation.
+            self.far.reread()
         if changes is None:
             self.tags.forget(None)
         apply_changes(self.local, self.sync, changes, self.tags.forget)
