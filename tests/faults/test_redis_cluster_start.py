@@ -7,7 +7,10 @@ region builds it at its first use instead (:class:`regions.backends.redis.client
   log line or two, never an exception; once the nodes start and form the cluster, the breaker's
   probe builds the client and calls hit within seconds;
 * a forked child of a process whose cluster is down resets its store without a warning (no
-  connection is made then), and hits once the cluster is up.
+  connection is made then), and hits once the cluster is up;
+* a cluster whose nodes answer but refuse keys (``CLUSTERDOWN``: a node gave up its slots) is down
+  for the breaker, whose probe asks every primary for ``cluster_state``, until the slots are
+  served again.
 
 Real redis-server nodes (two, half the slots each), SIGKILLed and restarted on their ports with
 their ``nodes.conf``, so they form the same cluster again.
@@ -201,6 +204,66 @@ def test_forked_child_of_a_process_whose_cluster_is_down(tmp_path: Path, make_ma
         assert result["hit"], f"the child never hit once the cluster was back: {result['lines']}"
         assert len(result["lines"]) <= 3, result["lines"]
         print(f"\nforked child: reset without a warning, {len(result['lines'])} log line(s) in all")
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_cluster_that_stops_serving_slots_is_down_until_it_serves_them_again(
+    tmp_path: Path, make_manager: Any
+) -> None:
+    """Both nodes answer, but one gives up its slots (``CLUSTER DELSLOTSRANGE``: it replies
+    ``CLUSTERDOWN`` to every key): a network failure, not a refused command. The breaker goes down
+    (one log line, not one per call), stays down while that node says ``cluster_state:fail`` (its
+    probe asks every primary, not one PING), and comes up once the slots are served again."""
+    import redis
+
+    nodes = two_node_cluster(tmp_path)
+    try:
+        manager = make_manager(region_config(nodes))
+        store = manager["r"].store
+        calls: Counter[int] = Counter()
+
+        @manager.region("r")
+        def double(k: int) -> int:
+            calls[k] += 1
+            return 2 * k
+
+        for k in range(8):
+            assert double(k) == 2 * k and double(k) == 2 * k
+        assert sum(calls.values()) == 8
+        b = redis.Redis(host="127.0.0.1", port=nodes[1].port)
+        try:
+            with Records() as log:
+                b.execute_command("CLUSTER", "DELSLOTSRANGE", 8192, 16383)
+                calls.clear()
+                made = 0
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end or made < 40:
+                    for k in range(8):
+                        assert double(k) == 2 * k
+                        made += 1
+                down_lines = len(log.records)
+                assert store.breaker.down, store.health()
+                assert down_lines <= 3, [r.getMessage() for r in log.records]
+                assert sum(calls.values()) >= made - 8, "calls were served while the cluster was down"
+                time.sleep(5 * RETRY)
+                assert store.breaker.down, "the probe found the cluster up while a node served no slot"
+
+                b.execute_command("CLUSTER", "ADDSLOTSRANGE", 8192, 16383)
+                served = time.monotonic()
+                deadline, hit = served + UP_WITHIN, None
+                while hit is None:
+                    assert time.monotonic() < deadline, f"no hit once the slots were served: {store.health()}"
+                    before = calls[1]
+                    assert double(1) == 2
+                    if calls[1] == before:
+                        hit = time.monotonic() - served
+                    time.sleep(0.01)
+            print(f"\nslots dropped by a node: {made} calls computed, {down_lines} log line(s); first hit "
+                  f"{hit:.3f} s after the slots were served again; {len(log.records)} line(s) in all")
+        finally:
+            b.close()
     finally:
         for n in nodes:
             n.stop()

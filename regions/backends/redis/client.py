@@ -256,6 +256,19 @@ class LazyCluster:
             client.close()
 
 
+def cluster_serves(client: Any) -> None:
+    """Raise unless every primary node of the cluster answers and says it serves all the slots
+    (``CLUSTER INFO``'s ``cluster_state:ok``). A ``PING`` goes to one node, which answers while
+    the others are dead or while the cluster refuses keys (``CLUSTERDOWN``): the breaker would come
+    up, and go down at the next read of a key there, every ``retry_interval``."""
+    states = client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+    if "cluster_state" in states:  # one primary: its reply as it is
+        states = {"the node": states}
+    failing = sorted(node for node, info in states.items() if info.get("cluster_state") != "ok")
+    if failing:
+        raise ClusterDownError(f"cluster_state is not ok on {', '.join(failing)}")
+
+
 class Server:
     """One Redis server (or Sentinel service, or cluster) as this process sees it: the breaker
     every region using it shares, and those regions' stores (held weakly)."""
@@ -266,11 +279,15 @@ class Server:
         self.breaker = Breaker(f"redis {name}", self.probe, 1.0, on_down=self.disconnect)
 
     def probe(self) -> None:
-        """Raise unless the server answers (through any region's client)."""
+        """Raise unless the server answers (through any region's client); a cluster, unless it
+        serves every slot (:func:`cluster_serves`)."""
         stores = list(self.stores)
         if not stores:
             raise ConnectionError(f"no region uses redis {self.label} any more")
-        stores[0].client.ping()
+        if stores[0].cluster:
+            cluster_serves(stores[0].client)
+        else:
+            stores[0].client.ping()
 
     def disconnect(self) -> None:
         """The server is down: drop idle connections (they may be stuck or dead)."""
