@@ -10,7 +10,8 @@ region builds it at its first use instead (:class:`regions.backends.redis.client
   connection is made then), and hits once the cluster is up;
 * a cluster whose nodes answer but refuse keys (``CLUSTERDOWN``: a node gave up its slots) is down
   for the breaker, whose probe asks every primary for ``cluster_state``, until the slots are
-  served again.
+  served again;
+* a node's pool at ``max_connections`` is ``PoolExhausted``, not a cluster failure.
 
 Real redis-server nodes (two, half the slots each), SIGKILLed and restarted on their ports with
 their ``nodes.conf``, so they form the same cluster again.
@@ -264,6 +265,41 @@ def test_cluster_that_stops_serving_slots_is_down_until_it_serves_them_again(
                   f"{hit:.3f} s after the slots were served again; {len(log.records)} line(s) in all")
         finally:
             b.close()
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_a_cluster_node_pool_at_max_connections_is_not_a_cluster_failure(
+    tmp_path: Path, make_manager: Any
+) -> None:
+    """A node's pool at ``max_connections`` (redis-py's ``MaxConnectionsError``, a
+    ``ConnectionError``) is :class:`~regions.errors.PoolExhausted`, a miss naming the option: the
+    cluster is not marked down for every region of the process."""
+    nodes = two_node_cluster(tmp_path)
+    try:
+        config = region_config(nodes)
+        config["r"]["OPTIONS"]["max_connections"] = 1
+        manager = make_manager(config)
+        store = manager["r"].store
+
+        @manager.region("r")
+        def same(k: int) -> int:
+            return k
+
+        assert same(1) == 1 and same(1) == 1  # the client is built, the entry stored
+        pools = [node.redis_connection.connection_pool for node in store.client.get_primaries()]
+        held = [pool.get_connection() for pool in pools]  # every node's only connection, busy
+        try:
+            with Records() as log:
+                assert same(1) == 1
+            assert store.breaker.down is False, store.health()
+            assert any("max_connections" in r.getMessage() for r in log.records), log.records
+        finally:
+            for pool, conn in zip(pools, held, strict=True):
+                pool.release(conn)
+        hits = manager["r"].stats()["hits"]
+        assert same(1) == 1 and manager["r"].stats()["hits"] == hits + 1
     finally:
         for n in nodes:
             n.stop()
