@@ -279,7 +279,9 @@ class RedisStore(Store):
 
     def after_fork(self) -> None:
         """A forked child gets a breaker of its own (redis-py's pools reset by themselves, on
-        the pid; the client is rebuilt anyway, so no state of the parent's threads is kept)."""
+        the pid; the client is rebuilt anyway, so no state of the parent's threads is kept). No
+        connection is made here: a cluster's client is built at its first use
+        (:class:`.client.LazyCluster`), so a cluster that is down does not fail the reset."""
         super().after_fork()
         self._connect()
 

@@ -2,7 +2,10 @@
 
 * :func:`make_client` builds it from the settings: ``Redis`` with its own bounded
   ``BlockingConnectionPool`` (at most ``max_connections``, a caller waits ``connect_timeout`` for a
-  free one), a Sentinel's ``master_for(service)``, or ``RedisCluster``. Nothing here speaks the
+  free one), a Sentinel's ``master_for(service)``, or a :class:`LazyCluster`: redis-py's
+  ``RedisCluster`` asks the nodes for the slots while it is constructed, so it is built at its
+  first use instead, and a cluster that does not answer then is a network failure like any other
+  (the breaker's probe builds it when the nodes answer). Nothing here speaks the
   protocol or pools sockets by itself: redis-py does, and its pools start anew in a forked child
   (they check the pid).
 * :class:`Server`: one per client settings (address, Sentinel service or cluster) and process,
@@ -22,7 +25,18 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, PipelineCommand, RedisCluster
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.connection import Encoder
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MaxConnectionsError,
+    MovedError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -34,10 +48,20 @@ from .options import address, urls
 if TYPE_CHECKING:
     from . import RedisStore
 
+
+class ClusterUnavailable(RedisConnectionError):
+    """A Redis Cluster's client could not be built: no startup node answered, or the nodes that
+    did have not formed the cluster yet (slots not covered, nodes that disagree, cluster mode off)."""
+
+
 #: Failures that say the server (or the link to it) is not answering. A refused command (a wrong
-#: type, a script error) is not one.
+#: type, a script error) is not one. A cluster's: no node reachable for a topology refresh, a
+#: ``CLUSTERDOWN`` reply (slots not served), a slot no node covers (a refresh under way), a client
+#: that could not be built (:class:`ClusterUnavailable`). Its other ``RedisClusterException``\ s
+#: (a cross-slot transaction, an unsupported method) are programming errors, raised as they are.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     OSError, RedisConnectionError, RedisTimeoutError, MasterNotFoundError,
+    RedisClusterUnreachableError, ClusterDownError, SlotNotCoveredError,
 )
 #: Replies of a cluster node that say a slot is elsewhere (being moved): redis-py follows them.
 REDIRECTIONS = (MovedError, AskError, TryAgainError)
@@ -47,8 +71,11 @@ POOL_EMPTY = "No connection available."
 
 
 def exhausted(exc: BaseException) -> bool:
-    """Whether ``exc`` says every connection of the pool stayed busy (not that the server failed)."""
-    return isinstance(exc, RedisConnectionError) and str(exc) == POOL_EMPTY
+    """Whether ``exc`` says every connection of the pool stayed busy (not that the server failed):
+    a ``BlockingConnectionPool`` that waited in vain, or a cluster node's pool at ``max_connections``
+    (redis-py's ``MaxConnectionsError``, which it does not count as a node failure either)."""
+    return isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, RedisConnectionError) and str(exc) == POOL_EMPTY)
 
 
 _CERT_REQS = {"required": "required", "optional": "optional", "none": "none"}
@@ -137,8 +164,8 @@ def make_client(location: Any, options: Mapping[str, Any]) -> Any:
         for url in given:
             parsed = redis.connection.parse_url(url)
             nodes.append(ClusterNode(parsed.get("host", "localhost"), int(parsed.get("port", 6379))))
-        return RedisCluster(startup_nodes=nodes, max_connections=most, ssl=given[0].startswith("rediss://"),
-                            **tls, **kwargs)
+        return LazyCluster(dict(startup_nodes=nodes, max_connections=most,
+                                ssl=given[0].startswith("rediss://"), **tls, **kwargs))
     sentinel = options.get("sentinel")
     parsed = redis.connection.parse_url(given[0])
     if sentinel:
@@ -156,6 +183,92 @@ def make_client(location: Any, options: Mapping[str, Any]) -> Any:
     return redis.Redis(connection_pool=pool)
 
 
+class LazyCluster:
+    """A ``RedisCluster`` built at its first use rather than when the store is made: redis-py's
+    constructor queries the startup nodes for the slots, and raises when none answers, which would
+    stop the application from starting (or a forked child from resetting its stores) while the
+    cluster is down. Any attribute but these is the built client's; building it again after a
+    failure is the caller's next use (the breaker's probe, every ``retry_interval``).
+
+    A failure to build is :class:`ClusterUnavailable` (a network error: the breaker goes down, one
+    log line naming the cluster), with redis-py's reason. Once built, the client is kept: redis-py
+    refreshes the topology by itself, and a hit is the same single pipeline as before."""
+
+    #: No pool of its own (each node has one): :meth:`Server.disconnect` finds none, and does not
+    #: build the client to look.
+    connection_pool = None
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+        self._encoder = Encoder("utf-8", "strict", False)
+        self._attempts = 0
+        self._failure: ClusterUnavailable | None = None
+
+    def _built(self) -> RedisCluster:
+        """The client, built now if it is not yet (raises :class:`ClusterUnavailable`). Callers
+        that waited for another thread's attempt, which failed, get its failure: one wait for
+        the nodes per attempt, not one per caller."""
+        client = self._client
+        if client is None:
+            attempts = self._attempts
+            with self._lock:
+                client = self._client
+                if client is None:
+                    if self._attempts != attempts and self._failure is not None:
+                        raise self._failure
+                    self._attempts += 1
+                    try:
+                        client = RedisCluster(**self._kwargs)
+                    except (RedisClusterException, RedisError, OSError) as exc:
+                        self._failure = ClusterUnavailable(str(exc))
+                        raise self._failure from exc
+                    self._client, self._failure = client, None
+        return client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and the like: never a reason to connect
+            raise AttributeError(name)
+        return getattr(self._built(), name)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        """The built client's pipeline (what a hit sends through), without ``__getattr__``'s
+        detour."""
+        return self._built().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+    def get_encoder(self) -> Encoder:
+        """What scripts encode their source with (redis-py's default, as the cluster's would be):
+        registering a script does not connect."""
+        return self._encoder
+
+    def register_script(self, script: str) -> Any:
+        """A script object bound to this client, made without connecting (it is run with
+        ``client=`` given, or through this object, which builds the client then)."""
+        from redis.commands.core import Script
+
+        return Script(self, script)  # type: ignore[arg-type]  # a stand-in for the RedisCluster
+
+    def close(self) -> None:
+        """Close the client if it was built (never builds it)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def cluster_serves(client: Any) -> None:
+    """Raise unless every primary node of the cluster answers and says it serves all the slots
+    (``CLUSTER INFO``'s ``cluster_state:ok``). A ``PING`` goes to one node, which answers while
+    the others are dead or while the cluster refuses keys (``CLUSTERDOWN``): the breaker would come
+    up, and go down at the next read of a key there, every ``retry_interval``."""
+    states = client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+    if "cluster_state" in states:  # one primary: its reply as it is
+        states = {"the node": states}
+    failing = sorted(node for node, info in states.items() if info.get("cluster_state") != "ok")
+    if failing:
+        raise ClusterDownError(f"cluster_state is not ok on {', '.join(failing)}")
+
+
 class Server:
     """One Redis server (or Sentinel service, or cluster) as this process sees it: the breaker
     every region using it shares, and those regions' stores (held weakly)."""
@@ -166,11 +279,15 @@ class Server:
         self.breaker = Breaker(f"redis {name}", self.probe, 1.0, on_down=self.disconnect)
 
     def probe(self) -> None:
-        """Raise unless the server answers (through any region's client)."""
+        """Raise unless the server answers (through any region's client); a cluster, unless it
+        serves every slot (:func:`cluster_serves`)."""
         stores = list(self.stores)
         if not stores:
             raise ConnectionError(f"no region uses redis {self.label} any more")
-        stores[0].client.ping()
+        if stores[0].cluster:
+            cluster_serves(stores[0].client)
+        else:
+            stores[0].client.ping()
 
     def disconnect(self) -> None:
         """The server is down: drop idle connections (they may be stuck or dead)."""
