@@ -26,6 +26,7 @@ class TestMemcached(BackendContract):
 
 
 class TestFile(BackendContract):
+    local_expiry = True  # entries expire by this process's clock
     folders = itertools.count()
 
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
@@ -36,11 +37,13 @@ class TestFile(BackendContract):
 
 
 class TestMemory(BackendContract):
+    local_expiry = True  # entries expire by this process's clock
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         return {"BACKEND": "memory", **settings}
 
 
 class TestRequest(BackendContract):
+    local_expiry = True  # entries expire by this process's clock
     persistent = False
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         return {"BACKEND": "request", **settings}
@@ -71,6 +74,7 @@ def test_request_regions_do_not_cache_outside_a_scope(make_manager: Any) -> None
 
 class TestSyncedMemory(BackendContract):
     """``memory`` with ``sync_with``: the contract holds with the invalidation log in the way."""
+    local_expiry = True  # entries expire by this process's clock
 
     beaker_type = ""
 
@@ -87,12 +91,14 @@ class TestSyncedMemory(BackendContract):
 
 
 class TestTieredOverMemcached(TestSyncedMemory):
+    local_expiry = False  # its shared tier is a server, which ages the entries
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         options = {"over": "shared", **settings.pop("OPTIONS", {})}
         return {"BACKEND": "tiered", "OPTIONS": options, **settings}
 
 
 class TestTieredOverFile(BackendContract):
+    local_expiry = True  # entries expire by this process's clock
     beaker_type = ""
 
     def linked_regions(self, tmp_path: Path) -> dict[str, Any]:
@@ -119,6 +125,7 @@ class TestRedis(BackendContract):
 
 class TestSyncedOverRedis(TestRedis):
     """``memory`` with ``sync_with`` a Redis region: the log is a Redis stream."""
+    local_expiry = True  # entries expire by this process's clock
 
     beaker_type = ""
 
@@ -131,6 +138,7 @@ class TestSyncedOverRedis(TestRedis):
 
 
 class TestTieredOverRedis(TestSyncedOverRedis):
+    local_expiry = False  # its shared tier is a server, which ages the entries
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
         options = {"over": "shared", **settings.pop("OPTIONS", {})}
         return {"BACKEND": "tiered", "OPTIONS": options, **settings}

@@ -488,14 +488,17 @@ def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager, fault
 
     async def main():
         await asyncio.gather(answer(1), answer(2))  # stored
+        pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
         server.pause()
         try:
             task = asyncio.create_task(answer(1))
-            await asyncio.sleep(0.1)  # its mg is sent, unanswered
+            give_up = time.monotonic() + 10
+            while not any(conn.waiting for conn in pool.conns) and time.monotonic() < give_up:
+                await asyncio.sleep(0.001)  # until its mg is sent, unanswered (not a fixed 0.1 s)
+            assert any(conn.waiting for conn in pool.conns), "the call sent no request within 10 s"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            pool = node.aio._pools[asyncio.get_running_loop()]  # noqa: SLF001
             # closed and gone from the pool at once, while its server is still stopped
             assert not any(conn.waiting for conn in pool.conns), "the cancelled read is still in flight"
             assert pool.made == len(pool.conns) == len(pool.idle), (pool.made, len(pool.conns))

@@ -419,7 +419,10 @@ def test_a_cancelled_read_never_leaves_its_reply_to_the_next(make_manager: Any, 
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             task = asyncio.create_task(answer(1))
-            await asyncio.sleep(0.2)  # its GET + PTTL is sent, unanswered
+            give_up = time.monotonic() + 10
+            while not pool.deadlines and time.monotonic() < give_up:  # until its GET + PTTL is sent
+                await asyncio.sleep(0.001)
+            assert pool.deadlines, "the call sent no request within 10 s"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -446,10 +449,16 @@ def test_a_busy_loop_pool_is_pool_exhausted_not_a_server_failure(make_manager: A
 
     async def main() -> Any:
         await answer(1)  # stored; the loop's one connection is idle
+        pool = store.loop_connections.pool()
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
             held = asyncio.create_task(answer(1))  # takes the one connection, unanswered
-            await asyncio.sleep(0.05)
+            # until its request is in flight (not a fixed 0.05 s: on a busy CPU the next call could
+            # take the connection first, wait 5 s on the stopped server and trip the breaker)
+            give_up = time.monotonic() + 10
+            while not pool.deadlines and time.monotonic() < give_up:
+                await asyncio.sleep(0.001)
+            assert pool.deadlines, "the first call sent no request within 10 s"
             second = await answer(1)  # waits connect_timeout for a connection, then computes
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)

@@ -20,6 +20,10 @@ backend is one module implementing the interfaces of :mod:`regions.backends.cont
             location = str(tmp_path / uuid.uuid4().hex)
             return {"BACKEND": "package.module:Class", "LOCATION": location, **settings}
 
+A backend whose entries expire by this process's ``time.time`` alone (no server ages them) sets
+``local_expiry = True``: its expiry tests then run on a fake clock, in milliseconds, instead of
+waiting a second or two each.
+
 A backend needing a server gets it from a fixture of its own, saved on ``self`` by an autouse fixture
 (``config`` is called after autouse fixtures); see ``TestMemcached`` in ``tests/test_contract.py``.
 
@@ -28,16 +32,17 @@ This module imports pytest: import it from tests only (``import regions`` never 
 
 from .base import CallCounter, ContractBase, WsgiClient
 from .beaker import BeakerContract
+from .clock import ExpiryClock
 from .decorator import DecoratorContract
 from .region import RegionContract
 
-__all__ = ["BackendContract", "CallCounter", "ContractBase", "WsgiClient"]
+__all__ = ["BackendContract", "CallCounter", "ContractBase", "ExpiryClock", "WsgiClient"]
 
 
 class BackendContract(RegionContract, DecoratorContract, BeakerContract):
     """What every regions backend must do; subclass it once per backend (named ``Test...``).
 
     Hooks (:class:`ContractBase`): :meth:`config` (required), :meth:`scope`, :meth:`beaker_options`,
-    and the class attributes ``beaker_type``, ``persistent``, ``expected_failures``.
+    and the class attributes ``beaker_type``, ``persistent``, ``expected_failures``, ``local_expiry``.
     """
 

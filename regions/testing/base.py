@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import time
 import uuid
 import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +18,8 @@ from beaker.container import NamespaceManager
 
 import regions
 from regions.backends import BUILTIN, store_class, why_unknown
+
+from .clock import ExpiryClock
 
 MISSING = object()
 
@@ -136,6 +139,11 @@ class ContractBase:
     persistent: ClassVar[bool] = True
     #: ``{test name: reason}``: tests known to fail on this backend, run as strict ``xfail``.
     expected_failures: ClassVar[dict[str, str]] = {}
+    #: Entries expire by this process's clock (``time.time``) alone, as in memory, file and request
+    #: regions, and a memory region synced through a server: the expiry tests then move a fake
+    #: ``time.time`` on instead of sleeping. ``False`` (the default: a server ages the entries, as
+    #: memcached and Redis do, or a tier of them): they wait for real.
+    local_expiry: ClassVar[bool] = False
 
     # hooks ----------------------------------------------------------------------------------
     def config(self, tmp_path: Path, **settings: Any) -> dict[str, Any]:
@@ -189,6 +197,15 @@ class ContractBase:
             yield manager
         finally:
             manager.close()
+
+    @pytest.fixture
+    def clock(self, monkeypatch: pytest.MonkeyPatch) -> ExpiryClock:
+        """The clock an expiry test lets time pass on (see :attr:`local_expiry`); ask for it before
+        ``cache``: a fake one replaces ``time.time`` before anything reads it."""
+        clock = ExpiryClock(self.local_expiry)
+        if clock.local:
+            monkeypatch.setattr(time, "time", clock)
+        return clock
 
     @pytest.fixture
     def counter(self) -> CallCounter:

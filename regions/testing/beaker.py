@@ -18,6 +18,7 @@ from .base import (
     _run_threads,
     _session_counter_app,
 )
+from .clock import ExpiryClock
 
 
 class BeakerContract(ContractBase):
@@ -26,7 +27,7 @@ class BeakerContract(ContractBase):
     # ---------------------------------------------------------------------------------------
     # Beaker's NamespaceManager contract, through Beaker's own objects
 
-    def test_beaker_namespace_manager_stores_values_as_is(self, tmp_path: Path) -> None:
+    def test_beaker_namespace_manager_stores_values_as_is(self, clock: ExpiryClock, tmp_path: Path) -> None:
         ns = self.beaker_namespace(tmp_path, uuid.uuid4().hex)
         entry_like = [(1.0, None, "shaped like an entry"), (time.time(), 300, "x")]
         values = [{"session": 1}, *entry_like, None, b"\0", [1]]
@@ -47,7 +48,7 @@ class BeakerContract(ContractBase):
         ns.release_write_lock()
         ns.acquire_read_lock()
         ns.release_read_lock()
-        time.sleep(1.1)
+        clock.sleep(1.1)
         assert "ttl" not in ns
         with pytest.raises(KeyError):
             ns["ttl"]
@@ -74,7 +75,9 @@ class BeakerContract(ContractBase):
         assert "none" not in cache
         cache.remove_value("never-set")  # removing a missing key is fine
 
-    def test_beaker_cache_createfunc_and_expiry(self, tmp_path: Path, counter: CallCounter) -> None:
+    def test_beaker_cache_createfunc_and_expiry(
+        self, clock: ExpiryClock, tmp_path: Path, counter: CallCounter
+    ) -> None:
         cache = self.beaker_cache(tmp_path)
         assert cache.get("k", createfunc=lambda: ["made", counter()]) == ["made", 1]
         assert cache.get("k", createfunc=lambda: ["made", counter()]) == ["made", 1]
@@ -84,7 +87,7 @@ class BeakerContract(ContractBase):
         expiring = self.beaker_cache(tmp_path, expire=1)
         expiring.put("k", "soon gone")
         assert expiring.get_value("k") == "soon gone"
-        time.sleep(1.1)
+        clock.sleep(1.1)
         assert cache.get("short", createfunc=counter, expiretime=1) == 3
         assert "k" not in expiring
         assert cache.get_value("k") == ["made", 1]

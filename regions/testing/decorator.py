@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import regions
 
 from .base import CallCounter, ContractBase
+from .clock import ExpiryClock
 
 
 class DecoratorContract(ContractBase):
@@ -102,14 +102,18 @@ class DecoratorContract(ContractBase):
 
         assert f.cache_key(1) != g.cache_key(1)
 
-    def test_decorator_with_custom_timeout(self, cache: regions.CacheManager, counter: CallCounter) -> None:
+    def test_decorator_with_custom_timeout(
+        self, clock: ExpiryClock, cache: regions.CacheManager, counter: CallCounter
+    ) -> None:
         @cache.region("forever", timeout=1)
         def f() -> int:
             return counter()
 
         assert f() == f() == 1
-        time.sleep(2.1)
-        assert f() == 2  # the per-function timeout (1 s) overrides the region's None
+        # the per-function timeout (1 s) overrides the region's None
+        passed = clock.until(lambda: f() != 1, within=3.5, what="its timeout (1 s) did not expire f()")
+        assert passed >= 0.9, "f() expired before its timeout (1 s)"
+        assert f() == 2
 
     def test_decorator_with_key_callable(self, cache: regions.CacheManager, counter: CallCounter) -> None:
         @cache.region("main", key=lambda user, verbose=False: user["id"])

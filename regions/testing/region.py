@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import regions
 from regions.backends.contract import Store
 
 from .base import MISSING, CallCounter, ContractBase
+from .clock import ExpiryClock
 
 
 class RegionContract(ContractBase):
@@ -160,34 +160,35 @@ class RegionContract(ContractBase):
         assert (stats["misses"], stats["hits"], stats["sets"]) == (1, 2, 1)
         assert cache["other"].stats()["hits"] == 0  # stats are per region
 
-    def test_expiry_and_timeout_none(self, cache: regions.CacheManager) -> None:
+    def test_expiry_and_timeout_none(self, clock: ExpiryClock, cache: regions.CacheManager) -> None:
         short, forever = cache["short"], cache["forever"]
         short.set("default-timeout", 1)
         short.set("explicit-none", 2, timeout=None)
         forever.set("region-none", 3)
         forever.set("explicit-one", 4, timeout=1)
-        start = time.monotonic()
         assert short.get("default-timeout") == 1
         assert forever.get("explicit-one") == 4
         # memcached has one-second resolution: a 1 s entry lives between 1 and 2 s.
-        while (
-            short.get("default-timeout", MISSING) is not MISSING
-            or forever.get("explicit-one", MISSING) is not MISSING
-        ):
-            assert time.monotonic() - start < 3.5, "entries with timeout 1 s did not expire"
-            time.sleep(0.1)
-        assert time.monotonic() - start >= 0.9, "entry expired before its timeout"
+        passed = clock.until(
+            lambda: short.get("default-timeout", MISSING) is MISSING
+            and forever.get("explicit-one", MISSING) is MISSING,
+            within=3.5, what="entries with timeout 1 s did not expire",
+        )
+        assert passed >= 0.9, "entry expired before its timeout"
         assert short.get("explicit-none") == 2
         assert forever.get("region-none") == 3
 
-    def test_decorated_function_expires(self, cache: regions.CacheManager, counter: CallCounter) -> None:
+    def test_decorated_function_expires(
+        self, clock: ExpiryClock, cache: regions.CacheManager, counter: CallCounter
+    ) -> None:
         @cache.region("short")
         def f() -> int:
             return counter()
 
         assert f() == 1
         assert f() == 1
-        time.sleep(2.1)
+        passed = clock.until(lambda: f() != 1, within=3.5, what="the region's timeout did not expire f()")
+        assert passed >= 0.9, "f() expired before the region's timeout (1 s)"
         assert f() == 2
 
     def test_clear_only_clears_that_region(self, cache: regions.CacheManager) -> None:

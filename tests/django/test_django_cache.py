@@ -1,7 +1,7 @@
 """``django_regions.cache.RegionCache`` where Django's own suite does not look: what ``clear()``
 leaves, request regions, copies, planted entries, a hung server, ``incr`` from several processes,
 ``incr`` in a child forked while a parent thread increments, a key's lock held past
-``lock_timeout``, sessions, and the E020 check. Django's suite itself: test_django_conformance.py."""
+``lock_timeout``, sessions, and the E020 check. Django's suite itself: test_django_conformance_*.py."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from tests.thirdparty.sqlite_backend import SqliteNamespaceManager, SqliteStore
 BACKEND = "tests.thirdparty.sqlite_backend:SqliteNamespaceManager"
 
 class TestSqlite(BackendContract):
+    local_expiry = True  # rows expire by this process's clock (``expires`` against ``time.time()``)
     #: The name a package would declare as its ``beaker.backends`` entry point.
     beaker_type = "thirdparty.sqlite"
     files = itertools.count()
@@ -48,6 +49,7 @@ class TestSqlite(BackendContract):
 
 class TestSyncedMemoryOverSqlite(BackendContract):
     """``memory`` with ``sync_with`` naming a sqlite region: its log is a ``SqliteLog``."""
+    local_expiry = True  # entries expire by this process's clock
 
     beaker_type = ""
 
