@@ -54,7 +54,8 @@ def test_a_release_frees_only_its_own_holder_s_lock(
     first = lock_of(manager, "k")
     assert first.acquire(0) is True
     assert lock_of(manager, "k").acquire(0) is False, "two holders at once"
-    raw(server.address).delete(first.name, noreply=False)  # the first holder outlived lock_timeout: its lock expired
+    # the first holder outlived lock_timeout: its lock expired
+    raw(server.address).delete(first.name, noreply=False)
     second = lock_of(manager, "k")
     assert second.acquire(0) is True
     first.release()  # late: must leave the second holder's lock alone
