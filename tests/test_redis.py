@@ -201,6 +201,18 @@ def test_a_lock_release_deletes_only_its_own_token(make_manager: Any, redis_serv
     _raw(redis_server).delete(name)
 
 
+def _until_up_and_gone(manager: Any, url: str, name: str) -> None:
+    """Reads let the breaker probe, until the server is up again and ``name`` gone (or 20 s)."""
+    store, deadline = manager["r"].store, time.monotonic() + 20
+    while (store.breaker.down or _raw(url).exists(name)) and time.monotonic() < deadline:
+        try:
+            manager["r"].namespace("probe").get_entry("k")
+        except Exception:  # noqa: BLE001 (down until the probe answers)
+            pass
+        time.sleep(0.05)
+    assert store.breaker.down is False, "the server never came back"
+
+
 def test_a_release_that_fails_is_replayed_when_the_server_is_back(
     make_manager: Any, redis_factory: Any
 ) -> None:
@@ -224,14 +236,7 @@ def test_a_release_that_fails_is_replayed_when_the_server_is_back(
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     assert _raw(server.url).pttl(name) > 50_000  # still held on the server: the release did not arrive
-    deadline = time.monotonic() + 20
-    while (store.breaker.down or _raw(server.url).exists(name)) and time.monotonic() < deadline:
-        try:
-            manager["r"].namespace("probe").get_entry("k")  # a read lets the breaker try again
-        except Exception:  # noqa: BLE001 (down until the probe answers)
-            pass
-        time.sleep(0.05)
-    assert store.breaker.down is False
+    _until_up_and_gone(manager, server.url, name)
     assert _raw(server.url).exists(name) == 0, "the failed release was not replayed"
     assert TokenLock(store, name).acquire(0) is True  # the next caller takes it at once
 
@@ -263,14 +268,7 @@ def test_a_take_the_server_did_not_answer_is_released_when_it_is_back(
     while not _raw(server.url).exists(name) and time.monotonic() < deadline:
         time.sleep(0.01)  # the server applies the take it held once it runs again
     assert _raw(server.url).pttl(name) > 50_000, "the resumed server did not apply the take"
-    deadline = time.monotonic() + 20
-    while (store.breaker.down or _raw(server.url).exists(name)) and time.monotonic() < deadline:
-        try:
-            manager["r"].namespace("probe").get_entry("k")  # a read lets the breaker try again
-        except Exception:  # noqa: BLE001 (down until the probe answers)
-            pass
-        time.sleep(0.05)
-    assert store.breaker.down is False
+    _until_up_and_gone(manager, server.url, name)
     assert _raw(server.url).exists(name) == 0, "the take the server applied late still holds the lock"
     assert TokenLock(store, name).acquire(0) is True  # the next caller takes it at once
 

@@ -47,7 +47,7 @@ class AddLock:
             except NETWORK_ERRORS:
                 # Sent, and unanswered: a server that was only slow (SIGSTOPped, say) applies it
                 # when it resumes; its release is replayed with the invalidations.
-                node.defer(("release", self.name), self._release_by_token)
+                self._defer_release()
                 raise
             if not reply.startswith(b"HD"):
                 return False  # NS: held by another
@@ -69,14 +69,17 @@ class AddLock:
             def action() -> bool:
                 return node.direct("raw_command", command).startswith(b"HD")
 
-        if node.breaker.down:
-            node.defer(("release", self.name), self._release_by_token)
-            raise BackendUnavailable(node.unavailable)
         try:
+            if node.breaker.down:
+                raise BackendUnavailable(node.unavailable)
             action()
-        except NETWORK_ERRORS:
-            node.defer(("release", self.name), self._release_by_token)
+        except (BackendUnavailable, *NETWORK_ERRORS):
+            self._defer_release()
             raise
+
+    def _defer_release(self) -> None:
+        """Release this holder's lock before the server serves reads again (by its token)."""
+        self.node.defer(("release", self.name), self._release_by_token)
 
     def _release_by_token(self) -> bool:
         """Delete the lock only while it holds this holder's token (a read, then a delete on its
