@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import random
 import secrets
 import socket
 import threading
@@ -152,7 +151,7 @@ class Fleet:
         thread.start()
 
     def _interval(self) -> float:
-        return self.every * random.uniform(0.9, 1.1)
+        return self.every * _JITTER.uniform(0.9, 1.1)
 
     def step(self) -> float | None:
         """Publish if due, read the figures if asked: seconds until there is something to do."""
@@ -318,6 +317,9 @@ def _run(ref: weakref.ref[Fleet], stop: threading.Event, wake: threading.Event) 
 
 
 _FLEETS: weakref.WeakSet[Fleet] = weakref.WeakSet()
+#: The publishers' jitter: the OS's randomness, never the application's ``random`` (whose seeded
+#: sequence a background thread would otherwise advance at any moment).
+_JITTER = secrets.SystemRandom()
 
 
 def _describe(fleet: Fleet) -> str:

@@ -275,6 +275,26 @@ def test_the_thread_starts_at_the_first_lookup_and_publishes_only_after_calls(
     assert manager._fleet.closed
 
 
+def test_publishing_leaves_the_application_s_random_sequence_alone(
+    shared: dict[str, Any], reader: regions.CacheManager
+) -> None:
+    """The publisher's jitter comes from the OS: a seeded ``random`` in the application gives the
+    same numbers with the thread running (before, each publish drew from the global generator, and
+    Hypothesis saw its strategies' randomness move under them)."""
+    import random
+
+    manager = regions.CacheManager(shared["config"], **shared["options"])
+    try:
+        random.seed(1234)
+        state = random.getstate()
+        manager["mc"].get("x")  # starts the thread; each publish schedules the next with jitter
+        settle(reader, lambda s: figures(s, "mc")[1::2] == (1, 1), SETTLE)
+        assert manager._fleet.publish_seconds is not None, "nothing was published"
+        assert random.getstate() == state
+    finally:
+        manager.close()
+
+
 @pytest.mark.parametrize("every", [-1, "5", True, float("nan"), float("inf")])
 def test_a_bad_publish_every_names_the_option_and_the_remedy(every: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
