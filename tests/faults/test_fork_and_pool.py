@@ -22,6 +22,7 @@ import select
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,34 @@ def sockets_to(port: int) -> int:
             if int(remote.rsplit(":", 1)[1], 16) == port and state == "01" and inode in inodes:
                 count += 1
     return count
+
+
+def who_holds_sockets_to(port: int) -> str:
+    """For a failure message: this process's socket objects connected to ``port``, by the type of
+    what holds each one and, for a redis-py connection, whether a pool still counts it."""
+    import gc
+    import socket as socketlib
+
+    pools = [o for o in gc.get_objects() if type(o).__name__.endswith("ConnectionPool")]
+    pooled = {id(c) for pool in pools for c in getattr(pool, "_connections", ())}
+    holders: Counter[str] = Counter()
+    for obj in gc.get_objects():
+        if not isinstance(obj, socketlib.socket) or obj.fileno() < 0:
+            continue
+        try:
+            if obj.getpeername()[1] != port:
+                continue
+        except OSError:
+            continue
+        for ref in gc.get_referrers(obj):
+            owner = next((o for o in gc.get_referrers(ref) if hasattr(o, "_sock")), None) \
+                if isinstance(ref, dict) else None
+            if owner is not None:
+                holders[f"{type(owner).__name__} ({'pooled' if id(owner) in pooled else 'in no pool'})"] += 1
+                break
+        else:
+            holders["other"] += 1
+    return f"{sum(holders.values())} socket objects: {dict(holders)}; {len(pools)} pools"
 
 
 def curr_connections(backend: str, address: str) -> int:
@@ -166,6 +195,7 @@ def test_short_lived_threads_share_a_bounded_pool(
         except BaseException as exc:
             failures.append(exc)
 
+    seen = ""
     for wave in range(10):
         barrier = threading.Barrier(50)
         threads = [threading.Thread(target=one_call, args=(barrier, (wave * 50 + i) % 10)) for i in range(50)]
@@ -173,7 +203,10 @@ def test_short_lived_threads_share_a_bounded_pool(
             t.start()
         for t in threads:
             t.join(timeout=30)
-        most_held = max(most_held, sockets_to(server.port))
+        now_held = sockets_to(server.port)
+        if now_held > bound and not seen:  # once (a CI run saw 36 of 32 after one wave)
+            seen = f"; after wave {wave}: {now_held} held, {who_holds_sockets_to(server.port)}"
+        most_held = max(most_held, now_held)
 
     held = sockets_to(server.port)
     deadline = time.monotonic() + 2  # memcached notices closed sockets a moment later
@@ -189,7 +222,7 @@ def test_short_lived_threads_share_a_bounded_pool(
     assert not failures, repr(failures[0])
     assert not wrong, f"{len(wrong)} wrong results"
     assert held <= bound, f"the process holds {held} sockets to the server after 500 threads (bound {bound})"
-    assert most_held <= bound, f"{most_held} sockets held after one wave (bound {bound})"
+    assert most_held <= bound, f"{most_held} sockets held after one wave (bound {bound}){seen}"
     assert opened <= bound, f"{backend} counts {opened} connections of this process (bound {bound})"
     assert stats["errors"] == 0, stats
     assert stats["hits"] >= 0.95 * 500, f"{stats['hits']} hits of 500 calls on 10 cached keys"
