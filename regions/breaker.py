@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .errors import describe
 from .throttle import Throttle
 
 #: Invalidations kept for replay per server; past that, ``overflow`` replaces them all.
@@ -73,6 +74,8 @@ class Breaker:
         self.down = False
         self.down_since = 0.0
         self.outages = 0
+        #: What marked the server down the last time (``"TimeoutError: ..."``), for health reports.
+        self.cause: str | None = None
         #: The backlogs holding invalidations, in the order they got their first (held strongly:
         #: replayed even if their user was dropped without closing).
         self._waiting: dict[int, Backlog] = {}
@@ -98,6 +101,7 @@ class Breaker:
             self.down = True
             self.down_since = time.monotonic()
             self.outages += 1
+            self.cause = cause = describe(exc)
             thread = self._thread = threading.Thread(
                 target=self._probe_until_up, name=f"regions-probe {self.name}", daemon=True
             )
@@ -106,8 +110,8 @@ class Breaker:
         except AttributeError:
             pass
         self._down_log.warning(
-            "%s is down (%s: %s); its keys are not cached until it answers (probing every %g s)",
-            self.name, type(exc).__name__, exc, self.retry_interval,
+            "%s is down (%s); its keys are not cached until it answers (probing every %g s)",
+            self.name, cause, self.retry_interval,
         )
         if self.on_down is not None:
             try:
@@ -177,11 +181,12 @@ class Breaker:
         self._stop.set()
 
     def state(self) -> dict[str, Any]:
-        """``{"down": bool, "down_for": seconds or None, "outages": n, "pending": n}`` (of every
-        backlog: a user reports its own)."""
+        """``{"down": bool, "down_for": seconds or None, "outages": n, "cause": the last outage's
+        error or None, "pending": n}`` (of every backlog: a user reports its own)."""
         return {
             "down": self.down,
             "down_for": time.monotonic() - self.down_since if self.down else None,
             "outages": self.outages,
+            "cause": self.cause,
             "pending": self.pending_count(),
         }

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 from typing import Any
+
+
+def describe(exc: BaseException) -> str:
+    """``"<type>: <message>"`` of a backend error, for a log line or a health report. A memcached
+    socket times out in the kernel (``SO_RCVTIMEO``, for speed), which Python raises as
+    ``BlockingIOError: [Errno 11] Resource temporarily unavailable``: said here as the timeout it is."""
+    if isinstance(exc, BlockingIOError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        return "TimeoutError: no reply within the socket's timeout (the kernel's EAGAIN)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class RegionError(Exception):

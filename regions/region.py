@@ -23,7 +23,7 @@ from . import trace as _trace
 from .backends.contract import AsyncEntries, Backend, Entries, Entry, Lease, SharedLock, Store, make_entry
 from .engine import Engine
 from .engine.marks import InvalidationMarks
-from .errors import BackendUnavailable, LockTimeout, UnstorableValue
+from .errors import BackendUnavailable, LockTimeout, UnstorableValue, describe
 from .locks import UPDATE_LOCKS
 from .signing import RejectedEntry
 from .stats import COUNTERS, Stats
@@ -147,7 +147,7 @@ class Region:
             raise exc
         if not isinstance(exc, BackendUnavailable) and not getattr(exc, "regions_logged", False):
             self._throttle.warning(
-                "%s failed: %s: %s; using the function's own result", operation, type(exc).__name__, exc
+                "%s failed: %s; using the function's own result", operation, describe(exc)
             )
 
     def reject(self, ns: Entries, key: Hashable, why: str) -> None:

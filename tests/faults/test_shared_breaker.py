@@ -109,6 +109,9 @@ def test_a_hung_server_costs_one_timeout_for_every_region_on_it(
     assert got == [("a", 1, 1), ("b", 1, 1)] * 5
     assert elapsed < 1.5 * TIMEOUT, f"{elapsed:.2f} s: more than one timeout for one server"
     assert node_of(first, "a").breaker is node_of(second, "b").breaker
+    # a health report says why the server is down: its first call's timeout
+    causes = [h["cause"] for m, r in ((first, "a"), (second, "b")) for h in m[r].store.health()]
+    assert len(causes) == 2 and all("imeout" in str(c) for c in causes), causes
 
     # invalidations made while it hangs, each region's own: deferred, replayed before reads resume
     data["v"] = 2
