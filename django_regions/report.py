@@ -37,13 +37,17 @@ class ServerHealth:
     down_for: float | None
     outages: int
     pending: int
+    #: What marked it down the last time (``"TimeoutError: ..."``), None before any outage.
+    cause: str | None = None
 
     @property
     def text(self) -> str:
         if not self.down:
-            return "up" if not self.outages else f"up (after {self.outages} outage(s))"
+            if not self.outages:
+                return "up"
+            return f"up (after {self.outages} outage(s), the last: {self.cause})"
         pending = f", {self.pending} invalidation(s) to replay" if self.pending else ""
-        return f"down for {self.down_for or 0:.1f} s{pending}"
+        return f"down for {self.down_for or 0:.1f} s ({self.cause}){pending}"
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def report(region: Any, *, probe: bool = True, stats: dict[str, Any] | None = No
     elif callable(health := getattr(store, "health", None)):
         servers = tuple(
             ServerHealth(str(h["server"]), bool(h["down"]), h["down_for"], int(h["outages"]),
-                         int(h["pending"]))
+                         int(h["pending"]), h.get("cause"))
             for h in health()
         )
         reachable, entries = not any(s.down for s in servers), None

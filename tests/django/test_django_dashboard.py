@@ -288,7 +288,8 @@ def test_a_server_the_breaker_marked_down_is_shown_down(staff: Client, settings:
     card = re.search(r'id="region-functions".*?</article>', html, re.S)
     assert card, html
     assert "not answering" in card.group(0) and dead in card.group(0)
-    assert re.search(r"down for \d+\.\d s", card.group(0)), card.group(0)
+    # and why: the connection was refused
+    assert re.search(r"down for \d+\.\d s \(ConnectionRefusedError: ", card.group(0)), card.group(0)
 
 
 # what a newcomer sees -------------------------------------------------------------------------
