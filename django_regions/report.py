@@ -45,9 +45,11 @@ class ServerHealth:
         if not self.down:
             if not self.outages:
                 return "up"
-            return f"up (after {self.outages} outage(s), the last: {self.cause})"
+            last = f", the last: {self.cause}" if self.cause else ""
+            return f"up (after {self.outages} outage(s){last})"
+        cause = f" ({self.cause})" if self.cause else ""  # a third-party store may not say
         pending = f", {self.pending} invalidation(s) to replay" if self.pending else ""
-        return f"down for {self.down_for or 0:.1f} s ({self.cause}){pending}"
+        return f"down for {self.down_for or 0:.1f} s{cause}{pending}"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import fleet_board
 from .backends.contract import Backend, Store
-from .errors import BackendUnavailable, ConfigurationError
+from .errors import BackendUnavailable, ConfigurationError, describe
 from .fleet_board import NAMESPACE
 from .forks import reset_each
 from .region import Region
@@ -248,14 +248,14 @@ class Fleet:
             return self.gather(store), None
         except Exception as exc:
             self._failed("reading from", store, exc)
-            return None, f"{type(exc).__name__}: {exc}"[:200]
+            return None, describe(exc)[:200]
 
     def _failed(self, doing: str, store: Store, exc: BaseException) -> None:
         if isinstance(exc, BackendUnavailable) or getattr(exc, "regions_logged", False):
             return  # the breaker said the server is down
         self._throttle.warning(
             "%s region %r (%s) failed: %s; its figures are this process's only meanwhile",
-            doing, store.region, store.name, f"{type(exc).__name__}: {exc}"[:200],
+            doing, store.region, store.name, describe(exc)[:200],
         )
 
     def snapshot(self) -> dict[int, Seen]:
