@@ -1279,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
             scaling = paired_ratio(c, many, few)
             c.extra.append((f"scaling: {big:,} entries / 10 entries", many, few, scaling, None))
             # The same scaling of the floor: what reading 1,000 distinct files costs the kernel
-            # against 10 (path walk, inodes, page cache), with no region involved. It is 1.09-1.11x
+            # against 10 (path walk, inodes, page cache), with no region involved. It is 1.09-1.14x
             # by itself, so the target is on the region's scaling net of it (per round): what the
             # region adds as its entries grow, the issue's intent (Beaker's file backend: ~95x).
             kernel = paired_ratio(c, RAW_MANY, c.floor.name)
