@@ -122,7 +122,8 @@ def check(out: Outcome, stats: dict[str, Any], *, callers: int = CALLERS) -> Non
     assert not out.exceptions, f"{len(out.exceptions)} exceptions reached callers:\n{out.exceptions[0]}"
     assert out.waited <= callers, (
         f"{out.waited} calls waited on the network during the fault (over {SLOW} s each); at most the "
-        f"{callers} calls under way when it began may wait, the server is then skipped"
+        f"{callers} calls under way when it began may wait, the server is then skipped: "
+        + "; ".join(out.slow_calls)
     )
     assert out.slowest < 2 * TIMEOUT, f"slowest call {out.slowest:.2f} s (timeout {TIMEOUT} s)"
     assert out.recovery <= RECOVERY, f"hits resumed {out.recovery:.2f} s after the server answered again"

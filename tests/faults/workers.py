@@ -126,6 +126,9 @@ class Outcome:
     slowest: float = 0.0
     #: calls of the fault window that took longer than ``slow`` seconds (they waited on the network)
     waited: int = 0
+    #: those calls, for a failure message: caller, start (s after the fault began), seconds, key
+    #: (own or shared), computed, and the exception if any
+    slow_calls: list[str] = field(default_factory=list)
     #: seconds from the end of the fault until every caller was served by the cache again (inf: never)
     recovery: float = math.inf
     #: computations in calls that started after ``settle`` seconds past the recovery
@@ -149,7 +152,7 @@ def summarize(
     """Sum the calls of every caller (see :class:`Outcome`)."""
     out = Outcome()
     recoveries = []
-    for calls in per_caller:
+    for caller, calls in enumerate(per_caller):
         for call in calls:
             out.calls += 1
             out.wrong += call.wrong
@@ -158,6 +161,11 @@ def summarize(
             out.slowest = max(out.slowest, call.seconds)
             if fault_start <= call.start < fault_end and call.seconds > slow:
                 out.waited += 1
+                out.slow_calls.append(
+                    f"caller {caller} at +{call.start - fault_start:.3f} s: {call.seconds:.3f} s, key "
+                    f"{call.key} ({'own' if call.own_key else 'shared'}), computed={call.computed}"
+                    + (f", {call.error}" if call.error else "")
+                )
         at = recovered_at(calls, fault_end)
         recoveries.append(math.inf if at is None else at - fault_end)
     out.recovery = max(recoveries) if recoveries else math.inf
