@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -332,6 +333,18 @@ def pause(pid: int, deadline: float = 10.0) -> None:
             return
         time.sleep(0.001)
     raise AssertionError(f"process {pid} did not stop within {deadline} s of SIGSTOP")
+
+
+def probe_until(manager: Any, region: str, settled: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Read ``region`` (each read lets its server's breaker probe) until ``settled()`` holds, or
+    ``seconds`` pass: the caller asserts what it waited for."""
+    deadline = time.monotonic() + seconds
+    while not settled() and time.monotonic() < deadline:
+        try:
+            manager[region].namespace("probe").get_entry("k")
+        except Exception:  # noqa: BLE001 (down until the probe answers)
+            pass
+        time.sleep(0.05)
 
 
 class FakeClock:

@@ -25,6 +25,7 @@ from regions.backends.contract import is_fresh
 from regions.errors import ConfigurationError
 from tests import redis_workers as rw
 from tests import sync_workers as w
+from tests.conftest import probe_until
 
 
 def _raw(url: str) -> redis.Redis:
@@ -202,14 +203,9 @@ def test_a_lock_release_deletes_only_its_own_token(make_manager: Any, redis_serv
 
 
 def _until_up_and_gone(manager: Any, url: str, name: str) -> None:
-    """Reads let the breaker probe, until the server is up again and ``name`` gone (or 20 s)."""
-    store, deadline = manager["r"].store, time.monotonic() + 20
-    while (store.breaker.down or _raw(url).exists(name)) and time.monotonic() < deadline:
-        try:
-            manager["r"].namespace("probe").get_entry("k")
-        except Exception:  # noqa: BLE001 (down until the probe answers)
-            pass
-        time.sleep(0.05)
+    """Until the server is up again and ``name`` gone (or 20 s)."""
+    store = manager["r"].store
+    probe_until(manager, "r", lambda: not store.breaker.down and not _raw(url).exists(name))
     assert store.breaker.down is False, "the server never came back"
 
 

@@ -5,8 +5,6 @@ leaves the key locked for ``lock_timeout`` by nobody: both are replayed when the
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from regions.errors import BackendUnavailable
-from tests.conftest import pause
+from tests.conftest import probe_until
 from tests.faults.conftest import FaultyMemcached
 
 OPTIONS = {"timeout": 0.3, "connect_timeout": 0.3, "retry_interval": 0.1, "lock_timeout": 60,
@@ -34,15 +32,9 @@ def raw(address: str) -> Client:
 
 
 def wait_until_replayed(manager: Any, address: str, name: str) -> None:
-    """Reads let the breaker probe; until it is up and the lock key gone (or 20 s)."""
-    store, deadline = manager["r"].store, time.monotonic() + 20
-    node = store.nodes.all[0]
-    while (node.breaker.down or raw(address).get(name) is not None) and time.monotonic() < deadline:
-        try:
-            manager["r"].namespace("probe").get_entry("k")
-        except Exception:  # noqa: BLE001 (down until the probe answers)
-            pass
-        time.sleep(0.05)
+    """Until the breaker is up and the lock key gone (or 20 s)."""
+    node = manager["r"].store.nodes.all[0]
+    probe_until(manager, "r", lambda: not node.breaker.down and raw(address).get(name) is None)
     assert node.breaker.down is False, "the server never came back"
 
 
@@ -72,13 +64,12 @@ def test_a_take_the_server_did_not_answer_is_released_when_it_is_back(
     manager = make_manager({"r": {"BACKEND": "memcached", "LOCATION": server.address, "OPTIONS": OPTIONS}})
     lock = lock_of(manager, "k")
     manager["r"].namespace("probe").get_entry("k")  # a pooled connection made while it answers
-    pause(server.proc.pid)
+    server.pause()
     try:
         with pytest.raises(Exception):  # noqa: B017 (what pymemcache raises on a timeout)
             lock.acquire(0)
     finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.paused = False
+        server.resume()
     deadline = time.monotonic() + 5
     while raw(server.address).get(lock.name) is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the server applies the take it held once it runs again
@@ -95,15 +86,14 @@ def test_a_release_that_fails_is_replayed_when_the_server_is_back(
     manager = make_manager({"r": {"BACKEND": "memcached", "LOCATION": server.address, "OPTIONS": OPTIONS}})
     lock = lock_of(manager, "k")
     assert lock.acquire(0) is True
-    pause(server.proc.pid)
+    server.pause()
     try:
         with pytest.raises(Exception):  # noqa: B017
             manager["r"].namespace("probe").get_entry("k")  # times out: the server is marked down
         with pytest.raises(BackendUnavailable):
             lock.release()  # not sent
     finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.paused = False
+        server.resume()
     assert raw(server.address).get(lock.name) is not None  # still held: the release did not arrive
     wait_until_replayed(manager, server.address, lock.name)
     assert raw(server.address).get(lock.name) is None, "the failed release was not replayed"
