@@ -98,8 +98,8 @@ class Breaker:
         with self._lock:
             if self.down or self._stop.is_set():
                 return
+            self.down_since = time.monotonic()  # before ``down``: a reader of both sees this outage's
             self.down = True
-            self.down_since = time.monotonic()
             self.outages += 1
             self.cause = cause = describe(exc)
             thread = self._thread = threading.Thread(

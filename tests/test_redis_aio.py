@@ -206,6 +206,8 @@ def test_a_stopped_server_times_out_a_new_connection_s_handshake(make_manager: A
         pools = list(store.loop_connections._pools.values())  # noqa: SLF001
         assert len(pools) == 1 and pools[0].made == 0, "the read did not try a connection of the loop's"
         assert manager["r"].stats()["errors"] == 1
+        cause = store.breaker.cause or ""  # asyncio.timeout's own TimeoutError says nothing
+        assert "no connection made and greeted within" in cause, cause
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
 

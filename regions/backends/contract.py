@@ -143,6 +143,7 @@ class Entries(Protocol):
     def shared_lock(self, key: Hashable) -> SharedLock | None: ...
     def lease(self, key: Hashable) -> Lease | None: ...
     def set_entry_leased(self, key: Hashable, entry: Entry, lease: Lease) -> bool: ...
+    def down_since(self, key: Hashable) -> float | None: ...
 
 
 class AsyncEntries(Protocol):
@@ -451,6 +452,12 @@ class Backend(NamespaceManager):
 
     def storage_token(self) -> Hashable:
         """What, besides the key, tells one storage apart: callers sharing it may share a computation."""
+        return None
+
+    def down_since(self, key: Hashable) -> float | None:
+        """When (``time.monotonic()``) the server holding ``key`` was marked down, ``None`` while it
+        is up, or for a store without a server. A call already waiting on that server when it was
+        marked down may wait out its timeout; any later call is skipped at once."""
         return None
 
     def shared_lock(self, key: Hashable) -> SharedLock | None:

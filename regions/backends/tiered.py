@@ -253,6 +253,9 @@ class TieredNamespaceManager(Backend):
     def storage_token(self) -> Hashable:
         return self.far.storage_token()
 
+    def down_since(self, key: Hashable) -> float | None:
+        return self.far.down_since(shared_key(key))
+
     def shared_lock(self, key: Hashable) -> SharedLock | None:
         return self.far.shared_lock(shared_key(key))
 

@@ -48,11 +48,17 @@ async def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Aw
         kind = op[0]
         if kind == COMPUTE:
             reply = await creator()
-        elif kind == ACQUIRE and op[1]:  # wait until the deadline without blocking the loop
+            continue
+        flight = call.flight  # a leader: its waiters see it is on the network (Call.worth_waiting)
+        if flight is not None:
+            flight.io_since = time.monotonic()
+        if kind == ACQUIRE and op[1]:  # wait until the deadline without blocking the loop
             reply = await _poll(engine, call.shared, op[1])  # type: ignore[arg-type]
         else:
             io, args = engine.operation(call, op)
             reply = await call_io(engine, io, *args)
+        if flight is not None:
+            flight.io_since = None
 
 
 async def aget_or_create(
@@ -89,6 +95,9 @@ async def fill(
             return call.stale()
         if leads:
             flight.task = asyncio.get_running_loop().create_task(_lead(engine, call, flight, creator))
+        elif not call.worth_waiting(flight):  # its leader waits out a timeout: compute meanwhile
+            FLIGHTS.leave(flight)
+            return await run(engine, call, call.compute(), creator)
         waiting = asyncio.shield(asyncio.wrap_future(flight.future))
         try:
             value = await asyncio.wait_for(waiting, call.left())

@@ -18,12 +18,15 @@ from typing import Any
 class Flight:
     """One computation of one key in this process, and the callers waiting for it."""
 
-    __slots__ = ("future", "task", "waiters")
+    __slots__ = ("future", "task", "waiters", "io_since")
 
     def __init__(self) -> None:
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.task: asyncio.Task[None] | None = None
         self.waiters = 0
+        #: When (``time.monotonic()``) its leader began the backend call it is making, ``None``
+        #: while it makes none (it computes, or decides)
+        self.io_since: float | None = None
 
 
 def orphaned(flight: Flight) -> bool:

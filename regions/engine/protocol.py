@@ -47,7 +47,9 @@ class Call:
     """One caller's get-or-create of ``key`` in ``ns``, after a read at flight count ``seq`` found
     ``entry`` missing or expired."""
 
-    __slots__ = ("region", "ns", "key", "ttl", "entry", "seq", "token", "deadline", "shared", "held")
+    __slots__ = (
+        "region", "ns", "key", "ttl", "entry", "seq", "token", "deadline", "shared", "held", "flight"
+    )
 
     def __init__(
         self, region: Region, storage: Hashable, ns: Entries, key: Hashable, entry: Entry | None, seq: int,
@@ -61,6 +63,8 @@ class Call:
         #: The cross-process lock, and whether this call holds it (the runner releases it).
         self.shared: SharedLock | None = None
         self.held = False
+        #: The flight this call leads, if it leads one (its runner marks the flight's backend calls).
+        self.flight: Flight | None = None
 
     # decisions without I/O --------------------------------------------------------------------
     def servable(self) -> bool:
@@ -69,7 +73,22 @@ class Call:
 
     def join(self) -> tuple[Flight | None, bool]:
         """``(flight, leads)``: lead it, or wait for it; ``(None, False)``: serve the stale value."""
-        return FLIGHTS.join(self.token, self.servable())
+        flight, leads = FLIGHTS.join(self.token, self.servable())
+        if leads:
+            self.flight = flight
+        return flight, leads
+
+    def worth_waiting(self, flight: Flight) -> bool:
+        """Whether to wait for ``flight`` rather than compute now: not when its leader is blocked
+        on a backend call begun before the key's server was marked down (that call ends only at
+        its socket timeout, and nothing is cached meanwhile); a call begun after is skipped at
+        once. A leader that computes is always worth waiting for: that is what compute-once saves.
+        """
+        since = flight.io_since
+        if since is None:
+            return True
+        down = self.ns.down_since(self.key)
+        return down is None or since > down
 
     def left(self) -> float:
         """Seconds left before ``lock_timeout`` runs out for this call."""

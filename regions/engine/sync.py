@@ -28,11 +28,17 @@ def run(engine: Engine, call: Call, steps: Steps, creator: Callable[[], Any]) ->
         kind = op[0]
         if kind == COMPUTE:
             reply = creator()
-        elif kind == ACQUIRE and op[1]:  # wait until the deadline, polling in this thread
+            continue
+        flight = call.flight  # a leader: its waiters see it is on the network (Call.worth_waiting)
+        if flight is not None:
+            flight.io_since = time.monotonic()
+        if kind == ACQUIRE and op[1]:  # wait until the deadline, polling in this thread
             reply = engine.try_lock(call.shared, max(0.0, op[1] - time.monotonic()))  # type: ignore[arg-type]
         else:
             io, args = engine.operation(call, op)
             reply = io(*args)
+        if flight is not None:
+            flight.io_since = None
 
 
 def get_or_create(
@@ -61,6 +67,9 @@ def fill(
             return call.stale()
         if leads:
             return _lead(engine, call, flight, creator)
+        if not call.worth_waiting(flight):  # its leader waits out a timeout: compute meanwhile
+            FLIGHTS.leave(flight)
+            return run(engine, call, call.compute(), creator)
         try:
             value = flight.future.result(call.left())
         except concurrent.futures.TimeoutError:

@@ -92,6 +92,9 @@ class TaggedView:
     def storage_token(self) -> Hashable:
         return self.ns.storage_token()
 
+    def down_since(self, key: Hashable) -> float | None:
+        return self.ns.down_since(key)
+
     def shared_lock(self, key: Hashable) -> SharedLock | None:
         return self.ns.shared_lock(key)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MemcachedServer, RedisServer, _answers, _redis_answers, free_port
+from tests.faults.proxy import Proxy
 
 
 class FaultyMemcached(MemcachedServer):
@@ -159,3 +160,17 @@ def faulty_redis(tmp_path: Path) -> Iterator[Callable[..., FaultyRedis]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[str], Proxy]]:
+    """``proxy(target_address)`` -> a :class:`Proxy` to it; every one is closed after the test."""
+    made: list[Proxy] = []
+
+    def make(target: str) -> Proxy:
+        made.append(Proxy(target))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()

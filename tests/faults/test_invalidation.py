@@ -51,20 +51,6 @@ def server(faulty_memcached: Callable[..., FaultyMemcached]) -> Iterator[FaultyM
     srv.kill()
 
 
-@pytest.fixture
-def proxy() -> Iterator[Callable[[str], Proxy]]:
-    """``proxy(target_address)`` -> a :class:`Proxy` to it; every one is closed after the test."""
-    made: list[Proxy] = []
-
-    def make(target: str) -> Proxy:
-        made.append(Proxy(target))
-        return made[-1]
-
-    yield make
-    for p in made:
-        p.close()
-
-
 def mc_config(address: str, **options: Any) -> dict[str, Any]:
     opts = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "retry_interval": RETRY_INTERVAL, **options}
     return {"mc": {"BACKEND": "memcached", "LOCATION": address, "TIMEOUT": 300, "OPTIONS": opts}}

@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,19 +215,6 @@ def test_an_invalidation_made_while_killed_holds_after_a_restart_with_the_datase
     assert other.region("mc")(load)(1) == (1, inv.NEW), "another process sees the old value"
     print(f"\nredis killed, invalidate(1) -> False in {took * 1000:.0f} ms, restarted with its dataset: "
           f"hits resumed {hit_at - healed:.2f} s later, {calls} calls, 0 old values")
-
-
-@pytest.fixture
-def proxy() -> Iterator[Callable[[str], Proxy]]:
-    made: list[Proxy] = []
-
-    def make(target: str) -> Proxy:
-        made.append(Proxy(target))
-        return made[-1]
-
-    yield make
-    for p in made:
-        p.close()
 
 
 

@@ -705,6 +705,17 @@ class MemcachedNamespaceManager(Backend):
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)
 
+    def down_since(self, key: Hashable) -> float | None:
+        nodes = self.store.nodes
+        node = nodes.single
+        if node is None:
+            current = self._synced()
+            if current is None:  # which node holds it needs a read of the namespace's generation
+                return None
+            node = nodes.node_for(self._wire(current, key))
+        breaker = node.breaker
+        return breaker.down_since if breaker.down else None
+
     def shared_lock(self, key: Hashable) -> AddLock | None:
         return self.update_lock(key) if self.store.distributed_lock else None
 

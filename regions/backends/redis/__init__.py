@@ -494,6 +494,10 @@ class RedisNamespaceManager(Backend):
     def do_remove(self) -> None:
         self.store.remove(self.root)
 
+    def down_since(self, key: Hashable) -> float | None:
+        breaker = self.store.breaker
+        return breaker.down_since if breaker.down else None
+
     def shared_lock(self, key: Hashable) -> Any:
         return self.update_lock(key) if self.store.distributed_lock else None
 

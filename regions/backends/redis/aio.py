@@ -164,14 +164,19 @@ class LoopPool:
                 self.made += 1
                 outage = self.breaker.outages
                 conn = self._make()
+                limit = self.wait + self.timeout
                 try:
                     # the handshake too (HELLO...): a stopped server's kernel still accepts
-                    async with asyncio.timeout(self.wait + self.timeout):
+                    async with asyncio.timeout(limit):
                         await conn.connect()
-                except BaseException:
+                except BaseException as exc:
                     self.made -= 1
                     await conn.disconnect(nowait=True)
                     self._wake()
+                    if type(exc) is TimeoutError:  # asyncio.timeout's, which says nothing
+                        raise RedisTimeoutError(
+                            f"redis {self.label}: no connection made and greeted within {limit:g} s "
+                            "(connect_timeout + socket_timeout)") from exc
                     raise
                 return conn, outage
             left = deadline - self.loop.time()
