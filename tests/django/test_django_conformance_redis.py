@@ -1,5 +1,6 @@
 """Django's own cache test suite (``BaseCacheTests`` from Django's source distribution) passes
-against ``RegionCache`` over Redis regions and memory regions synced through Redis
+against ``RegionCache`` over a Redis region, and a memory region synced through memcached (the
+two run at once: they share no server)
 (``scripts/django-conformance``). The other kinds of region: the other
 ``test_django_conformance_*.py`` files (see ``tests/django/conformance.py``)."""
 
