@@ -25,7 +25,7 @@ T = TypeVar("T")
 class Faults:
     """The faults of a server process (mixed in before :class:`MemcachedServer` or
     :class:`RedisServer`, whose ``proc``, ``address`` and ``stop`` it uses): SIGSTOP, SIGCONT,
-    SIGKILL. ``start`` (same port) and ``answers`` are the server's own."""
+    SIGKILL. ``start`` (same port) and ``answers`` are each server's own."""
 
     #: the server's name in a failure message
     name = "server"
@@ -63,6 +63,13 @@ class Faults:
         if self.paused:
             self.resume()
         super().stop()  # type: ignore[misc]  # the server class's, next in the MRO
+
+    def start(self) -> None:
+        """(Re)start on the same port."""
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        raise NotImplementedError
 
 
 class FaultyMemcached(Faults, MemcachedServer):
