@@ -158,11 +158,17 @@ def test_a_process_that_ends_drops_out_after_the_expiry(
     spawned.stop(1)  # it ends without closing anything, as a killed worker would
     ended = time.monotonic()
     remaining = mc_hits - PLANS[1]["mc"][0]
-    stats = settle(reader, lambda s: figures(s, "mc")[::3] == (remaining, 2), EXPIRY + 2.0)
+    # each region's board is its own store, written one after the other by each publish: the
+    # ended process leaves them a moment apart (a loaded machine once read "files" in between)
+    stats = settle(
+        reader,
+        lambda s: figures(s, "mc")[::3] == (remaining, 2) and figures(s, "files")[3] == 2,
+        EXPIRY + 2.0,
+    )
     gone_after = time.monotonic() - ended
     print(f"\nan ended process dropped out {gone_after:.2f} s after it ended (expiry {EXPIRY:.2f} s)")
     assert figures(stats, "mc")[::3] == (remaining, 2), stats["mc"]
-    assert figures(stats, "files")[3] == 2
+    assert figures(stats, "files")[3] == 2, stats["files"]
     assert gone_after <= EXPIRY + 1.0
 
 

@@ -5,21 +5,77 @@ every one is stopped after the test.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.conftest import MemcachedServer, RedisServer, _answers, _redis_answers, free_port
 from tests.faults.proxy import Proxy
 
+T = TypeVar("T")
 
-class FaultyMemcached(MemcachedServer):
+
+class Faults:
+    """The faults of a server process (mixed in before :class:`MemcachedServer` or
+    :class:`RedisServer`, whose ``proc``, ``address`` and ``stop`` it uses): SIGSTOP, SIGCONT,
+    SIGKILL. ``start`` (same port) and ``answers`` are each server's own."""
+
+    #: the server's name in a failure message
+    name = "server"
+    proc: subprocess.Popen[bytes]
+    address: str
+    paused: bool
+
+    def pause(self) -> None:
+        """SIGSTOP: the socket still accepts connections, nothing answers (a hung server).
+
+        Returns once every thread of the server is stopped (the signal is delivered asynchronously:
+        a command sent right after ``kill`` could still be answered)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+        deadline = time.monotonic() + 5
+        while not all_threads_stopped(self.proc.pid):
+            assert time.monotonic() < deadline, (
+                f"{self.name} {self.address} did not stop within 5 s of SIGSTOP"
+            )
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL: connections are reset, new ones refused (and memcached loses every item)."""
+        if self.paused:
+            self.resume()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        if self.paused:
+            self.resume()
+        super().stop()  # type: ignore[misc]  # the server class's, next in the MRO
+
+    def start(self) -> None:
+        """(Re)start on the same port."""
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        raise NotImplementedError
+
+
+class FaultyMemcached(Faults, MemcachedServer):
     """A real memcached whose process the test pauses, kills and restarts (same port each time)."""
+
+    name = "memcached"
 
     def __init__(self, memory_mb: int = 64, *, started: bool = True) -> None:
         self.memory_mb = memory_mb
@@ -32,38 +88,9 @@ class FaultyMemcached(MemcachedServer):
             self.proc = subprocess.Popen(["true"])
             self.proc.wait()
 
-    def pause(self) -> None:
-        """SIGSTOP: the socket still accepts connections, nothing answers (a hung server).
-
-        Returns once every thread of the server is stopped (the signal is delivered asynchronously:
-        a command sent right after ``kill`` could still be answered)."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.paused = True
-        deadline = time.monotonic() + 5
-        while not all_threads_stopped(self.proc.pid):
-            assert time.monotonic() < deadline, f"memcached {self.address} did not stop within 5 s of SIGSTOP"
-            time.sleep(0.001)
-
-    def resume(self) -> None:
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.paused = False
-
-    def kill(self) -> None:
-        """SIGKILL: connections are reset, new ones refused, every item is lost."""
-        if self.paused:
-            self.resume()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
     def start(self) -> None:
         """(Re)start on the same port, empty."""
         MemcachedServer.__init__(self, memory_mb=self.memory_mb, port=self.port)
-
-    def stop(self) -> None:
-        if self.paused:
-            self.resume()
-        super().stop()
 
     def answers(self) -> bool:
         return _answers(self.port)
@@ -79,27 +106,34 @@ def all_threads_stopped(pid: int) -> bool:
     return all(state in ("T", "t") for state in states)
 
 
+def made_for_the_test(build: Callable[..., T], finish: Callable[[T], Any]) -> Iterator[Callable[..., T]]:
+    """The body of a factory fixture (``yield from`` it): yields ``make``, which calls ``build`` and
+    keeps what it returns; after the test, ``finish`` is called on each one, in order."""
+    made: list[T] = []
+
+    def make(*args: Any, **kwargs: Any) -> T:
+        made.append(build(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for thing in made:
+        finish(thing)
+
+
 @pytest.fixture
 def faulty_memcached() -> Iterator[Callable[..., FaultyMemcached]]:
     """Factory of :class:`FaultyMemcached`; ``faulty_memcached(started=False)`` reserves a port only."""
-    servers: list[FaultyMemcached] = []
-
-    def make(**kwargs: object) -> FaultyMemcached:
-        server = FaultyMemcached(**kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from made_for_the_test(FaultyMemcached, FaultyMemcached.stop)
 
 
-class FaultyRedis(RedisServer):
+class FaultyRedis(Faults, RedisServer):
     """A real redis-server the test pauses, kills and restarts on the same port.
 
     Its files (a replica's copy of its master's dataset, the append-only file) go to ``folder``.
     ``persist=True``: an append-only file fsynced on every write, so a restart after SIGKILL loads
     the dataset it had (entries, and the deletes that reached it); otherwise a restart is empty."""
+
+    name = "redis-server"
 
     def __init__(self, folder: Path, *, persist: bool = False) -> None:
         self.folder = folder
@@ -112,35 +146,9 @@ class FaultyRedis(RedisServer):
         args = ("--dir", str(self.folder))
         return (*args, "--appendonly", "yes", "--appendfsync", "always") if self.persist else args
 
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel, nothing answers (a hung server)."""
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.paused = True
-        deadline = time.monotonic() + 5
-        while not all_threads_stopped(self.proc.pid):
-            assert time.monotonic() < deadline, f"redis-server {self.address} did not stop within 5 s"
-            time.sleep(0.001)
-
-    def resume(self) -> None:
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.paused = False
-
-    def kill(self) -> None:
-        """SIGKILL: connections are reset, new ones refused."""
-        if self.paused:
-            self.resume()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
     def start(self) -> None:
         """(Re)start on the same port: empty, or with the persisted dataset."""
         RedisServer.__init__(self, extra_args=self._args(), port=self.port)
-
-    def stop(self) -> None:
-        if self.paused:
-            self.resume()
-        super().stop()
 
     def answers(self) -> bool:
         return _redis_answers(self.port)
@@ -150,27 +158,15 @@ class FaultyRedis(RedisServer):
 def faulty_redis(tmp_path: Path) -> Iterator[Callable[..., FaultyRedis]]:
     """Factory of :class:`FaultyRedis`: ``faulty_redis()``, ``faulty_redis(persist=True)``; each
     one's files in a folder of the test's own."""
-    servers: list[FaultyRedis] = []
+    folders = (tmp_path / f"redis-{i}" for i in itertools.count())
 
-    def make(**kwargs: object) -> FaultyRedis:
-        server = FaultyRedis(tmp_path / f"redis-{len(servers)}", **kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server
+    def build(**kwargs: Any) -> FaultyRedis:
+        return FaultyRedis(next(folders), **kwargs)
 
-    yield make
-    for server in servers:
-        server.stop()
+    yield from made_for_the_test(build, FaultyRedis.stop)
 
 
 @pytest.fixture
 def proxy() -> Iterator[Callable[[str], Proxy]]:
     """``proxy(target_address)`` -> a :class:`Proxy` to it; every one is closed after the test."""
-    made: list[Proxy] = []
-
-    def make(target: str) -> Proxy:
-        made.append(Proxy(target))
-        return made[-1]
-
-    yield make
-    for p in made:
-        p.close()
+    yield from made_for_the_test(Proxy, Proxy.close)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import queue
 import threading
 import time
@@ -45,6 +44,7 @@ from tests.faults.cluster_workers import (
     value_of,
 )
 from tests.faults.conftest import FaultyMemcached
+from tests.faults.spawned import SPAWN, SpawnedCallers
 
 TIMEOUT = 0.5
 RETRY_INTERVAL = 0.3
@@ -214,39 +214,14 @@ def run_processes(
     node: FaultyMemcached,
     index: int,
 ) -> tuple[list[list[Call]], float, float, list[dict[str, Any]]]:
-    ctx = multiprocessing.get_context("spawn")
-    ready, notices, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
-    go, stop = ctx.Event(), ctx.Event()
-    watch = ctx.Array("d", [float(index), math.inf], lock=False)
-    procs = [
-        ctx.Process(
-            target=process_caller,
-            args=(config, key_prefix, keys[i], ready, go, stop, watch, notices, results),
-            daemon=True,
-        )
-        for i in range(CALLERS)
-    ]
-    for p in procs:
-        p.start()
-    done: dict[int, tuple[list[Call], dict[str, Any]]] = {}
-    try:
-        for _ in procs:
-            msg = ready.get(timeout=60)
-            assert msg[0] == "ready", msg
-        go.set()
+    notices = SPAWN.Queue()
+    watch = SPAWN.Array("d", [float(index), math.inf], lock=False)
+    with SpawnedCallers(process_caller, config, key_prefix, keys, watch, notices) as callers:
+        callers.start_calling()
         fault_start, restarted = kill_and_restart(node, watch, notices, warm=1.0)
-        stop.set()
-        while len(done) < CALLERS:
-            msg = results.get(timeout=30)
-            assert msg[0] == "done", msg[2]
-            done[msg[1]] = ([Call(*c) for c in msg[2]], msg[3])
-    finally:
-        stop.set()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    return [calls for calls, _ in done.values()], fault_start, restarted, [s for _, s in done.values()]
+        done = callers.stop_and_collect()
+    per_caller = [[Call(*c) for c in calls] for calls, _ in done.values()]
+    return per_caller, fault_start, restarted, [stats for _, stats in done.values()]
 
 
 @pytest.mark.parametrize("callers", ["threads", "processes"])

@@ -18,10 +18,7 @@ The region is named "mc", as the shared workers and helpers of the memcached sui
 from __future__ import annotations
 
 import logging
-import math
-import multiprocessing
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,22 +28,21 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from tests.faults import outages
 from tests.faults import test_invalidation as inv
 from tests.faults import test_public_ops as ops
 from tests.faults.conftest import FaultyRedis
-from tests.faults.proxy import Proxy
-from tests.faults.test_outage import (
-    CALLERS,
+from tests.faults.outages import (
     RECOVERY,
     RETRY_INTERVAL,
-    SLOW,
     TIMEOUT,
     check,
     report,
     run_threads,
     served_before,
 )
-from tests.faults.workers import Call, Computations, call_until, keys_of, process_caller, summarize
+from tests.faults.proxy import Proxy
+from tests.faults.workers import Computations
 
 redis = pytest.importorskip("redis")
 
@@ -88,81 +84,13 @@ def test_redis_outage_under_four_threads(
     """A hung or killed redis-server costs one timeout per caller at most, then hits resume."""
     server = faulty_redis(persist=persist)
     manager = make_manager(redis_config(server.address))
-    comps = Computations()
-    func = manager.region("mc")(comps.compute)
-
-    out, per_caller, fault_start = run_threads(
-        func, comps, begin_fault=getattr(server, begin), end_fault=getattr(server, end), fault_seconds=3
-    )
-    stats = manager["mc"].stats()
-    report(fault, out, stats, manager["mc"].store)
-    assert served_before(per_caller, fault_start) > 0, "the cache served nothing before the fault"
-    check(out, stats)
+    outages.outage_under_four_threads(server, manager, fault, begin=begin, end=end)
 
 
 def test_redis_hung_under_four_processes(faulty_redis: Callable[..., FaultyRedis]) -> None:
     """SIGSTOP for 3 s under 4 spawned processes, each with its own pool and breaker."""
     server = faulty_redis()
-    config = redis_config(server.address)
-    key_prefix = "p" + uuid.uuid4().hex[:10]
-    ctx = multiprocessing.get_context("spawn")
-    ready, results = ctx.Queue(), ctx.Queue()
-    go, stop = ctx.Event(), ctx.Event()
-    resumed_at = ctx.Value("d", math.inf)
-    procs = [
-        ctx.Process(target=process_caller, args=(config, key_prefix, i, ready, go, stop, resumed_at, results),
-                    daemon=True)
-        for i in range(CALLERS)
-    ]
-    for p in procs:
-        p.start()
-    done: dict[int, tuple[list[Call], dict[str, Any]]] = {}
-    try:
-        for _ in procs:
-            msg = ready.get(timeout=60)
-            assert msg[0] == "ready", msg
-        go.set()
-        time.sleep(1.0)
-        fault_start = time.monotonic()
-        server.pause()
-        time.sleep(3)
-        server.resume()
-        fault_end = time.monotonic()
-        resumed_at.value = fault_end
-        recovered: set[int] = set()
-        while len(recovered) < CALLERS and time.monotonic() < fault_end + RECOVERY + 1:
-            try:
-                msg = results.get(timeout=0.1)
-            except Exception:
-                continue
-            assert msg[0] != "error", msg[2]
-            recovered.add(msg[1])
-        time.sleep(1.0)
-        stop.set()
-        while len(done) < CALLERS:
-            msg = results.get(timeout=30)
-            assert msg[0] != "error", msg[2]
-            if msg[0] == "done":
-                done[msg[1]] = (msg[2], msg[3])
-    finally:
-        stop.set()
-        if server.paused:
-            server.resume()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    per_caller = [calls for calls, _ in done.values()]
-    out = summarize(per_caller, fault_start=fault_start, fault_end=fault_end, slow=SLOW)
-    totals = {
-        "errors": sum(s["errors"] for _, s in done.values()),
-        "unavailable": sum(s.get("unavailable", 0) for _, s in done.values()),
-    }
-    report("redis SIGSTOP 3 s, 4 processes", out, totals)
-    assert served_before(per_caller, fault_start) > 0, "the cache served nothing before the fault"
-    check(out, totals)
-    for pid, (_, s) in done.items():  # each process trips its own breaker once
-        assert s["errors"] <= 2, f"process {pid}: {s['errors']} errors"
+    outages.hung_under_four_processes(server, redis_config(server.address), "redis SIGSTOP 3 s, 4 processes")
 
 
 # -- invalidations during an outage ---------------------------------------------------------------
@@ -427,52 +355,6 @@ def test_a_redis_outage_logs_a_few_lines_and_counts_every_call(
     ``stats()`` counts every failed or skipped call. Back up: one line says so."""
     server = faulty_redis()
     manager = make_manager(redis_config(server.address))
-    region = manager["mc"]
-    comps = Computations()
-    func = manager.region("mc")(comps.compute)
-    for key in range(10):
-        func(key)
-    comps.start_call()
-    func(1)
-    assert not comps.computed(), "the cache does not serve before the fault"
-    caplog.set_level(logging.WARNING)
-    caplog.clear()
-    before = region.stats()
-
-    server.kill()
-    stop = threading.Event()
-    per_caller: list[list[Call]] = [[], []]
-    threads = [
-        threading.Thread(target=call_until, args=(func, comps, keys_of(i), stop, per_caller[i]), daemon=True)
-        for i in range(2)
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-    calls = sum(len(c) for c in per_caller)
-    during = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    after = region.stats()
-    counted = (after["errors"] - before["errors"]) + (after["unavailable"] - before["unavailable"])
-    print(f"\nredis killed 2 s, 2 threads: {calls} calls, {len(during)} warning lines, {counted} counted")
-    assert all(not c.error and not c.wrong for cs in per_caller for c in cs)
-    assert calls > 100, f"only {calls} calls in 2 s"
-    assert 1 <= len(during) <= 3, f"{len(during)} warning lines for {calls} failed calls"
-    assert counted >= calls, f"stats() counted {counted} failed or skipped calls of {calls}"
-
-    caplog.clear()
-    server.start()
-    back = time.monotonic() + RECOVERY
-    while time.monotonic() < back:
-        comps.start_call()
-        func(12345)
-        comps.start_call()
-        func(12345)
-        if not comps.computed():
-            break
-        time.sleep(0.05)
-    assert not comps.computed(), "no hit within 5 s of the restart"
-    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
+    outages.outage_logs_a_few_lines_and_counts_every_call(
+        server, manager, caplog, "redis killed 2 s, 2 threads"
+    )
