@@ -6,7 +6,7 @@
   digest in their (tagged) head (:mod:`.parts`).
 * An entry's life does not depend on the writer's clock: the hit's ``mg`` also returns the seconds
   the server still keeps the item, and the entry's time is rebased on the reader's clock from them
-  (:meth:`MemcachedNamespaceManager._rebased`), within the server's whole second. Entries that
+  (:meth:`MemcachedStore.rebased`), within the server's whole second. Entries that
   never expire are served as written.
 * Every entry's key holds the storage format (:data:`.entry_format.FORMAT`): an entry written in
   another format is never read, only missed.
@@ -126,6 +126,7 @@ class MemcachedStore(Store):
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
         self.capped_said = False  # a lifetime past LATEST_EXPIRY was logged (once per region)
+        self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for rebased
         #: Per kind of counter: which held no number, and what (:meth:`.nodes.Node.replace_non_number`).
         self.counter_logs: dict[str, Throttle] = {}
         self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
@@ -204,6 +205,36 @@ class MemcachedStore(Store):
             )
         return LATEST_EXPIRY
 
+    def rebased(self, entry: Entry | None, left: int) -> Entry | None:
+        """``entry`` with its time rebased on this host's clock: now, less the age that the server's
+        seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
+        amount (its own clock); the server counts the item's life on one clock for every reader.
+        Exact to the server's whole second, never longer than written. Kept as written when it
+        never expires (``left`` -1 or ``ttl`` None), is not an entry (the region rejects it), or
+        when the two clocks agree within the server's resolution (:data:`CLOCKS_AGREE`: the
+        writer's time is then the more precise, which sub-second lifetimes need)."""
+        if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+            return entry
+        ttl = entry[1]
+        lived = self._asked.get(ttl)  # the seconds the server was asked to keep it, per TIMEOUT
+        if lived is None:
+            if type(ttl) is not float and type(ttl) is not int:
+                return entry
+            if len(self._asked) >= 64:  # a few TIMEOUTs per region; never grows without bound
+                self._asked.clear()
+            lived = self._asked[ttl] = asked(ttl, self.stale)
+        written = time.time() - (lived - left)
+        if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
+            return entry
+        return (written, ttl, entry[2])
+
+    def item_too_large(self, size: int) -> ValueError:
+        """The error for an item of ``size`` bytes that the server refused as too large."""
+        return ValueError(
+            f"region {self.region!r}: memcached refused an item of {size} bytes; lower "
+            "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
+        )
+
     def close(self) -> None:
         super().close()
         pending = sum(len(node.backlog) for node in self.nodes.all)
@@ -247,7 +278,6 @@ class MemcachedNamespaceManager(Backend):
         #: tagged hit reads the same counters again and again)
         self._versions_seen: tuple[list[bytes | None], tuple[int | None, ...]] = ([], ())
         self._counters_seen = CounterReplies()  # the counters' last reply bytes, for get_tagged
-        self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
 
@@ -294,7 +324,8 @@ class MemcachedNamespaceManager(Backend):
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire = self.wire_key(key)
-        nodes = self.store.nodes
+        store = self.store
+        nodes = store.nodes
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
@@ -312,12 +343,12 @@ class MemcachedNamespaceManager(Backend):
             return None
         data, left = hit
         try:
-            found = unseal(self.store.signer, raw, data)
+            found = unseal(store.signer, raw, data)
         except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             found = self.parts.get(node, wire, found)
-        return self._rebased(found, left)
+        return store.rebased(found, left)
 
     async def aget_entry(self, key: Hashable) -> Entry | None:
         """:meth:`get_entry` for coroutines (:class:`~regions.backends.contract.AsyncEntries`): the
@@ -349,36 +380,14 @@ class MemcachedNamespaceManager(Backend):
         if found[0] == HEAD_MARK:  # a head naming its parts: read them on an I/O thread
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(store.executor, self.parts.get, node, wire, found)
-        return self._rebased(found, left)
-
-    def _rebased(self, entry: Entry | None, left: int) -> Entry | None:
-        """``entry`` with its time rebased on this host's clock: now, less the age that the server's
-        seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
-        amount (its own clock); the server counts the item's life on one clock for every reader.
-        Exact to the server's whole second, never longer than written. Kept as written when it
-        never expires (``left`` -1 or ``ttl`` None), is not an entry (the region rejects it), or
-        when the two clocks agree within the server's resolution (:data:`CLOCKS_AGREE`: the
-        writer's time is then the more precise, which sub-second lifetimes need)."""
-        if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
-            return entry
-        ttl = entry[1]
-        lived = self._asked.get(ttl)  # the seconds the server was asked to keep it, per TIMEOUT
-        if lived is None:
-            if type(ttl) is not float and type(ttl) is not int:
-                return entry
-            if len(self._asked) >= 64:  # a few TIMEOUTs per namespace; never grows without bound
-                self._asked.clear()
-            lived = self._asked[ttl] = asked(ttl, self.store.stale)
-        written = time.time() - (lived - left)
-        if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
-            return entry
-        return (written, ttl, entry[2])
+        return store.rebased(found, left)
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, Sequence[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one round trip
         (:func:`.wire.get_tagged`)."""
         wire = self.wire_key(key)
-        nodes = self.store.nodes
+        store = self.store
+        nodes = store.nodes
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
@@ -405,7 +414,7 @@ class MemcachedNamespaceManager(Backend):
             return None, versions
         data, left = hit
         try:
-            entry = unseal(self.store.signer, raw, data)
+            entry = unseal(store.signer, raw, data)
         except Placeholder:
             return None, versions
         except RejectedEntry as exc:
@@ -413,7 +422,7 @@ class MemcachedNamespaceManager(Backend):
             raise
         if entry[0] == HEAD_MARK:
             entry = self.parts.get(node, wire, entry)
-        return self._rebased(entry, left), versions
+        return store.rebased(entry, left), versions
 
     async def aget_entry_tagged(
         self, key: Hashable, names: list[str]
@@ -449,14 +458,14 @@ class MemcachedNamespaceManager(Backend):
         if entry[0] == HEAD_MARK:
             loop = asyncio.get_running_loop()
             entry = await loop.run_in_executor(store.executor, self.parts.get, node, wire, entry)
-        return self._rebased(entry, left), versions
+        return store.rebased(entry, left), versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
         """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
         store = self.store
         return store.tags.create_on(store.node_for(self.wire_key(key)), names)
 
-    def _pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
+    def pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
         """``(sealed item, expire argument, head or None)`` of ``entry``; a value too large for one
         item is written in parts first (:mod:`.parts`) and the item is their head."""
         store = self.store
@@ -477,15 +486,12 @@ class MemcachedNamespaceManager(Backend):
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
-            raise ValueError(
-                f"region {self.store.region!r}: memcached refused an item of {len(data)} bytes; lower "
-                "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
-            ) from exc
+            raise self.store.item_too_large(len(data)) from exc
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         wire = self.wire_key(key)
         node = self.store.node_for(wire)
-        data, expire, _head = self._pack(wire, node, entry)
+        data, expire, _head = self.pack(wire, node, entry)
         self._store(node, "set", wire, data, expire=expire)
 
     # batches: one round trip per server ------------------------------------------------------
@@ -540,7 +546,7 @@ class MemcachedNamespaceManager(Backend):
                 except Exception as exc:
                     failure = failure or exc
                     continue
-                entry = self._rebased(entry, hit[1])
+                entry = self.store.rebased(entry, hit[1])
                 if entry is not None:
                     found[key] = entry
         return found, failure
@@ -561,7 +567,7 @@ class MemcachedNamespaceManager(Backend):
             keys: list[Hashable] = []
             for key, wire in items:
                 try:
-                    data, expire, _head = self._pack(wire, node, entries[key])
+                    data, expire, _head = self.pack(wire, node, entries[key])
                 except UnstorableValue:
                     raise
                 except Exception as exc:  # the parts of a large value could not be written
@@ -587,10 +593,7 @@ class MemcachedNamespaceManager(Backend):
                     continue
                 failed.append(key)
                 if b"too large" in refusal:
-                    failure = failure or ValueError(
-                        f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
-                        "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
-                    )
+                    failure = failure or store.item_too_large(len(data))
                 elif refusal != b"NOT_STORED":
                     failure = failure or MemcacheServerError(refusal.decode("ascii", "replace"))
         return failed, failure
@@ -602,7 +605,7 @@ class MemcachedNamespaceManager(Backend):
         try:
             grouped = self._by_node(keys)
         except Exception as exc:  # no key can be built (no counter readable): bump the namespace
-            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
+            self.defer_remove()
             return list(keys), exc
         failed: list[Hashable] = []
         failure: Exception | None = None
@@ -623,10 +626,8 @@ class MemcachedNamespaceManager(Backend):
                     pool.release(client)
             if problem is None:
                 continue
-            for key, wire in items:
-                node.defer(("delete", wire), functools.partial(node.direct, "delete", wire, noreply=False))
-                failed.append(key)
-            self._escalate(node)
+            self.defer_deletes(node, [wire for _, wire in items])
+            failed.extend(key for key, _ in items)
             failure = failure or problem
         return failed, failure
 
@@ -652,7 +653,7 @@ class MemcachedNamespaceManager(Backend):
         if cas is None or wire != leased:
             return False
         node = self.store.node_for(wire)
-        data, expire, head = self._pack(wire, node, entry)
+        data, expire, head = self.pack(wire, node, entry)
         if self._store(node, "cas", wire, data, cas, expire=expire):
             return True
         if head is not None:  # its parts are nobody's: remove them now rather than at their expiry
@@ -668,20 +669,29 @@ class MemcachedNamespaceManager(Backend):
         try:
             wire = self.wire_key(key)
         except Exception:
-            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
+            self.defer_remove()
             raise
         node = self.store.node_for(wire)
-        action = functools.partial(node.direct, "delete", wire, noreply=False)
         if node.breaker.down:
-            node.defer(("delete", wire), action)
-            self._escalate(node)
+            self.defer_deletes(node, [wire])
             raise BackendUnavailable(node.unavailable)
         try:
-            action()
+            node.direct("delete", wire, noreply=False)
         except Exception:
-            node.defer(("delete", wire), action)
-            self._escalate(node)
+            self.defer_deletes(node, [wire])
             raise
+
+    def defer_deletes(self, node: Node, wires: list[str]) -> None:
+        """The deletes of ``wires``, which did not reach ``node``: replayed before it serves reads
+        again, and in a cluster this namespace bumped on the nodes that answer (:meth:`_escalate`)."""
+        for wire in wires:
+            node.defer(("delete", wire), functools.partial(node.direct, "delete", wire, noreply=False))
+        self._escalate(node)
+
+    def defer_remove(self) -> None:
+        """This namespace's bump (:meth:`do_remove`), replayed on every node before it serves reads
+        again: it stands for deletes whose keys could not be built (no generation counter read)."""
+        self.store.nodes.defer_bump(self._ns_generation_key)
 
     def _escalate(self, node: Node) -> None:
         """A key's delete waits for its node, and other processes could read the old entry from it
@@ -696,11 +706,6 @@ class MemcachedNamespaceManager(Backend):
             nodes.bump(self._ns_generation_key)
         except Exception:
             pass  # no node answers: the deferred delete is all there is (and the bump is deferred too)
-
-    def _defer_everywhere(self, key: Hashable, counter: str) -> None:
-        nodes = self.store.nodes
-        for node in nodes.all:
-            node.defer(key, functools.partial(nodes._bump_on, node, counter))
 
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)
