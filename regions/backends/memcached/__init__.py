@@ -35,9 +35,9 @@
 This module holds the store and the namespace manager; each holds its parts as collaborators:
 :mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
 :mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.aio` (the hit on the event
-loop), :mod:`.keys` (valid memcached keys),
-:mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
-and :mod:`.sync_log` (``store.sync_storage``).
+loop), :mod:`.keys` (valid memcached keys), :mod:`.tags` (``store.tags``), :mod:`.parts`
+(``manager.parts``), :mod:`.batch` (``manager.batches``), :mod:`.lock` (``update_lock``) and
+:mod:`.sync_log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import RejectedEntry
 from ...throttle import Throttle
 from ..contract import LEASE_SECONDS, Backend, Entry, LogStorage, Store
+from .batch import Batches
 from .entry_format import FORMAT, LEASE_MARK, PICKLE_AT, Placeholder, seal, unseal
 from .expiry import LATEST_EXPIRY, asked, expiry, longest_timeout
 from .keys import guarded, safe_namespace
@@ -70,10 +71,7 @@ from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
 from .wire import CounterReplies, as_int, get_tagged
-from .wire import delete_many as wire_delete_many
 from .wire import get as wire_get
-from .wire import get_many as wire_get_many
-from .wire import set_many as wire_set_many
 
 log = logging.getLogger("regions")
 #: Seconds within which the writer's clock and the age the server gives an entry are taken to
@@ -280,6 +278,8 @@ class MemcachedNamespaceManager(Backend):
         self._counters_seen = CounterReplies()  # the counters' last reply bytes, for get_tagged
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
+        #: Many keys in one round trip per server.
+        self.batches = Batches(self)
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
         """``(namespace:F2.<region gen>.<namespace gen>, wire keys built under it)``.
@@ -494,142 +494,17 @@ class MemcachedNamespaceManager(Backend):
         data, expire, _head = self.pack(wire, node, entry)
         self._store(node, "set", wire, data, expire=expire)
 
-    # batches: one round trip per server ------------------------------------------------------
-    def _by_node(self, keys: Sequence[Hashable]) -> dict[Node, list[tuple[Hashable, str]]]:
-        """``keys`` (without duplicates) grouped by the node holding them: ``{node: [(key, wire)]}``."""
-        nodes = self.store.nodes
-        grouped: dict[Node, list[tuple[Hashable, str]]] = {}
-        for key in dict.fromkeys(keys):
-            wire = self.wire_key(key)
-            grouped.setdefault(nodes.single or nodes.node_for(wire), []).append((key, wire))
-        return grouped
-
+    # batches: one round trip per server (:mod:`.batch`) --------------------------------------
     def get_entries(
         self, keys: Sequence[Hashable]
     ) -> tuple[dict[Hashable, Entry | RejectedEntry], Exception | None]:
-        """The entries of ``keys``, one pipelined ``mg`` per server (:func:`.wire.get_many`). A
-        server that is down or fails leaves its keys out (misses) and is the failure returned."""
-        found: dict[Hashable, Entry | RejectedEntry] = {}
-        failure: Exception | None = None
-        signer = self.store.signer
-        for node, items in self._by_node(keys).items():
-            if node.breaker.down:
-                failure = failure or BackendUnavailable(node.unavailable)
-                continue
-            raws = [wire.encode() for _, wire in items]
-            pool = node.pool
-            client = pool.acquire()
-            try:
-                hits = wire_get_many(client, raws)
-            except NETWORK_ERRORS as exc:
-                node.breaker.trip(exc)
-                failure = failure or exc
-                continue
-            except Exception as exc:
-                failure = failure or exc
-                continue
-            finally:
-                pool.release(client)
-            for (key, wire), raw in zip(items, raws, strict=True):
-                hit = hits.get(raw)
-                if hit is None:
-                    continue
-                try:
-                    entry = unseal(signer, raw, hit[0])
-                    if type(entry) is tuple and entry and entry[0] == HEAD_MARK:
-                        entry = self.parts.get(node, wire, entry)
-                except Placeholder:
-                    continue
-                except RejectedEntry as exc:
-                    found[key] = exc
-                    continue
-                except Exception as exc:
-                    failure = failure or exc
-                    continue
-                entry = self.store.rebased(entry, hit[1])
-                if entry is not None:
-                    found[key] = entry
-        return found, failure
+        return self.batches.get_entries(keys)
 
     def set_entries(self, entries: Mapping[Hashable, Entry]) -> tuple[list[Hashable], Exception | None]:
-        """Store each entry with one pipelined ``set`` per server (:func:`.wire.set_many`). Every
-        value is pickled first: one that cannot be raises before anything is sent."""
-        store = self.store
-        grouped = self._by_node(list(entries))
-        failed: list[Hashable] = []
-        failure: Exception | None = None
-        for node, items in grouped.items():
-            if node.breaker.down:
-                failed.extend(key for key, _ in items)
-                failure = failure or BackendUnavailable(node.unavailable)
-                continue
-            batch: list[tuple[bytes, bytes, int]] = []
-            keys: list[Hashable] = []
-            for key, wire in items:
-                try:
-                    data, expire, _head = self.pack(wire, node, entries[key])
-                except UnstorableValue:
-                    raise
-                except Exception as exc:  # the parts of a large value could not be written
-                    failed.append(key)
-                    failure = failure or exc
-                    continue
-                batch.append((wire.encode(), data, expire))
-                keys.append(key)
-            pool = node.pool
-            client = pool.acquire()
-            try:
-                results = wire_set_many(client, batch)
-            except Exception as exc:
-                if isinstance(exc, NETWORK_ERRORS):
-                    node.breaker.trip(exc)
-                failed.extend(keys)
-                failure = failure or exc
-                continue
-            finally:
-                pool.release(client)
-            for key, (_wire, data, _expire), refusal in zip(keys, batch, results, strict=True):
-                if refusal is None:
-                    continue
-                failed.append(key)
-                if b"too large" in refusal:
-                    failure = failure or store.item_too_large(len(data))
-                elif refusal != b"NOT_STORED":
-                    failure = failure or MemcacheServerError(refusal.decode("ascii", "replace"))
-        return failed, failure
+        return self.batches.set_entries(entries)
 
     def delete_entries(self, keys: Sequence[Hashable]) -> tuple[list[Hashable], Exception | None]:
-        """Delete ``keys`` with one pipelined ``delete ... noreply`` and ``mn`` per server
-        (:func:`.wire.delete_many`); a server that is down or fails gets each of its deletes
-        retried before it serves reads again, as :meth:`delete_entry` does."""
-        try:
-            grouped = self._by_node(keys)
-        except Exception as exc:  # no key can be built (no counter readable): bump the namespace
-            self.defer_remove()
-            return list(keys), exc
-        failed: list[Hashable] = []
-        failure: Exception | None = None
-        for node, items in grouped.items():
-            problem: Exception | None = None
-            if node.breaker.down:
-                problem = BackendUnavailable(node.unavailable)
-            else:
-                pool = node.pool
-                client = pool.acquire()
-                try:
-                    wire_delete_many(client, [wire.encode() for _, wire in items])
-                except Exception as error:
-                    if isinstance(error, NETWORK_ERRORS):
-                        node.breaker.trip(error)
-                    problem = error
-                finally:
-                    pool.release(client)
-            if problem is None:
-                continue
-            self.defer_deletes(node, [wire for _, wire in items])
-            failed.extend(key for key, _ in items)
-            failure = failure or problem
-        return failed, failure
+        return self.batches.delete_entries(keys)
 
     def lease(self, key: Hashable) -> tuple[str, bytes | None]:
         """``(wire key, cas unique)``: of a placeholder added where the key is absent, else of the
