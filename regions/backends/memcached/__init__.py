@@ -6,7 +6,7 @@
   digest in their (tagged) head (:mod:`.parts`).
 * An entry's life does not depend on the writer's clock: the hit's ``mg`` also returns the seconds
   the server still keeps the item, and the entry's time is rebased on the reader's clock from them
-  (:meth:`MemcachedNamespaceManager._rebased`), within the server's whole second. Entries that
+  (:meth:`MemcachedStore.rebased`), within the server's whole second. Entries that
   never expire are served as written.
 * Every entry's key holds the storage format (:data:`.entry_format.FORMAT`): an entry written in
   another format is never read, only missed.
@@ -35,9 +35,9 @@
 This module holds the store and the namespace manager; each holds its parts as collaborators:
 :mod:`.nodes` (servers, key -> server, generation counters) over :mod:`.pool` (connections),
 :mod:`.wire` (the hit path's commands on a pooled socket), :mod:`.aio` (the hit on the event
-loop), :mod:`.keys` (valid memcached keys),
-:mod:`.tags` (``store.tags``), :mod:`.parts` (``manager.parts``), :mod:`.lock` (``update_lock``)
-and :mod:`.sync_log` (``store.sync_storage``).
+loop), :mod:`.keys` (valid memcached keys), :mod:`.tags` (``store.tags``), :mod:`.parts`
+(``manager.parts``), :mod:`.batch` (``manager.batches``), :mod:`.lock` (``update_lock``) and
+:mod:`.sync_log` (``store.sync_storage``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from ...errors import BackendUnavailable, UnstorableValue
 from ...signing import RejectedEntry
 from ...throttle import Throttle
 from ..contract import LEASE_SECONDS, Backend, Entry, LogStorage, Store
+from .batch import Batches
 from .entry_format import FORMAT, LEASE_MARK, PICKLE_AT, Placeholder, seal, unseal
 from .expiry import LATEST_EXPIRY, asked, expiry, longest_timeout
 from .keys import guarded, safe_namespace
@@ -70,10 +71,7 @@ from .parts import HEAD_MARK, Head, Parts
 from .sync_log import MemcachedLog
 from .tags import MemcachedTags
 from .wire import CounterReplies, as_int, get_tagged
-from .wire import delete_many as wire_delete_many
 from .wire import get as wire_get
-from .wire import get_many as wire_get_many
-from .wire import set_many as wire_set_many
 
 log = logging.getLogger("regions")
 #: Seconds within which the writer's clock and the age the server gives an entry are taken to
@@ -126,6 +124,7 @@ class MemcachedStore(Store):
         self.generation_key = safe_namespace(self.identity, 150) + ":__generation__"
         self.cleared_at = 0.0  # monotonic time of this process's last clear()
         self.capped_said = False  # a lifetime past LATEST_EXPIRY was logged (once per region)
+        self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for rebased
         #: Per kind of counter: which held no number, and what (:meth:`.nodes.Node.replace_non_number`).
         self.counter_logs: dict[str, Throttle] = {}
         self.nodes = Nodes(self, self.servers)  # rebuilt in a forked child: look it up each time
@@ -204,6 +203,36 @@ class MemcachedStore(Store):
             )
         return LATEST_EXPIRY
 
+    def rebased(self, entry: Entry | None, left: int) -> Entry | None:
+        """``entry`` with its time rebased on this host's clock: now, less the age that the server's
+        seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
+        amount (its own clock); the server counts the item's life on one clock for every reader.
+        Exact to the server's whole second, never longer than written. Kept as written when it
+        never expires (``left`` -1 or ``ttl`` None), is not an entry (the region rejects it), or
+        when the two clocks agree within the server's resolution (:data:`CLOCKS_AGREE`: the
+        writer's time is then the more precise, which sub-second lifetimes need)."""
+        if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
+            return entry
+        ttl = entry[1]
+        lived = self._asked.get(ttl)  # the seconds the server was asked to keep it, per TIMEOUT
+        if lived is None:
+            if type(ttl) is not float and type(ttl) is not int:
+                return entry
+            if len(self._asked) >= 64:  # a few TIMEOUTs per region; never grows without bound
+                self._asked.clear()
+            lived = self._asked[ttl] = asked(ttl, self.stale)
+        written = time.time() - (lived - left)
+        if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
+            return entry
+        return (written, ttl, entry[2])
+
+    def item_too_large(self, size: int) -> ValueError:
+        """The error for an item of ``size`` bytes that the server refused as too large."""
+        return ValueError(
+            f"region {self.region!r}: memcached refused an item of {size} bytes; lower "
+            "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
+        )
+
     def close(self) -> None:
         super().close()
         pending = sum(len(node.backlog) for node in self.nodes.all)
@@ -247,9 +276,10 @@ class MemcachedNamespaceManager(Backend):
         #: tagged hit reads the same counters again and again)
         self._versions_seen: tuple[list[bytes | None], tuple[int | None, ...]] = ([], ())
         self._counters_seen = CounterReplies()  # the counters' last reply bytes, for get_tagged
-        self._asked: dict[float | None, float] = {}  # TIMEOUT -> expiry.asked(TIMEOUT, stale), for _rebased
         #: Values larger than one item, stored in parts.
         self.parts = Parts(self._ns, self.store)
+        #: Many keys in one round trip per server.
+        self.batches = Batches(self)
 
     def _generation(self) -> tuple[str, dict[Hashable, str]]:
         """``(namespace:F2.<region gen>.<namespace gen>, wire keys built under it)``.
@@ -294,7 +324,8 @@ class MemcachedNamespaceManager(Backend):
 
     def get_entry(self, key: Hashable) -> Entry | None:
         wire = self.wire_key(key)
-        nodes = self.store.nodes
+        store = self.store
+        nodes = store.nodes
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
@@ -312,12 +343,12 @@ class MemcachedNamespaceManager(Backend):
             return None
         data, left = hit
         try:
-            found = unseal(self.store.signer, raw, data)
+            found = unseal(store.signer, raw, data)
         except Placeholder:
             return None  # a computation of this key is under way elsewhere: a miss
         if found[0] == HEAD_MARK:  # too large for one item: a head naming its parts
             found = self.parts.get(node, wire, found)
-        return self._rebased(found, left)
+        return store.rebased(found, left)
 
     async def aget_entry(self, key: Hashable) -> Entry | None:
         """:meth:`get_entry` for coroutines (:class:`~regions.backends.contract.AsyncEntries`): the
@@ -349,36 +380,14 @@ class MemcachedNamespaceManager(Backend):
         if found[0] == HEAD_MARK:  # a head naming its parts: read them on an I/O thread
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(store.executor, self.parts.get, node, wire, found)
-        return self._rebased(found, left)
-
-    def _rebased(self, entry: Entry | None, left: int) -> Entry | None:
-        """``entry`` with its time rebased on this host's clock: now, less the age that the server's
-        seconds ``left`` of the item say it has. The writer's ``time.time()`` may be off by any
-        amount (its own clock); the server counts the item's life on one clock for every reader.
-        Exact to the server's whole second, never longer than written. Kept as written when it
-        never expires (``left`` -1 or ``ttl`` None), is not an entry (the region rejects it), or
-        when the two clocks agree within the server's resolution (:data:`CLOCKS_AGREE`: the
-        writer's time is then the more precise, which sub-second lifetimes need)."""
-        if left < 0 or type(entry) is not tuple or len(entry) != 3 or type(entry[0]) is not float:
-            return entry
-        ttl = entry[1]
-        lived = self._asked.get(ttl)  # the seconds the server was asked to keep it, per TIMEOUT
-        if lived is None:
-            if type(ttl) is not float and type(ttl) is not int:
-                return entry
-            if len(self._asked) >= 64:  # a few TIMEOUTs per namespace; never grows without bound
-                self._asked.clear()
-            lived = self._asked[ttl] = asked(ttl, self.store.stale)
-        written = time.time() - (lived - left)
-        if -CLOCKS_AGREE <= entry[0] - written <= CLOCKS_AGREE:
-            return entry
-        return (written, ttl, entry[2])
+        return store.rebased(found, left)
 
     def get_entry_tagged(self, key: Hashable, names: list[str]) -> tuple[Entry | None, Sequence[int | None]]:
         """The entry and its tags' counters, read from the entry's server in one round trip
         (:func:`.wire.get_tagged`)."""
         wire = self.wire_key(key)
-        nodes = self.store.nodes
+        store = self.store
+        nodes = store.nodes
         node = nodes.single or nodes.node_for(wire)
         if node.breaker.down:
             raise BackendUnavailable(node.unavailable)
@@ -405,7 +414,7 @@ class MemcachedNamespaceManager(Backend):
             return None, versions
         data, left = hit
         try:
-            entry = unseal(self.store.signer, raw, data)
+            entry = unseal(store.signer, raw, data)
         except Placeholder:
             return None, versions
         except RejectedEntry as exc:
@@ -413,7 +422,7 @@ class MemcachedNamespaceManager(Backend):
             raise
         if entry[0] == HEAD_MARK:
             entry = self.parts.get(node, wire, entry)
-        return self._rebased(entry, left), versions
+        return store.rebased(entry, left), versions
 
     async def aget_entry_tagged(
         self, key: Hashable, names: list[str]
@@ -449,14 +458,14 @@ class MemcachedNamespaceManager(Backend):
         if entry[0] == HEAD_MARK:
             loop = asyncio.get_running_loop()
             entry = await loop.run_in_executor(store.executor, self.parts.get, node, wire, entry)
-        return self._rebased(entry, left), versions
+        return store.rebased(entry, left), versions
 
     def create_tags(self, key: Hashable, names: list[str]) -> list[int]:
         """The counters of ``names`` on the server of ``key``'s entry, created where missing."""
         store = self.store
         return store.tags.create_on(store.node_for(self.wire_key(key)), names)
 
-    def _pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
+    def pack(self, wire: str, node: Node, entry: Entry) -> tuple[bytes, int, tuple[Any, ...] | None]:
         """``(sealed item, expire argument, head or None)`` of ``entry``; a value too large for one
         item is written in parts first (:mod:`.parts`) and the item is their head."""
         store = self.store
@@ -477,158 +486,25 @@ class MemcachedNamespaceManager(Backend):
         except MemcacheServerError as exc:
             if b"too large" not in str(exc).encode():
                 raise
-            raise ValueError(
-                f"region {self.store.region!r}: memcached refused an item of {len(data)} bytes; lower "
-                "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
-            ) from exc
+            raise self.store.item_too_large(len(data)) from exc
 
     def set_entry(self, key: Hashable, entry: Entry) -> None:
         wire = self.wire_key(key)
         node = self.store.node_for(wire)
-        data, expire, _head = self._pack(wire, node, entry)
+        data, expire, _head = self.pack(wire, node, entry)
         self._store(node, "set", wire, data, expire=expire)
 
-    # batches: one round trip per server ------------------------------------------------------
-    def _by_node(self, keys: Sequence[Hashable]) -> dict[Node, list[tuple[Hashable, str]]]:
-        """``keys`` (without duplicates) grouped by the node holding them: ``{node: [(key, wire)]}``."""
-        nodes = self.store.nodes
-        grouped: dict[Node, list[tuple[Hashable, str]]] = {}
-        for key in dict.fromkeys(keys):
-            wire = self.wire_key(key)
-            grouped.setdefault(nodes.single or nodes.node_for(wire), []).append((key, wire))
-        return grouped
-
+    # batches: one round trip per server (:mod:`.batch`) --------------------------------------
     def get_entries(
         self, keys: Sequence[Hashable]
     ) -> tuple[dict[Hashable, Entry | RejectedEntry], Exception | None]:
-        """The entries of ``keys``, one pipelined ``mg`` per server (:func:`.wire.get_many`). A
-        server that is down or fails leaves its keys out (misses) and is the failure returned."""
-        found: dict[Hashable, Entry | RejectedEntry] = {}
-        failure: Exception | None = None
-        signer = self.store.signer
-        for node, items in self._by_node(keys).items():
-            if node.breaker.down:
-                failure = failure or BackendUnavailable(node.unavailable)
-                continue
-            raws = [wire.encode() for _, wire in items]
-            pool = node.pool
-            client = pool.acquire()
-            try:
-                hits = wire_get_many(client, raws)
-            except NETWORK_ERRORS as exc:
-                node.breaker.trip(exc)
-                failure = failure or exc
-                continue
-            except Exception as exc:
-                failure = failure or exc
-                continue
-            finally:
-                pool.release(client)
-            for (key, wire), raw in zip(items, raws, strict=True):
-                hit = hits.get(raw)
-                if hit is None:
-                    continue
-                try:
-                    entry = unseal(signer, raw, hit[0])
-                    if type(entry) is tuple and entry and entry[0] == HEAD_MARK:
-                        entry = self.parts.get(node, wire, entry)
-                except Placeholder:
-                    continue
-                except RejectedEntry as exc:
-                    found[key] = exc
-                    continue
-                except Exception as exc:
-                    failure = failure or exc
-                    continue
-                entry = self._rebased(entry, hit[1])
-                if entry is not None:
-                    found[key] = entry
-        return found, failure
+        return self.batches.get_entries(keys)
 
     def set_entries(self, entries: Mapping[Hashable, Entry]) -> tuple[list[Hashable], Exception | None]:
-        """Store each entry with one pipelined ``set`` per server (:func:`.wire.set_many`). Every
-        value is pickled first: one that cannot be raises before anything is sent."""
-        store = self.store
-        grouped = self._by_node(list(entries))
-        failed: list[Hashable] = []
-        failure: Exception | None = None
-        for node, items in grouped.items():
-            if node.breaker.down:
-                failed.extend(key for key, _ in items)
-                failure = failure or BackendUnavailable(node.unavailable)
-                continue
-            batch: list[tuple[bytes, bytes, int]] = []
-            keys: list[Hashable] = []
-            for key, wire in items:
-                try:
-                    data, expire, _head = self._pack(wire, node, entries[key])
-                except UnstorableValue:
-                    raise
-                except Exception as exc:  # the parts of a large value could not be written
-                    failed.append(key)
-                    failure = failure or exc
-                    continue
-                batch.append((wire.encode(), data, expire))
-                keys.append(key)
-            pool = node.pool
-            client = pool.acquire()
-            try:
-                results = wire_set_many(client, batch)
-            except Exception as exc:
-                if isinstance(exc, NETWORK_ERRORS):
-                    node.breaker.trip(exc)
-                failed.extend(keys)
-                failure = failure or exc
-                continue
-            finally:
-                pool.release(client)
-            for key, (_wire, data, _expire), refusal in zip(keys, batch, results, strict=True):
-                if refusal is None:
-                    continue
-                failed.append(key)
-                if b"too large" in refusal:
-                    failure = failure or ValueError(
-                        f"region {store.region!r}: memcached refused an item of {len(data)} bytes; lower "
-                        "OPTIONS item_size below the server's limit (memcached -I), or use a file region"
-                    )
-                elif refusal != b"NOT_STORED":
-                    failure = failure or MemcacheServerError(refusal.decode("ascii", "replace"))
-        return failed, failure
+        return self.batches.set_entries(entries)
 
     def delete_entries(self, keys: Sequence[Hashable]) -> tuple[list[Hashable], Exception | None]:
-        """Delete ``keys`` with one pipelined ``delete ... noreply`` and ``mn`` per server
-        (:func:`.wire.delete_many`); a server that is down or fails gets each of its deletes
-        retried before it serves reads again, as :meth:`delete_entry` does."""
-        try:
-            grouped = self._by_node(keys)
-        except Exception as exc:  # no key can be built (no counter readable): bump the namespace
-            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
-            return list(keys), exc
-        failed: list[Hashable] = []
-        failure: Exception | None = None
-        for node, items in grouped.items():
-            problem: Exception | None = None
-            if node.breaker.down:
-                problem = BackendUnavailable(node.unavailable)
-            else:
-                pool = node.pool
-                client = pool.acquire()
-                try:
-                    wire_delete_many(client, [wire.encode() for _, wire in items])
-                except Exception as error:
-                    if isinstance(error, NETWORK_ERRORS):
-                        node.breaker.trip(error)
-                    problem = error
-                finally:
-                    pool.release(client)
-            if problem is None:
-                continue
-            for key, wire in items:
-                node.defer(("delete", wire), functools.partial(node.direct, "delete", wire, noreply=False))
-                failed.append(key)
-            self._escalate(node)
-            failure = failure or problem
-        return failed, failure
+        return self.batches.delete_entries(keys)
 
     def lease(self, key: Hashable) -> tuple[str, bytes | None]:
         """``(wire key, cas unique)``: of a placeholder added where the key is absent, else of the
@@ -652,7 +528,7 @@ class MemcachedNamespaceManager(Backend):
         if cas is None or wire != leased:
             return False
         node = self.store.node_for(wire)
-        data, expire, head = self._pack(wire, node, entry)
+        data, expire, head = self.pack(wire, node, entry)
         if self._store(node, "cas", wire, data, cas, expire=expire):
             return True
         if head is not None:  # its parts are nobody's: remove them now rather than at their expiry
@@ -668,20 +544,29 @@ class MemcachedNamespaceManager(Backend):
         try:
             wire = self.wire_key(key)
         except Exception:
-            self._defer_everywhere(("bump", self._ns_generation_key), self._ns_generation_key)
+            self.defer_remove()
             raise
         node = self.store.node_for(wire)
-        action = functools.partial(node.direct, "delete", wire, noreply=False)
         if node.breaker.down:
-            node.defer(("delete", wire), action)
-            self._escalate(node)
+            self.defer_deletes(node, [wire])
             raise BackendUnavailable(node.unavailable)
         try:
-            action()
+            node.direct("delete", wire, noreply=False)
         except Exception:
-            node.defer(("delete", wire), action)
-            self._escalate(node)
+            self.defer_deletes(node, [wire])
             raise
+
+    def defer_deletes(self, node: Node, wires: list[str]) -> None:
+        """The deletes of ``wires``, which did not reach ``node``: replayed before it serves reads
+        again, and in a cluster this namespace bumped on the nodes that answer (:meth:`_escalate`)."""
+        for wire in wires:
+            node.defer(("delete", wire), functools.partial(node.direct, "delete", wire, noreply=False))
+        self._escalate(node)
+
+    def defer_remove(self) -> None:
+        """This namespace's bump (:meth:`do_remove`), replayed on every node before it serves reads
+        again: it stands for deletes whose keys could not be built (no generation counter read)."""
+        self.store.nodes.defer_bump(self._ns_generation_key)
 
     def _escalate(self, node: Node) -> None:
         """A key's delete waits for its node, and other processes could read the old entry from it
@@ -696,11 +581,6 @@ class MemcachedNamespaceManager(Backend):
             nodes.bump(self._ns_generation_key)
         except Exception:
             pass  # no node answers: the deferred delete is all there is (and the bump is deferred too)
-
-    def _defer_everywhere(self, key: Hashable, counter: str) -> None:
-        nodes = self.store.nodes
-        for node in nodes.all:
-            node.defer(key, functools.partial(nodes._bump_on, node, counter))
 
     def do_remove(self) -> None:
         self.store.bump(self._ns_generation_key)

@@ -368,6 +368,12 @@ class Nodes:
         if not reached:
             raise failure or BackendUnavailable(self._all_down())
 
+    def defer_bump(self, name: str) -> None:
+        """Bump counter ``name`` on every node as an invalidation that could not be made now: replayed
+        before the node serves reads again (:meth:`Node.defer`)."""
+        for node in self.all:
+            node.defer(("bump", name), functools.partial(self._bump_on, node, name))
+
     def _bump_on(self, node: Node, name: str) -> None:
         try:
             value = node.direct("incr", name, 1, noreply=False)

@@ -1,14 +1,16 @@
-"""Commands on a pooled pymemcache client's own socket: the hit path's round trips.
+"""Commands on a pooled pymemcache client's own socket: the hit path's round trips, and the
+pipelined batches.
 
 pymemcache's ``Client.get`` is general (many keys, key checks, prefixes, serde, ``gets``) and reads
 the reply a line at a time; a hit here needs keys that the key guard already made valid, and one
 ``recv`` usually holds the whole reply. Reading it in one piece halves the time of a hit on a
-loopback server (``benchmarks/run.py``). Everything else (sets, counters) stays with pymemcache,
+loopback server (``benchmarks/run.py``). A single key's other commands (``set``, ``add``, ``gets``,
+``cas``, ``delete``), the parts of a split value and the generation counters stay with pymemcache,
 which also makes the connection (:func:`connected`).
 
 A hit is a meta get (memcached >= 1.6), ``mg <key> v t k``: the value and, on the same round trip,
-the seconds the server still keeps the item (``t``), which the namespace manager turns into the
-entry's age on the reader's own clock (an entry's life never depends on the writer's clock).
+the seconds the server still keeps the item (``t``), which the store turns into the entry's age
+on the reader's own clock (an entry's life never depends on the writer's clock).
 
 * :func:`get`: one key, the plain hit. A reply that is not exactly
   ``VA <bytes> t<left> k<key>\\r\\n<data>\\r\\n`` or ``EN k<key>\\r\\n`` raises.
@@ -16,9 +18,10 @@ entry's age on the reader's own clock (an entry's life never depends on the writ
   tagged hit.
 * :func:`parse_meta`, :func:`parse_tagged`: the replies of those two read from a buffer, without
   I/O: the blocking socket here and the loop's reader of :mod:`.aio` use the same parsers.
-* :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag invalidation), sent in batches
-  whose replies are read before the next batch goes (a long batch must not fill both directions'
-  buffers at once).
+* :func:`get_many`, :func:`set_many`, :func:`delete_many`: many keys' ``mg``, ``set`` or
+  ``delete`` (:mod:`.batch`), and :func:`incr_many`: ``incr <counter> 1`` for each counter (a tag
+  invalidation). Each is sent in batches whose replies are read before the next batch goes (a long
+  batch must not fill both directions' buffers at once).
 
 Any error or reply out of step closes the socket, as pymemcache does, so a connection is never
 left with unread bytes that the next command would take for its own reply.
