@@ -91,7 +91,35 @@ def _answers(port: int, pid: int | None = None) -> bool:
         return False
 
 
-class MemcachedServer:
+class ServerProcess:
+    """A real server process on 127.0.0.1: started by :meth:`launch`, which returns once it answers
+    (or fails the test with the server's own words), and killed by :meth:`stop`."""
+
+    port: int
+    address: str
+    proc: subprocess.Popen[bytes]
+
+    def launch(self, name: str, args: list[str], answers: Callable[[], bool]) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not answers():
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                pytest.fail(f"{name} exited with {self.proc.returncode}: {err}", pytrace=False)
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{name} on {self.address} did not answer within 10 s", pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # its data are throw-away; SIGTERM costs memcached about 1 s to exit
+            self.proc.wait(timeout=5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+class MemcachedServer(ServerProcess):
     """A real memcached process bound to 127.0.0.1 on a free port."""
 
     def __init__(self, memory_mb: int = 64, extra_args: tuple[str, ...] = (), port: int | None = None):
@@ -104,23 +132,8 @@ class MemcachedServer:
         if os.geteuid() == 0:
             args += ["-u", "root"]
         args += list(extra_args)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not _answers(self.port, self.proc.pid):  # this server, not another on the port
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                pytest.fail(f"memcached exited with {self.proc.returncode}: {err}", pytrace=False)
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"memcached on {self.address} did not answer within 10 s", pytrace=False)
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # its items are throw-away; SIGTERM costs memcached about 1 s to exit
-            self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        # this server, not another on the port
+        self.launch("memcached", args, lambda: _answers(self.port, self.proc.pid))
 
 
 def memcached_stats_of(address: str) -> dict[str, object]:
@@ -182,7 +195,7 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A real redis-server bound to 127.0.0.1 on a free port, no config file, nothing saved."""
 
     def __init__(self, extra_args: tuple[str, ...] = (), port: int | None = None):
@@ -194,23 +207,7 @@ class RedisServer:
         self.url = f"redis://{self.address}/0"
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 *extra_args]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not _redis_answers(self.port):
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                pytest.fail(f"redis-server exited with {self.proc.returncode}: {err}", pytrace=False)
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"redis-server on {self.address} did not answer within 10 s", pytrace=False)
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.launch("redis-server", args, lambda: _redis_answers(self.port))
 
 
 @pytest.fixture(scope="session")

@@ -16,21 +16,19 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import MemcachedServer, RedisServer, _answers, _redis_answers, free_port
+from tests.conftest import MemcachedServer, RedisServer, ServerProcess, _answers, _redis_answers, free_port
 from tests.faults.proxy import Proxy
 
 T = TypeVar("T")
 
 
-class Faults:
-    """The faults of a server process (mixed in before :class:`MemcachedServer` or
-    :class:`RedisServer`, whose ``proc``, ``address`` and ``stop`` it uses): SIGSTOP, SIGCONT,
-    SIGKILL. ``start`` (same port) and ``answers`` are each server's own."""
+class Faults(ServerProcess):
+    """The faults of a server process: SIGSTOP, SIGCONT, SIGKILL. A faulty server is one of these
+    and its server class (``class FaultyMemcached(Faults, MemcachedServer)``); ``start`` (on the
+    same port) and ``answers`` are each server's own."""
 
     #: the server's name in a failure message
     name = "server"
-    proc: subprocess.Popen[bytes]
-    address: str
     paused: bool
 
     def pause(self) -> None:
@@ -62,7 +60,7 @@ class Faults:
     def stop(self) -> None:
         if self.paused:
             self.resume()
-        super().stop()  # type: ignore[misc]  # the server class's, next in the MRO
+        super().stop()
 
     def start(self) -> None:
         """(Re)start on the same port."""
