@@ -116,6 +116,49 @@ def recovered_at(calls: Iterable[Call], since: float) -> float | None:
     return None
 
 
+class Heartbeat:
+    """A thread of the callers' process that wakes every few milliseconds: the gaps between its
+    beats are the times the process itself was held (its CPU share given to other test workers,
+    or the GIL to other threads). A call slow only by such a gap did not wait on the network.
+    As a context manager: beats from entry to exit; :meth:`held` then measures a window."""
+
+    EVERY = 0.005
+    #: A gap longer than this between two beats is counted as the process held.
+    GAP = 0.03
+
+    def __init__(self) -> None:
+        self.beats: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            self.beats.append(time.monotonic())
+
+    def __enter__(self) -> Heartbeat:
+        self.beats.append(time.monotonic())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def held(self, start: float, end: float) -> float:
+        """Seconds of ``[start, end]`` inside gaps between beats longer than :data:`GAP`, less
+        the beat interval each gap would have had anyway."""
+        total = 0.0
+        beats = self.beats
+        for before, after in zip(beats, beats[1:], strict=False):
+            if after <= start:
+                continue
+            if before >= end:
+                break
+            if after - before > self.GAP:
+                total += max(0.0, min(after, end) - max(before, start) - self.EVERY)
+        return total
+
+
 @dataclass
 class Outcome:
     """What one fault cost, summed over every caller."""
@@ -129,6 +172,9 @@ class Outcome:
     #: those calls, for a failure message: caller, start (s after the fault began), seconds, key
     #: (own or shared), computed, and the exception if any
     slow_calls: list[str] = field(default_factory=list)
+    #: calls of the fault window slow only while their process was held (:class:`Heartbeat`): not
+    #: counted in ``waited``, listed for the report
+    held_calls: list[str] = field(default_factory=list)
     #: seconds from the end of the fault until every caller was served by the cache again (inf: never)
     recovery: float = math.inf
     #: computations in calls that started after ``settle`` seconds past the recovery
@@ -148,8 +194,10 @@ def summarize(
     fault_end: float,
     slow: float,
     settle: float = 0.5,
+    heartbeat: Heartbeat | None = None,
 ) -> Outcome:
-    """Sum the calls of every caller (see :class:`Outcome`)."""
+    """Sum the calls of every caller (see :class:`Outcome`). With the ``heartbeat`` of the callers'
+    process, a call's seconds while the process was held do not count towards ``slow``."""
     out = Outcome()
     recoveries = []
     for caller, calls in enumerate(per_caller):
@@ -160,12 +208,18 @@ def summarize(
                 out.exceptions.append(call.error)
             out.slowest = max(out.slowest, call.seconds)
             if fault_start <= call.start < fault_end and call.seconds > slow:
-                out.waited += 1
-                out.slow_calls.append(
-                    f"caller {caller} at +{call.start - fault_start:.3f} s: {call.seconds:.3f} s, key "
-                    f"{call.key} ({'own' if call.own_key else 'shared'}), computed={call.computed}"
+                held = 0.0 if heartbeat is None else heartbeat.held(call.start, call.start + call.seconds)
+                said = (
+                    f"caller {caller} at +{call.start - fault_start:.3f} s: {call.seconds:.3f} s"
+                    + (f" (the process held {held:.3f} s of it)" if held else "")
+                    + f", key {call.key} ({'own' if call.own_key else 'shared'}), computed={call.computed}"
                     + (f", {call.error}" if call.error else "")
                 )
+                if call.seconds - held > slow:
+                    out.waited += 1
+                    out.slow_calls.append(said)
+                else:
+                    out.held_calls.append(said)
         at = recovered_at(calls, fault_end)
         recoveries.append(math.inf if at is None else at - fault_end)
     out.recovery = max(recoveries) if recoveries else math.inf
