@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -89,6 +89,23 @@ def _answers(port: int, pid: int | None = None) -> bool:
             return f"STAT pid {pid}\r\n".encode() in reply
     except OSError:
         return False
+
+
+T = TypeVar("T")
+
+
+def made_for_the_test(build: Callable[..., T], finish: Callable[[T], Any]) -> Iterator[Callable[..., T]]:
+    """The body of a factory fixture (``yield from`` it): yields ``make``, which calls ``build`` and
+    keeps what it returns; after the test, ``finish`` is called on each one, in order."""
+    made: list[T] = []
+
+    def make(*args: Any, **kwargs: Any) -> T:
+        made.append(build(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for thing in made:
+        finish(thing)
 
 
 class ServerProcess:
@@ -168,16 +185,7 @@ def memcached_server():
 @pytest.fixture
 def memcached_factory():
     """Start extra memcached servers for one test: ``srv = memcached_factory()``; all stopped after."""
-    servers: list[MemcachedServer] = []
-
-    def start(**kwargs) -> MemcachedServer:
-        server = MemcachedServer(**kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from made_for_the_test(MemcachedServer, MemcachedServer.stop)
 
 
 REDIS_HELP = (
@@ -223,16 +231,7 @@ def redis_server():
 @pytest.fixture
 def redis_factory():
     """Start extra redis-servers for one test: ``srv = redis_factory()`` (``srv.url``); all stopped after."""
-    servers: list[RedisServer] = []
-
-    def start(**kwargs) -> RedisServer:
-        server = RedisServer(**kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from made_for_the_test(RedisServer, RedisServer.stop)
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from regions.backends.memcached import MemcachedStore
+from tests.conftest import made_for_the_test
 from tests.faults.conftest import FaultyMemcached
 
 PAYLOAD = {"rows": [{"id": i, "name": f"item {i}", "price": i * 1.25} for i in range(16)], "text": "é"}
@@ -93,16 +94,7 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def faulty():
-    servers: list[FaultyMemcached] = []
-
-    def make() -> FaultyMemcached:
-        server = FaultyMemcached()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from made_for_the_test(FaultyMemcached, FaultyMemcached.stop)
 
 
 def options(**extra):

@@ -20,7 +20,7 @@ from pymemcache.exceptions import MemcacheUnexpectedCloseError
 
 from regions.backends.contract import make_entry
 from regions.backends.memcached import wire
-from tests.conftest import memcached_stats_of, pause
+from tests.conftest import made_for_the_test, memcached_stats_of, pause
 
 N = 20
 
@@ -80,15 +80,7 @@ class TurnCounter:
 
 @pytest.fixture
 def proxies():
-    made: list[TurnCounter] = []
-
-    def make(upstream: str) -> TurnCounter:
-        made.append(TurnCounter(upstream))
-        return made[-1]
-
-    yield make
-    for proxy in made:
-        proxy.close()
+    yield from made_for_the_test(TurnCounter, TurnCounter.close)
 
 
 def two_server_region(make_manager: Any, addresses: list[str], **options: Any):

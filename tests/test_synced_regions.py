@@ -9,6 +9,7 @@ and invalidates in its own process; every other process must serve the new value
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import statistics
@@ -21,6 +22,7 @@ import pytest
 
 import regions
 from tests import sync_workers as w
+from tests.conftest import made_for_the_test
 
 INTERVAL = 0.3
 BOUND = INTERVAL + 0.5
@@ -91,15 +93,8 @@ def record_delays(label: str, delays: list[float]) -> None:
 
 @pytest.fixture
 def deployment(memcached_server: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    made: list[Deployment] = []
-
-    def make(region: str, tagged: bool = False) -> Deployment:
-        made.append(Deployment(memcached_server, tmp_path, region, tagged))
-        return made[-1]
-
-    yield make
-    for d in made:
-        d.close()
+    # make(region, tagged=False)
+    yield from made_for_the_test(functools.partial(Deployment, memcached_server, tmp_path), Deployment.close)
 
 
 @pytest.mark.parametrize("region", REGIONS)

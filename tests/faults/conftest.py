@@ -12,14 +12,20 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from tests.conftest import MemcachedServer, RedisServer, ServerProcess, _answers, _redis_answers, free_port
+from tests.conftest import (
+    MemcachedServer,
+    RedisServer,
+    ServerProcess,
+    _answers,
+    _redis_answers,
+    free_port,
+    made_for_the_test,
+)
 from tests.faults.proxy import Proxy
-
-T = TypeVar("T")
 
 
 class Faults(ServerProcess):
@@ -102,20 +108,6 @@ def all_threads_stopped(pid: int) -> bool:
     except OSError:
         return True  # gone: nothing answers
     return all(state in ("T", "t") for state in states)
-
-
-def made_for_the_test(build: Callable[..., T], finish: Callable[[T], Any]) -> Iterator[Callable[..., T]]:
-    """The body of a factory fixture (``yield from`` it): yields ``make``, which calls ``build`` and
-    keeps what it returns; after the test, ``finish`` is called on each one, in order."""
-    made: list[T] = []
-
-    def make(*args: Any, **kwargs: Any) -> T:
-        made.append(build(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for thing in made:
-        finish(thing)
 
 
 @pytest.fixture
